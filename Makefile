@@ -1,0 +1,54 @@
+# tenantry — the two commands a new user needs are `make run` and `make test`.
+# Everything sets itself up: uv (installed with pip when absent), the venv, the locked deps.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+RUN := $(UV) run --frozen
+HOST ?= 127.0.0.1
+PORT ?= 8000
+TEST_DATABASE_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
+TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+PYTEST_ARGS ?=
+
+.PHONY: setup run migrate test test-services lint format typecheck openapi bench clean
+
+setup: .venv/.synced
+
+.venv/.synced: pyproject.toml uv.lock
+	@$(UV) --version >/dev/null 2>&1 || $(PYTHON) -m pip install --quiet uv \
+		|| $(PYTHON) -m pip install --quiet --user --break-system-packages uv
+	$(UV) sync --frozen
+	@touch $@
+
+run: setup ## migrate the embedded SQLite database and serve on $(HOST):$(PORT)
+	$(RUN) tenantry migrate
+	HOST=$(HOST) PORT=$(PORT) $(RUN) tenantry serve --no-migrate
+
+migrate: setup
+	$(RUN) tenantry migrate
+
+test: setup ## the whole suite on SQLite with in-process backends (no services)
+	TENANTRY_TEST_BACKEND=sqlite $(RUN) pytest $(PYTEST_ARGS)
+
+test-services: setup ## the whole suite against PostgreSQL and Redis
+	TENANTRY_TEST_BACKEND=services TEST_DATABASE_URL=$(TEST_DATABASE_URL) \
+		TEST_REDIS_URL=$(TEST_REDIS_URL) $(RUN) pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(RUN) ruff check src tests bench
+	$(RUN) ruff format --check src tests bench
+	$(RUN) mypy
+
+typecheck: setup
+	$(RUN) mypy
+
+format: setup
+	$(RUN) ruff check --fix src tests bench
+	$(RUN) ruff format src tests bench
+
+openapi: setup
+	$(RUN) tenantry openapi -o openapi.json
+
+clean:
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

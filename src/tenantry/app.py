@@ -1,0 +1,139 @@
+"""`create_app(settings)`: the whole wiring of one tenantry instance, top to bottom.
+
+Nothing happens at import time; everything an instance needs hangs off `app.state`
+(settings, database, redis, metrics, health checks), so tests build as many independent
+apps as they like.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import APIRouter, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
+from redis.asyncio import Redis
+from starlette.middleware.gzip import GZipMiddleware
+
+from tenantry import __version__
+from tenantry.config import Settings, load_settings
+from tenantry.core.db import Database
+from tenantry.core.errors import install_error_handlers
+from tenantry.core.logging import configure_logging
+from tenantry.core.metrics import Metrics
+from tenantry.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from tenantry.core.openapi import ERROR_RESPONSES, finalize_openapi
+from tenantry.core.routing import UnitOfWorkRoute
+from tenantry.modules.health.router import router as health_router
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    configure_logging(settings)
+    database = Database(settings)
+    redis = _create_redis(settings)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if redis is not None:
+                await redis.aclose()
+            await database.dispose()
+
+    app = FastAPI(
+        title="tenantry",
+        version=__version__,
+        summary="Multi-tenant SaaS backend: accounts, organizations, isolation, jobs, plans.",
+        lifespan=lifespan,
+        docs_url="/docs",
+        redoc_url=None,
+        debug=settings.debug,
+    )
+    app.state.settings = settings
+    app.state.database = database
+    app.state.redis = redis
+    app.state.metrics = Metrics(database)
+    app.state.health_checks = {
+        "database": database.ping,
+        "redis": redis.ping if redis is not None else None,
+    }
+
+    install_error_handlers(app)
+    app.include_router(build_api_router())
+    app.include_router(health_router)
+    _install_middleware(app, settings)
+    _install_openapi(app)
+    return app
+
+
+def build_api_router() -> APIRouter:
+    """Every feature router under `/api/v1`, each endpoint in its own unit of work."""
+    api = APIRouter(prefix=API_PREFIX, route_class=UnitOfWorkRoute, responses=ERROR_RESPONSES)
+    return api
+
+
+def _create_redis(settings: Settings) -> Redis | None:
+    if settings.redis_url is None:
+        return None
+    return Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=2,
+        socket_timeout=2,
+        health_check_interval=30,
+    )
+
+
+def _install_middleware(app: FastAPI, settings: Settings) -> None:
+    # Added innermost first: RequestContextMiddleware ends up outermost, so every answer
+    # (a CORS preflight, a 413 from the body limit, a 500) carries the request id.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
+    if settings.cors_origins:
+        wildcard = "*" in settings.cors_origins
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=not wildcard,  # never `*` together with credentials
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "If-Match",
+                "Idempotency-Key",
+                "X-API-Key",
+                "X-Request-Id",
+            ],
+            expose_headers=["ETag", "Retry-After", "X-Request-Id"],
+            max_age=600,
+        )
+    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
+
+
+def _install_openapi(app: FastAPI) -> None:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                summary=app.summary,
+                routes=app.routes,
+            )
+            app.openapi_schema = finalize_openapi(schema)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def app_factory() -> FastAPI:
+    """Entry point for `uvicorn --factory` (used by `tenantry serve --workers/--reload`)."""
+    return create_app(load_settings())

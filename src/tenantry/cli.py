@@ -1,0 +1,119 @@
+"""The `tenantry` command: serve, migrate, openapi (and more as features land)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tenantry.config import Settings, SettingsError, load_settings
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        settings = load_settings(**{k: v for k, v in overrides.items() if v is not None})
+        settings.secret()  # a dev key is created (and persisted) before workers fork
+    except SettingsError as exc:
+        click.echo(f"tenantry: {exc}", err=True)
+        sys.exit(2)
+    return settings
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tenantry")
+def main() -> None:
+    """tenantry — the backend a multi-tenant SaaS starts from.
+
+    Settings come from the environment and `.env` (see the README's configuration table).
+    """
+
+
+@main.command()
+@click.option("--host", envvar="HOST", default=None, help="Interface to bind [HOST, 127.0.0.1].")
+@click.option("--port", envvar="PORT", type=int, default=None, help="Port [PORT, 8000].")
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes (each a full API process).",
+)
+@click.option("--reload", is_flag=True, help="Restart on code changes (development only).")
+@click.option(
+    "--migrate/--no-migrate",
+    "migrate_first",
+    default=None,
+    help="Apply migrations before serving [default: only when ENV=development].",
+)
+def serve(
+    host: str | None, port: int | None, workers: int, reload: bool, migrate_first: bool | None
+) -> None:
+    """Serve the HTTP API with uvicorn."""
+    import uvicorn
+
+    settings = _settings(host=host, port=port)
+    if reload and settings.is_production:
+        raise click.UsageError("--reload is for development; refusing with ENV=production")
+    if migrate_first if migrate_first is not None else settings.should_auto_migrate:
+        _migrate(settings)
+    common: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_config": None,
+        "access_log": False,
+        "proxy_headers": bool(settings.trusted_proxies),
+        "forwarded_allow_ips": ",".join(settings.trusted_proxies) or None,
+        "server_header": False,
+    }
+    if workers > 1 or reload:
+        uvicorn.run(
+            "tenantry.app:app_factory", factory=True, workers=workers, reload=reload, **common
+        )
+    else:
+        from tenantry.app import create_app
+
+        uvicorn.run(create_app(settings), **common)
+
+
+@main.command()
+def migrate() -> None:
+    """Apply database migrations up to the latest revision."""
+    _migrate(_settings())
+    click.echo("tenantry: database is at the latest revision")
+
+
+def _migrate(settings: Settings) -> None:
+    from tenantry.core.db import Database
+    from tenantry.core.migrate import upgrade_to_head
+
+    if settings.is_sqlite:
+        Database(settings)  # creates the directory of the SQLite file
+    upgrade_to_head(settings.database_url)
+
+
+@main.command()
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write to this file instead of standard output.",
+)
+def openapi(output: Path | None) -> None:
+    """Write the OpenAPI document (JSON)."""
+    from tenantry.app import create_app
+
+    spec = create_app(_settings()).openapi()
+    text = json.dumps(spec, indent=2, sort_keys=False) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        click.echo(f"tenantry: wrote {output}", err=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,214 @@
+"""Engine, sessions, the declarative `Base` and the column mixins every model is built from.
+
+Two dialects, one code path: `sqlite+aiosqlite` (embedded default) and
+`postgresql+asyncpg` (production). Nothing outside this module needs to know which one
+runs, except migrations that add PostgreSQL-only defences (row-level security).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import DateTime, Integer, MetaData, TypeDecorator, Uuid, event, text
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
+from sqlalchemy.pool import ConnectionPoolEntry
+from uuid_utils.compat import uuid7
+
+from tenantry.config import Settings
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+SQLITE_BEGIN_IMMEDIATE = "sqlite_begin_immediate"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def new_id() -> uuid.UUID:
+    """A time-ordered UUIDv7: new rows land at the right edge of the primary-key B-tree."""
+    return uuid7()
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """Timezone-aware UTC datetimes on both dialects (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTCDateTime column")
+        value = value.astimezone(dt.UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        moment: dt.datetime = value
+        if moment.tzinfo is None:
+            return moment.replace(tzinfo=dt.UTC)
+        return moment.astimezone(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {dt.datetime: UTCDateTime(), uuid.UUID: Uuid()}
+
+
+class UUIDPrimaryKey:
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=new_id, sort_order=-100)
+
+
+class Timestamped:
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, sort_order=90)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow, onupdate=utcnow, sort_order=91)
+
+
+class SoftDeletable:
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(default=None, sort_order=92)
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deleted_at is not None
+
+
+class AuditColumns:
+    """Who created and last changed a row (a user id; API keys act for their creator)."""
+
+    created_by: Mapped[uuid.UUID | None] = mapped_column(default=None, sort_order=93)
+    updated_by: Mapped[uuid.UUID | None] = mapped_column(default=None, sort_order=94)
+
+
+class Versioned:
+    """Optimistic concurrency: every UPDATE is `... WHERE version = :seen`, then bumps it."""
+
+    version: Mapped[int] = mapped_column(Integer, default=1, nullable=False, sort_order=95)
+
+    @declared_attr.directive
+    def __mapper_args__(cls) -> dict[str, Any]:
+        return {"version_id_col": cls.__table__.c.version}  # type: ignore[attr-defined]
+
+
+class TenantOwned:
+    """Marker + column for rows that belong to one organization.
+
+    The tenancy layer (`core/tenancy.py`) scopes every ORM statement on a subclass to
+    the request's organization and stamps `organization_id` on insert.
+    """
+
+    @declared_attr
+    def organization_id(cls) -> Mapped[uuid.UUID]:
+        return mapped_column(index=False, nullable=False, sort_order=-90)
+
+
+class Database:
+    """The engine and session factory of one application instance."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.url = settings.database_url
+        self.is_sqlite = settings.is_sqlite
+        self.engine = _create_engine(settings)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+        # SQLite: write transactions start with BEGIN IMMEDIATE so two writers queue on
+        # the busy timeout instead of failing with SQLITE_BUSY when upgrading a read lock.
+        write_engine = (
+            self.engine.execution_options(**{SQLITE_BEGIN_IMMEDIATE: True})
+            if self.is_sqlite
+            else self.engine
+        )
+        self.write_sessions = async_sessionmaker(
+            write_engine, expire_on_commit=False, autoflush=False
+        )
+
+    def session(self, *, write: bool = True) -> AsyncSession:
+        return (self.write_sessions if write else self.sessions)()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session in one transaction: committed on success, rolled back on error."""
+        async with self.session() as session, session.begin():
+            yield session
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def _create_engine(settings: Settings) -> AsyncEngine:
+    if settings.is_sqlite:
+        _ensure_sqlite_directory(settings.database_url)
+        engine = create_async_engine(
+            settings.database_url,
+            echo=settings.database_echo,
+            connect_args={"timeout": 30},
+            pool_size=5,
+            max_overflow=5,
+        )
+        _configure_sqlite(engine)
+        return engine
+    connect_args: dict[str, Any] = {"server_settings": {"application_name": "tenantry"}}
+    if settings.database_statement_timeout_ms:
+        connect_args["server_settings"]["statement_timeout"] = str(
+            settings.database_statement_timeout_ms
+        )
+    return create_async_engine(
+        settings.database_url,
+        echo=settings.database_echo,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+        pool_timeout=settings.database_pool_timeout,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args=connect_args,
+    )
+
+
+def _ensure_sqlite_directory(url: str) -> None:
+    path = url.split(":///", 1)[1].split("?", 1)[0] if ":///" in url else ""
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _configure_sqlite(engine: AsyncEngine) -> None:
+    sync_engine = engine.sync_engine
+
+    @event.listens_for(sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # Take transaction control away from the driver so BEGIN is ours (see "begin").
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    @event.listens_for(sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        immediate = conn.get_execution_options().get(SQLITE_BEGIN_IMMEDIATE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")

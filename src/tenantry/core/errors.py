@@ -1,0 +1,278 @@
+"""One error shape for everything the service can answer with.
+
+Services raise `AppError` subclasses; the handlers below turn those, request validation
+errors, database errors and unexpected exceptions into the error envelope of API.md.
+Submitted values are never echoed back (a password must not come back in an error).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from sqlalchemy import exc as sa_exc
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from tenantry.core.responses import JSONResponse, utc_timestamp
+
+log = logging.getLogger("tenantry.errors")
+
+Details = Sequence[Mapping[str, Any]] | Mapping[str, Any] | None
+
+
+class AppError(Exception):
+    status_code: int = 500
+    code: str = "internal_error"
+    message: str = "Internal server error"
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        code: str | None = None,
+        details: Details = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.message = message or self.message
+        self.code = code or self.code
+        self.details = details
+        self.headers = dict(headers or {})
+        super().__init__(self.message)
+
+
+class BadRequest(AppError):
+    status_code = 400
+    code = "bad_request"
+    message = "Bad request"
+
+
+class ValidationFailed(AppError):
+    status_code = 400
+    code = "validation_error"
+    message = "Request validation failed"
+
+
+class InvalidToken(BadRequest):
+    code = "invalid_token"
+    message = "The token is invalid, expired or already used"
+
+
+class Unauthorized(AppError):
+    status_code = 401
+    code = "unauthorized"
+    message = "Authentication required"
+
+    def __init__(self, message: str | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.headers.setdefault("WWW-Authenticate", "Bearer")
+
+
+class PaymentRequired(AppError):
+    status_code = 402
+    code = "plan_limit_reached"
+    message = "Your plan does not allow this"
+
+
+class Forbidden(AppError):
+    status_code = 403
+    code = "forbidden"
+    message = "You do not have permission to do this"
+
+
+class NotFound(AppError):
+    status_code = 404
+    code = "not_found"
+    message = "Not found"
+
+
+class MethodNotAllowed(AppError):
+    status_code = 405
+    code = "method_not_allowed"
+    message = "Method not allowed"
+
+
+class Conflict(AppError):
+    status_code = 409
+    code = "conflict"
+    message = "Conflict"
+
+
+class VersionConflict(Conflict):
+    code = "version_conflict"
+    message = "The record was changed by someone else; reload it and try again"
+
+
+class PreconditionFailed(AppError):
+    status_code = 412
+    code = "precondition_failed"
+    message = "If-Match does not match the current version"
+
+
+class PayloadTooLarge(AppError):
+    status_code = 413
+    code = "payload_too_large"
+    message = "Request body is too large"
+
+
+class UnsupportedMediaType(AppError):
+    status_code = 415
+    code = "unsupported_media_type"
+    message = "Unsupported content type"
+
+
+class RateLimited(AppError):
+    status_code = 429
+    code = "rate_limited"
+    message = "Too many requests"
+
+    def __init__(self, retry_after: int, message: str | None = None) -> None:
+        super().__init__(message, headers={"Retry-After": str(max(1, retry_after))})
+
+
+class ServiceUnavailable(AppError):
+    status_code = 503
+    code = "service_unavailable"
+    message = "A backing service is unavailable; try again shortly"
+
+
+_STATUS_ERRORS: dict[int, type[AppError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    405: MethodNotAllowed,
+    413: PayloadTooLarge,
+    415: UnsupportedMediaType,
+}
+
+
+def error_body(
+    request_path: str, request_id: str | None, status: int, code: str, message: str, details: Any
+) -> dict[str, Any]:
+    return {
+        "success": False,
+        "statusCode": status,
+        "error": HTTPStatus(status).phrase,
+        "code": code,
+        "message": message,
+        "details": details if details is not None else [],
+        "path": request_path,
+        "requestId": request_id,
+        "timestamp": utc_timestamp(),
+    }
+
+
+def error_response(request: Request, error: AppError) -> Response:
+    body = error_body(
+        request.url.path,
+        getattr(request.state, "request_id", None),
+        error.status_code,
+        error.code,
+        error.message,
+        error.details,
+    )
+    return JSONResponse(body, status_code=error.status_code, headers=error.headers)
+
+
+def validation_details(errors: Sequence[Any]) -> list[dict[str, str]]:
+    """`[{field, message}]` from pydantic errors, without the submitted input."""
+    details = []
+    for error in errors:
+        loc = [str(part) for part in error.get("loc", ())]
+        if loc and loc[0] in {"body", "query", "path", "header", "cookie"}:
+            loc = loc[1:]
+        field = ".".join(loc) if loc else "body"
+        message = str(error.get("msg", "Invalid value")).removeprefix("Value error, ")
+        if error.get("type") == "json_invalid":
+            field, message = "body", "Malformed JSON"
+        elif error.get("type") == "extra_forbidden":
+            message = "Unknown field"
+        details.append({"field": field, "message": message})
+    return details
+
+
+def classify_database_error(exc: sa_exc.DBAPIError) -> AppError:
+    """Map a driver error like the seeds' Prisma filter: unique → 409, FK → 400, down → 503."""
+    if isinstance(exc, sa_exc.IntegrityError):
+        text = str(exc.orig).lower()
+        sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        if sqlstate == "23505" or "unique" in text:
+            return Conflict("A record with these values already exists")
+        if sqlstate == "23503" or "foreign key" in text:
+            return BadRequest("A referenced record does not exist", code="validation_error")
+        return BadRequest("The request violates a data constraint", code="validation_error")
+    if exc.connection_invalidated or _is_connection_problem(exc):
+        return ServiceUnavailable("The database is unavailable; try again shortly")
+    return AppError()
+
+
+def _is_connection_problem(exc: sa_exc.DBAPIError) -> bool:
+    if isinstance(exc, sa_exc.OperationalError) and not _is_postgres(exc):
+        return True  # SQLite: unable to open, disk I/O, locked past the busy timeout
+    orig = exc.orig
+    cause = getattr(orig, "__cause__", None)
+    return isinstance(orig, OSError | ConnectionError) or isinstance(
+        cause, OSError | ConnectionError
+    )
+
+
+def _is_postgres(exc: sa_exc.DBAPIError) -> bool:
+    return "asyncpg" in type(exc.orig).__module__ or "asyncpg" in repr(type(exc.orig))
+
+
+def to_app_error(exc: BaseException) -> AppError | None:
+    """The `AppError` an exception stands for, or None when it is a bug (→ 500)."""
+    if isinstance(exc, AppError):
+        return exc
+    if isinstance(exc, sa_exc.DBAPIError):
+        error = classify_database_error(exc)
+        return None if type(error) is AppError else error
+    if isinstance(exc, sa_exc.TimeoutError):
+        return ServiceUnavailable("The database is busy; try again shortly")
+    if isinstance(exc, ConnectionRefusedError | OSError) and _looks_like_connect_failure(exc):
+        return ServiceUnavailable()
+    return None
+
+
+def _looks_like_connect_failure(exc: OSError) -> bool:
+    return isinstance(exc, ConnectionError) or exc.errno is not None
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_app_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, AppError)
+        return error_response(request, exc)
+
+    async def on_validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return error_response(request, ValidationFailed(details=validation_details(exc.errors())))
+
+    async def on_http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        error_class = _STATUS_ERRORS.get(exc.status_code, AppError)
+        error = error_class(headers=exc.headers)
+        if error_class is AppError:
+            error.status_code = exc.status_code
+            error.code = HTTPStatus(exc.status_code).phrase.lower().replace(" ", "_")
+            error.message = HTTPStatus(exc.status_code).phrase
+        elif exc.status_code == 404:
+            error.message = "Route not found"
+        return error_response(request, error)
+
+    async def on_known_exception(request: Request, exc: Exception) -> Response:
+        error = to_app_error(exc)
+        if error is None:
+            raise exc
+        return error_response(request, error)
+
+    app.add_exception_handler(AppError, on_app_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_error)
+    app.add_exception_handler(sa_exc.DBAPIError, on_known_exception)
+    app.add_exception_handler(sa_exc.TimeoutError, on_known_exception)
+    app.add_exception_handler(OSError, on_known_exception)

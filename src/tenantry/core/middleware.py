@@ -1,0 +1,165 @@
+"""The request boundary, as pure ASGI middleware (no per-request task or body copy).
+
+`RequestContextMiddleware` gives every request an id (echoed from `X-Request-Id` when
+sane), sets the security headers, writes the access log and the metrics, and turns an
+unexpected exception into the 500 envelope *inside* the stack, so even that answer
+carries the request id. `BodyLimitMiddleware` refuses oversized bodies with 413 before
+they are read: at once from `Content-Length`, or as soon as a streamed body crosses it.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import MutableMapping
+from typing import Any
+
+import orjson
+import structlog
+from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tenantry.core.errors import AppError, PayloadTooLarge, error_body, to_app_error
+from tenantry.core.logging import get_logger
+from tenantry.core.metrics import Metrics
+
+access_log = get_logger("tenantry.access")
+error_log = get_logger("tenantry.errors")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "img-src 'self' data: https://fastapi.tiangolo.com; frame-ancestors 'none'"
+)
+DOCS_PATHS = ("/docs", "/redoc")
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            candidate: str = value.decode("latin-1")
+            if _REQUEST_ID.match(candidate):
+                return candidate
+            break
+    return uuid.uuid4().hex
+
+
+def _security_headers(headers: MutableHeaders, scope: Scope) -> None:
+    path: str = scope["path"]
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("Referrer-Policy", "no-referrer")
+    headers.setdefault("X-Frame-Options", "DENY")
+    if path.startswith(DOCS_PATHS):
+        headers.setdefault("Content-Security-Policy", DOCS_CSP)
+    else:
+        headers.setdefault("Content-Security-Policy", API_CSP)
+    if path.startswith("/api/"):
+        headers.setdefault("Cache-Control", "no-store")
+    if scope.get("scheme") == "https":
+        headers.setdefault("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = request_id
+        structlog.contextvars.bind_contextvars(request_id=request_id)
+        status = 500
+        response_started = False
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                headers = MutableHeaders(scope=message)
+                headers["X-Request-Id"] = request_id
+                _security_headers(headers, scope)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception as exc:
+            if response_started:
+                raise
+            status = await self._send_error(scope, send_with_headers, request_id, exc)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", None) or "<unmatched>"
+            self.metrics.observe(scope["method"], route, status, elapsed)
+            access_log.info(
+                "request",
+                method=scope["method"],
+                path=scope["path"],
+                route=route,
+                status=status,
+                duration_ms=round(elapsed * 1000, 2),
+                client=(scope.get("client") or ("", 0))[0],
+            )
+            structlog.contextvars.unbind_contextvars("request_id")
+
+    async def _send_error(self, scope: Scope, send: Send, request_id: str, exc: Exception) -> int:
+        error = to_app_error(exc)
+        if error is None:
+            error_log.exception("unhandled error", path=scope["path"])
+            error = AppError()
+        body = error_body(
+            scope["path"], request_id, error.status_code, error.code, error.message, error.details
+        )
+        headers = [(b"content-type", b"application/json")]
+        headers += [(k.lower().encode(), v.encode()) for k, v in error.headers.items()]
+        await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
+        await send({"type": "http.response.body", "body": orjson.dumps(body)})
+        return error.status_code
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over `max_body_bytes` (`max_upload_bytes` for multipart uploads)."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, max_upload_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        # A multipart envelope adds boundaries and part headers around the file itself.
+        self.max_multipart_bytes = max_upload_bytes + 64 * 1024
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in {"GET", "HEAD", "OPTIONS"}:
+            await self.app(scope, receive, send)
+            return
+        headers = _header_map(scope)
+        is_multipart = headers.get("content-type", "").startswith("multipart/form-data")
+        limit = self.max_multipart_bytes if is_multipart else self.max_body_bytes
+        declared = headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"Request body is larger than {limit} bytes")
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    # An HTTPException, because FastAPI turns other errors raised while
+                    # reading the body into a generic 400.
+                    raise HTTPException(413, f"Request body is larger than {limit} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def _header_map(scope: Scope) -> MutableMapping[str, Any]:
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}

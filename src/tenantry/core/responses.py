@@ -1,0 +1,205 @@
+"""Envelopes, schema base classes and pagination (offset and keyset) shared by every module.
+
+Routes return `Envelope[T]`, `Page[T]` or `CursorPage[T]`; FastAPI validates and
+serializes them once through pydantic-core. The query side is `ListQuery`, which each
+resource narrows with its own sort allow-list (`ListQuery.for_fields`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import math
+from collections.abc import Sequence
+from enum import StrEnum
+from typing import Any, ClassVar, Generic, Literal, TypeVar
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+from starlette.responses import JSONResponse as _StarletteJSONResponse
+
+T = TypeVar("T")
+
+MAX_INT8 = 2**63 - 1
+
+
+def utc_timestamp() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class JSONResponse(_StarletteJSONResponse):
+    """JSON via orjson: UTC datetimes with `Z`, UUIDs, no NaN surprises."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content, option=orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC)
+
+
+def _reject_nul(value: Any) -> Any:
+    if isinstance(value, str) and "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    if isinstance(value, list | tuple | set):
+        for item in value:
+            _reject_nul(item)
+    return value
+
+
+class Schema(BaseModel):
+    """Response models: camelCase on the wire, built from ORM objects."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        from_attributes=True,
+        ser_json_timedelta="float",
+    )
+
+
+class RequestSchema(BaseModel):
+    """Request bodies: camelCase, unknown fields rejected, NUL bytes rejected.
+
+    Mass assignment is impossible by construction: a request schema simply has no
+    `id`, `organizationId`, `createdBy`... field, so sending one is a 400.
+    """
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        str_strip_whitespace=False,
+    )
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_nul_bytes(cls, value: Any) -> Any:
+        return _reject_nul(value)
+
+
+class Envelope(Schema, Generic[T]):
+    success: Literal[True] = True
+    data: T
+    timestamp: str = Field(default_factory=utc_timestamp)
+
+
+class PageMeta(Schema):
+    total: int
+    page: int
+    limit: int
+    total_pages: int
+    has_next_page: bool
+    has_prev_page: bool
+
+
+class CursorMeta(Schema):
+    limit: int
+    next_cursor: str | None
+    has_next_page: bool
+
+
+class Page(Schema, Generic[T]):
+    success: Literal[True] = True
+    data: list[T]
+    meta: PageMeta
+    timestamp: str = Field(default_factory=utc_timestamp)
+
+
+class CursorPage(Schema, Generic[T]):
+    success: Literal[True] = True
+    data: list[T]
+    meta: CursorMeta
+    timestamp: str = Field(default_factory=utc_timestamp)
+
+
+class JobAccepted(Schema):
+    job_id: str
+    status: Literal["queued"] = "queued"
+
+
+def ok(data: T) -> Envelope[T]:
+    return Envelope[T](data=data)
+
+
+def page(items: Sequence[T], *, total: int, page: int, limit: int) -> Page[T]:
+    total_pages = math.ceil(total / limit) if total else 0
+    meta = PageMeta(
+        total=total,
+        page=page,
+        limit=limit,
+        total_pages=total_pages,
+        has_next_page=page < total_pages,
+        has_prev_page=page > 1,
+    )
+    return Page[T](data=list(items), meta=meta)
+
+
+def cursor_page(items: Sequence[T], *, limit: int, next_cursor: str | None) -> CursorPage[T]:
+    meta = CursorMeta(limit=limit, next_cursor=next_cursor, has_next_page=next_cursor is not None)
+    return CursorPage[T](data=list(items), meta=meta)
+
+
+class SortOrder(StrEnum):
+    ASC = "asc"
+    DESC = "desc"
+
+
+class ListQuery(BaseModel):
+    """`page`, `limit`, `sortBy`, `sortOrder`, `search`, `cursor` — validated, never echoed.
+
+    A resource subclasses it, names its sortable fields in `sort_fields` (camelCase, as
+    clients send them) and adds its own filters; use it as `Annotated[Q, Query()]`.
+    """
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    sort_fields: ClassVar[tuple[str, ...]] = ("createdAt",)
+
+    page: int = Field(default=1, ge=1, le=1_000_000)
+    limit: int = Field(default=10, ge=1, le=100)
+    sort_by: str = "createdAt"
+    sort_order: SortOrder = SortOrder.DESC
+    search: str | None = Field(default=None, max_length=200)
+    cursor: str | None = None
+
+    @field_validator("search", "cursor", "sort_by", mode="after")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        return _reject_nul(value)
+
+    @field_validator("sort_by", mode="after")
+    @classmethod
+    def _allowed_sort(cls, value: str) -> str:
+        if value not in cls.sort_fields:
+            raise ValueError(f"must be one of: {', '.join(cls.sort_fields)}")
+        return value
+
+    @property
+    def offset(self) -> int:
+        return (self.page - 1) * self.limit
+
+    @property
+    def uses_cursor(self) -> bool:
+        return self.cursor is not None
+
+
+def encode_cursor(values: Sequence[Any]) -> str:
+    """An opaque keyset cursor: the sort key values of the last row returned."""
+    raw = orjson.dumps([v.isoformat() if isinstance(v, dt.datetime) else str(v) for v in values])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, size: int) -> list[str]:
+    """The sort key values in a cursor; a tampered cursor is a 400, never a 500."""
+    from tenantry.core.errors import ValidationFailed
+
+    invalid = ValidationFailed(details=[{"field": "cursor", "message": "Invalid cursor"}])
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        values = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (binascii.Error, orjson.JSONDecodeError, ValueError):
+        raise invalid from None
+    if not isinstance(values, list) or len(values) != size:
+        raise invalid
+    if not all(isinstance(v, str) for v in values):
+        raise invalid
+    return values

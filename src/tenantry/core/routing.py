@@ -1,0 +1,117 @@
+"""The unit of work: one database session per request, committed once, before the response.
+
+`UnitOfWorkRoute` wraps every API endpoint. The session is opened lazily by the first
+dependency that asks for it (`SessionDep`); after the endpoint has produced its response
+— but before a byte is sent — the route commits when the status is below 400 and rolls
+back otherwise. A failing commit therefore becomes an error response, never a 201 for
+data that was not saved. (A commit in a `yield` dependency's exit would run after the
+response is sent in current FastAPI.) Callbacks registered with `after_commit` run
+once the commit succeeded: that is how jobs reach their transport only for real rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.routing import APIRoute
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.responses import Response
+
+from tenantry.core.db import Database
+from tenantry.core.errors import UnsupportedMediaType
+
+log = logging.getLogger("tenantry.uow")
+
+AfterCommit = Callable[[], Awaitable[None]]
+_SESSION = "db_session"
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def get_database(request: Request) -> Database:
+    database: Database = request.app.state.database
+    return database
+
+
+def get_session(request: Request) -> AsyncSession:
+    """The request's session, created on first use (write-locking on SQLite for writes)."""
+    session: AsyncSession | None = getattr(request.state, _SESSION, None)
+    if session is None:
+        database = get_database(request)
+        session = database.session(write=request.method not in _READ_METHODS)
+        session.info["after_commit"] = []
+        setattr(request.state, _SESSION, session)
+    return session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
+    """Run `callback` once this session's transaction has committed (dropped on rollback)."""
+    session.info.setdefault("after_commit", []).append(callback)
+
+
+async def run_after_commit(session: AsyncSession) -> None:
+    callbacks: list[AfterCommit] = session.info.pop("after_commit", [])
+    for callback in callbacks:
+        try:
+            await callback()
+        except Exception:  # the data is committed; a failed notification is retried by sweeps
+            log.exception("after-commit callback failed")
+
+
+class UnitOfWorkRoute(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+        expects_json = self._expects_json_body()
+
+        async def unit_of_work(request: Request) -> Response:
+            if expects_json:
+                _require_json(request)
+            try:
+                response = await handler(request)
+            except BaseException:
+                await _finish(request, commit=False)
+                raise
+            await _finish(request, commit=response.status_code < 400)
+            return response
+
+        return unit_of_work
+
+    def _expects_json_body(self) -> bool:
+        if self.body_field is None:
+            return False
+        from fastapi.params import Form
+
+        return not any(isinstance(p.field_info, Form) for p in self.dependant.body_params)
+
+
+def _require_json(request: Request) -> None:
+    content_type = request.headers.get("content-type")
+    has_body = request.headers.get("content-length", "0") != "0" or (
+        "transfer-encoding" in request.headers
+    )
+    if content_type is None and not has_body:
+        return
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise UnsupportedMediaType("Send the request body as application/json")
+
+
+async def _finish(request: Request, *, commit: bool) -> None:
+    session: AsyncSession | None = getattr(request.state, _SESSION, None)
+    if session is None:
+        return
+    setattr(request.state, _SESSION, None)
+    try:
+        if commit:
+            await session.commit()
+        else:
+            await session.rollback()
+    finally:
+        await session.close()
+    if commit:
+        await run_after_commit(session)

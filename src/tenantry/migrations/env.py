@@ -1,0 +1,50 @@
+"""Alembic environment: async engine, one revision chain for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+
+from alembic import context
+from sqlalchemy.engine import Connection
+
+from tenantry.config import load_settings
+from tenantry.core.db import Base, Database
+from tenantry.models import import_all_models
+
+import_all_models()
+target_metadata = Base.metadata
+
+
+def _configure(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=connection.dialect.name == "sqlite",  # ALTER TABLE on SQLite
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def _run_async(url: str) -> None:
+    database = Database(load_settings(database_url=url))
+    try:
+        async with database.engine.connect() as connection:
+            await connection.run_sync(_configure)
+            await connection.commit()
+    finally:
+        await database.dispose()
+
+
+def run() -> None:
+    connection = context.config.attributes.get("connection")
+    if connection is not None:
+        _configure(connection)
+        return
+    url = context.config.attributes.get("database_url") or load_settings().database_url
+    asyncio.run(_run_async(url))
+
+
+if context.is_offline_mode():
+    raise SystemExit("offline migrations are not supported; run `tenantry migrate`")
+run()

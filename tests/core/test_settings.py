@@ -1,0 +1,92 @@
+"""Settings are validated once: a bad value stops the process with one line naming it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tenantry.config import SettingsError, load_settings
+
+PRODUCTION_OK = {
+    "_env_file": None,
+    "env": "production",
+    "secret_key": "k" * 48,
+    "database_url": "postgresql+asyncpg://app@db/tenantry",
+}
+
+
+def test_production_accepts_a_safe_configuration() -> None:
+    settings = load_settings(**PRODUCTION_OK)
+    assert settings.is_production
+
+
+@pytest.mark.parametrize(
+    ("override", "mentions"),
+    [
+        ({"secret_key": None}, "SECRET_KEY"),
+        ({"secret_key": "short"}, "SECRET_KEY"),
+        ({"database_url": "sqlite+aiosqlite:///./var/x.db"}, "DATABASE_URL"),
+        ({"debug": True}, "DEBUG"),
+        ({"cors_origins": "*"}, "CORS_ORIGINS"),
+    ],
+)
+def test_production_refuses_unsafe_settings(override: dict[str, object], mentions: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(**{**PRODUCTION_OK, **override})
+    assert mentions in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("override", "name"),
+    [
+        ({"database_url": "mysql://x"}, "DATABASE_URL"),
+        ({"port": "eighty"}, "PORT"),
+        ({"log_level": "LOUD"}, "LOG_LEVEL"),
+        ({"max_body_bytes": -1}, "MAX_BODY_BYTES"),
+        ({"cors_origins": "app.example.com"}, "CORS_ORIGINS"),
+        ({"redis_url": "http://redis"}, "REDIS_URL"),
+    ],
+)
+def test_a_bad_value_names_the_setting(override: dict[str, object], name: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        load_settings(_env_file=None, **override)
+    assert str(caught.value).startswith(f"invalid setting {name}:")
+
+
+def test_lists_are_comma_separated_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CORS_ORIGINS", "https://a.example, https://b.example")
+    settings = load_settings(_env_file=None)
+    assert settings.cors_origins == ["https://a.example", "https://b.example"]
+
+
+def test_development_secret_key_is_random_and_persisted(tmp_path: Path) -> None:
+    first = load_settings(_env_file=None, var_dir=tmp_path).secret()
+    second = load_settings(_env_file=None, var_dir=tmp_path).secret()
+    assert first == second
+    assert len(first) >= 48
+    assert (tmp_path / "secret_key").stat().st_mode & 0o777 == 0o600
+    assert load_settings(_env_file=None, var_dir=tmp_path / "other").secret() != first
+
+
+def test_the_cli_stops_with_one_line_naming_the_setting(tmp_path: Path) -> None:
+    env = {**os.environ, "ENV": "production", "SECRET_KEY": "short", "DATABASE_URL": ""}
+    env.pop("DATABASE_URL")
+    result = subprocess.run(
+        [sys.executable, "-m", "tenantry.cli", "migrate"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("tenantry: invalid setting")
+    assert "SECRET_KEY" in lines[0]
