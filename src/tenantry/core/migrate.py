@@ -19,4 +19,4 @@ def alembic_config(database_url: str) -> Config:
 
 def upgrade_to_head(database_url: str) -> None:
     """Blocking; call from sync code or a worker thread (Alembic runs its own event loop)."""
-    command.upgrade(alembic_config(database_url), "head")
+    command.upgrade(alembic_config(database_url), "heads")
