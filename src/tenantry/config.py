@@ -11,12 +11,13 @@ import os
 import secrets
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_SECRET_KEY_LENGTH = 32
+MIN_PRODUCTION_HASH_MEMORY_KIB = 19 * 1024
 
 
 class Environment(StrEnum):
@@ -71,6 +72,21 @@ class Settings(BaseSettings):
 
     rate_limit_enabled: bool = True
 
+    # identity (modules/auth, modules/users): token lifetimes, password hashing cost, MFA
+    access_token_ttl_seconds: int = Field(default=15 * 60, ge=60, le=24 * 3600)
+    refresh_token_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=3600, le=90 * 24 * 3600)
+    password_reset_ttl_seconds: int = Field(default=3600, ge=300, le=24 * 3600)
+    email_verification_ttl_seconds: int = Field(default=48 * 3600, ge=3600, le=30 * 24 * 3600)
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    password_hash_time_cost: int = Field(default=3, ge=1, le=20)
+    password_hash_memory_kib: int = Field(default=64 * 1024, ge=64, le=4 * 1024 * 1024)
+    password_hash_parallelism: int = Field(default=4, ge=1, le=16)
+    password_hash_concurrency: int = Field(default=4, ge=1, le=64)
+    mfa_issuer: str = Field(default="tenantry", min_length=1, max_length=64)
+    rate_limit_login: str = "5/minute"
+    rate_limit_login_ip: str = "30/minute"
+    rate_limit_auth: str = "5/minute"
+
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.CONSOLE
 
@@ -95,6 +111,17 @@ class Settings(BaseSettings):
             return None
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("rate_limit_login", "rate_limit_login_ip", "rate_limit_auth")
+    @classmethod
+    def _rate_limit_syntax(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate like 5/minute") from None
         return value
 
     @field_validator("log_level")
@@ -129,6 +156,11 @@ class Settings(BaseSettings):
             raise ValueError("DEBUG must be false in production")
         if "*" in self.cors_origins:
             raise ValueError("CORS_ORIGINS must list explicit origins in production, not *")
+        if self.password_hash_memory_kib < MIN_PRODUCTION_HASH_MEMORY_KIB:
+            raise ValueError(
+                f"PASSWORD_HASH_MEMORY_KIB must be at least {MIN_PRODUCTION_HASH_MEMORY_KIB} "
+                "in production (argon2id, OWASP minimum)"
+            )
         return self
 
     @property

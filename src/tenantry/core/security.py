@@ -1,0 +1,213 @@
+"""Password hashing, access JWTs, opaque tokens and secret encryption.
+
+- Passwords: argon2id through pwdlib (cost from settings), bcrypt hashes imported from a
+  NestJS/Prisma database still verify and are flagged for re-hashing. Hashing runs in a
+  thread pool behind a semaphore so a burst of logins never stalls the event loop.
+- Access tokens: JWT signed with a key derived from `SECRET_KEY`; verification needs no
+  database (algorithm allow-list, `exp`/`iat`/`typ` required, `none` refused).
+- Opaque tokens (refresh, reset, verification): 256 random bits, stored only as SHA-256.
+- Secrets at rest (the TOTP seed): AES-256-GCM with a key derived from `SECRET_KEY` (HKDF).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from pwdlib import PasswordHash
+from pwdlib.exceptions import UnknownHashError
+from pwdlib.hashers.argon2 import Argon2Hasher
+from pwdlib.hashers.bcrypt import BcryptHasher
+
+from tenantry.config import Settings
+
+ACCESS_TOKEN_TYPE = "access"
+BCRYPT_MAX_BYTES = 72
+_ALLOWED_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+
+
+def derive_key(secret: str, purpose: str, length: int = 32) -> bytes:
+    """A key for one purpose from the application secret (HKDF-SHA256)."""
+    hkdf = HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=purpose.encode())
+    return hkdf.derive(secret.encode())
+
+
+def sha256_hex(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def new_opaque_token() -> str:
+    """256 random bits, URL-safe (43 characters)."""
+    return secrets.token_urlsafe(32)
+
+
+class PasswordHasher:
+    """argon2id hashing off the event loop, with bounded concurrency."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._argon2 = Argon2Hasher(
+            time_cost=settings.password_hash_time_cost,
+            memory_cost=settings.password_hash_memory_kib,
+            parallelism=settings.password_hash_parallelism,
+        )
+        self._hash = PasswordHash((self._argon2, BcryptHasher()))
+        self._slots = asyncio.Semaphore(settings.password_hash_concurrency)
+        self._dummy_hash: str | None = None
+
+    async def hash(self, password: str) -> str:
+        async with self._slots:
+            return await asyncio.to_thread(self._hash.hash, password)
+
+    async def verify(self, password: str, hashed: str) -> tuple[bool, str | None]:
+        """(matches, new hash when the stored one should be replaced — bcrypt or old cost)."""
+        async with self._slots:
+            return await asyncio.to_thread(self._verify_and_update, password, hashed)
+
+    async def waste_time(self, password: str) -> None:
+        """Spend what a real verification costs (login of an unknown email)."""
+        if self._dummy_hash is None:
+            self._dummy_hash = await self.hash(new_opaque_token())
+        await self.verify(password, self._dummy_hash)
+
+    def _verify_and_update(self, password: str, hashed: str) -> tuple[bool, str | None]:
+        if BcryptHasher.identify(hashed) and len(password.encode()) > BCRYPT_MAX_BYTES:
+            # bcrypt only ever saw 72 bytes; never accept a longer password by its prefix.
+            return False, None
+        try:
+            return self._hash.verify_and_update(password, hashed)
+        except UnknownHashError:
+            return False, None  # an unusable hash (erased account): nothing can match
+
+
+@dataclass(frozen=True, slots=True)
+class AccessClaims:
+    user_id: uuid.UUID
+    session_id: uuid.UUID
+    role: str
+    issued_at: float
+    expires_at: float
+    token_id: str
+
+
+class InvalidAccessToken(Exception):
+    def __init__(self, *, expired: bool = False) -> None:
+        super().__init__("expired" if expired else "invalid")
+        self.expired = expired
+
+
+class TokenCodec:
+    """Issue and verify access JWTs; nothing here touches the database."""
+
+    def __init__(self, settings: Settings) -> None:
+        if settings.jwt_algorithm not in _ALLOWED_ALGORITHMS:
+            raise ValueError(f"unsupported JWT algorithm {settings.jwt_algorithm}")
+        self._key = derive_key(settings.secret(), "tenantry/jwt-signing", 64)
+        self._algorithm = settings.jwt_algorithm
+        self.ttl_seconds = settings.access_token_ttl_seconds
+
+    def issue(self, *, user_id: uuid.UUID, session_id: uuid.UUID, role: str) -> str:
+        now = round(time.time(), 3)  # sub-second iat: logout-all then login in the same second
+        claims: dict[str, Any] = {
+            "sub": str(user_id),
+            "sid": str(session_id),
+            "role": role,
+            "typ": ACCESS_TOKEN_TYPE,
+            "iat": now,
+            "exp": int(now) + self.ttl_seconds,
+            "jti": uuid.uuid4().hex,
+        }
+        return jwt.encode(claims, self._key, algorithm=self._algorithm)
+
+    def verify(self, token: str) -> AccessClaims:
+        try:
+            header = jwt.get_unverified_header(token)
+            if header.get("alg") != self._algorithm:
+                raise InvalidAccessToken
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=[self._algorithm],
+                options={"require": ["exp", "iat", "sub", "sid", "typ", "jti"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise InvalidAccessToken(expired=True) from None
+        except jwt.PyJWTError:
+            raise InvalidAccessToken from None
+        if claims.get("typ") != ACCESS_TOKEN_TYPE:
+            raise InvalidAccessToken
+        try:
+            return AccessClaims(
+                user_id=uuid.UUID(str(claims["sub"])),
+                session_id=uuid.UUID(str(claims["sid"])),
+                role=str(claims.get("role", "")),
+                issued_at=float(claims["iat"]),
+                expires_at=float(claims["exp"]),
+                token_id=str(claims["jti"]),
+            )
+        except (ValueError, TypeError):
+            raise InvalidAccessToken from None
+
+
+class SecretBox:
+    """Encrypt small secrets at rest: AES-256-GCM, random nonce, versioned text format."""
+
+    _VERSION = "v1"
+
+    def __init__(self, settings: Settings) -> None:
+        self._aead = AESGCM(derive_key(settings.secret(), "tenantry/secret-box"))
+
+    def encrypt(self, plaintext: str, *, context: str) -> str:
+        nonce = secrets.token_bytes(12)
+        sealed = self._aead.encrypt(nonce, plaintext.encode(), context.encode())
+        return f"{self._VERSION}:{base64.urlsafe_b64encode(nonce + sealed).decode()}"
+
+    def decrypt(self, token: str, *, context: str) -> str:
+        version, _, body = token.partition(":")
+        if version != self._VERSION:
+            raise ValueError("unknown secret format")
+        raw = base64.urlsafe_b64decode(body.encode())
+        try:
+            return self._aead.decrypt(raw[:12], raw[12:], context.encode()).decode()
+        except InvalidTag:
+            raise ValueError("secret cannot be decrypted with this SECRET_KEY") from None
+
+
+class CodeHasher:
+    """Keyed hashes for short codes (MFA recovery codes): fast, and useless without the key."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._key = derive_key(settings.secret(), "tenantry/code-hash")
+
+    def hash(self, code: str) -> str:
+        return hmac.new(self._key, code.encode(), hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Security:
+    """Everything above, built once per app from its settings (`app.state.security`)."""
+
+    passwords: PasswordHasher
+    tokens: TokenCodec
+    secrets: SecretBox
+    codes: CodeHasher
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Security:
+        return cls(
+            passwords=PasswordHasher(settings),
+            tokens=TokenCodec(settings),
+            secrets=SecretBox(settings),
+            codes=CodeHasher(settings),
+        )
