@@ -24,6 +24,7 @@ from fastapi import FastAPI
 from tenantry.app import create_app
 from tenantry.config import Settings, load_settings
 from tenantry.core.migrate import upgrade_to_head
+from tests.factories import Account, register
 
 BACKEND = os.environ.get("TENANTRY_TEST_BACKEND", "sqlite")
 USES_SERVICES = BACKEND == "services"
@@ -108,6 +109,12 @@ def make_settings(
             "secret_key": "test-secret-key-" + "x" * 32,
             "var_dir": Path(var_dir),
             "log_level": "WARNING",
+            # Identity: cheap argon2id so the suite stays fast (production defaults are strong).
+            "password_hash_time_cost": 1,
+            "password_hash_memory_kib": 64,
+            "password_hash_parallelism": 1,
+            # Every test client shares one IP; rate-limit tests build an app with limits on.
+            "rate_limit_enabled": False,
         }
         values.update(overrides)
         return load_settings(**values)
@@ -135,6 +142,19 @@ def client_for(app: FastAPI, **kwargs: Any) -> httpx.AsyncClient:
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with client_for(app) as http:
+        yield http
+
+
+@pytest.fixture
+async def account(client: httpx.AsyncClient) -> Account:
+    """A freshly registered user (unique email) with its tokens and password."""
+    return await register(client)
+
+
+@pytest.fixture
+async def auth_client(app: FastAPI, account: Account) -> AsyncIterator[httpx.AsyncClient]:
+    """A client sending `account`'s access token."""
+    async with client_for(app, headers=account.headers) as http:
         yield http
 
 

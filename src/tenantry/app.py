@@ -26,7 +26,10 @@ from tenantry.core.metrics import Metrics
 from tenantry.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from tenantry.core.openapi import ERROR_RESPONSES, finalize_openapi
 from tenantry.core.routing import UnitOfWorkRoute
+from tenantry.modules.auth.mfa_router import router as mfa_router
+from tenantry.modules.auth.router import router as auth_router
 from tenantry.modules.health.router import router as health_router
+from tenantry.modules.users.router import router as users_router
 
 API_PREFIX = "/api/v1"
 
@@ -75,6 +78,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def build_api_router() -> APIRouter:
     """Every feature router under `/api/v1`, each endpoint in its own unit of work."""
     api = APIRouter(prefix=API_PREFIX, route_class=UnitOfWorkRoute, responses=ERROR_RESPONSES)
+    api.include_router(auth_router)
+    api.include_router(mfa_router)
+    api.include_router(users_router)
     return api
 
 

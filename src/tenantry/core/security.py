@@ -118,7 +118,7 @@ class TokenCodec:
         self.ttl_seconds = settings.access_token_ttl_seconds
 
     def issue(self, *, user_id: uuid.UUID, session_id: uuid.UUID, role: str) -> str:
-        now = round(time.time(), 3)  # sub-second iat: logout-all then login in the same second
+        now = time.time()  # sub-second iat: logout-all, then a new login in the same second
         claims: dict[str, Any] = {
             "sub": str(user_id),
             "sid": str(session_id),

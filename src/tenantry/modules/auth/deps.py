@@ -1,0 +1,164 @@
+"""Who is calling: typed dependencies every feature router uses.
+
+- `AccessClaimsDep` — the verified access-token claims (signature, expiry, revocation via
+  the cache); no database query. For hot paths that only need the user id.
+- `CurrentUser` — the calling `User`, loaded in the request session together with its
+  session row, so a revoked session or a deactivated user is refused even without cache.
+- `require_platform_role(PlatformRole.ADMIN)` — a dependency returning the user when its
+  platform role is at least the one named (403 otherwise).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tenantry.config import Settings
+from tenantry.core.db import Database
+from tenantry.core.errors import Forbidden, Unauthorized
+from tenantry.core.routing import SessionDep, get_database
+from tenantry.core.security import AccessClaims, InvalidAccessToken, Security
+from tenantry.modules.auth.models import AuthSession
+from tenantry.modules.auth.revocation import Revocations
+from tenantry.modules.users.models import PlatformRole, User
+
+_bearer = HTTPBearer(auto_error=False, description="Access token from /auth/login")
+USER_AGENT_MAX = 512
+
+
+def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_security(request: Request) -> Security:
+    state = request.app.state
+    security: Security | None = getattr(state, "security", None)
+    if security is None:
+        security = Security.from_settings(state.settings)
+        state.security = security
+    return security
+
+
+def get_revocations(request: Request) -> Revocations:
+    state = request.app.state
+    revocations: Revocations | None = getattr(state, "revocations", None)
+    if revocations is None:
+        cache = getattr(state, "cache", None) or _InterimCache()
+        revocations = Revocations(
+            cache, access_token_ttl_seconds=state.settings.access_token_ttl_seconds
+        )
+        state.revocations = revocations
+    return revocations
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SecurityDep = Annotated[Security, Depends(get_security)]
+RevocationsDep = Annotated[Revocations, Depends(get_revocations)]
+DatabaseDep = Annotated[Database, Depends(get_database)]
+
+
+@dataclass(frozen=True, slots=True)
+class ClientInfo:
+    ip: str | None
+    user_agent: str | None
+
+
+def get_client_info(request: Request) -> ClientInfo:
+    user_agent = request.headers.get("user-agent")
+    return ClientInfo(
+        ip=client_ip(request), user_agent=user_agent[:USER_AGENT_MAX] if user_agent else None
+    )
+
+
+ClientDep = Annotated[ClientInfo, Depends(get_client_info)]
+
+
+async def get_access_claims(
+    security: SecurityDep,
+    revocations: RevocationsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> AccessClaims:
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Unauthorized()
+    try:
+        claims = security.tokens.verify(credentials.credentials)
+    except InvalidAccessToken as exc:
+        if exc.expired:
+            raise Unauthorized("The access token has expired", code="token_expired") from None
+        raise Unauthorized("The access token is invalid") from None
+    if await revocations.is_revoked(claims):
+        raise Unauthorized("The session has ended; sign in again")
+    return claims
+
+
+AccessClaimsDep = Annotated[AccessClaims, Depends(get_access_claims)]
+
+
+async def load_principal(session: AsyncSession, claims: AccessClaims) -> User:
+    """The user behind `claims`, refused when its session, account or tokens were revoked."""
+    row = (
+        await session.execute(
+            select(User, AuthSession.revoked_at)
+            .join(AuthSession, AuthSession.user_id == User.id)
+            .where(User.id == claims.user_id, AuthSession.id == claims.session_id)
+        )
+    ).first()
+    if row is None:
+        raise Unauthorized("The session has ended; sign in again")
+    user, session_revoked_at = row
+    valid_after = user.sessions_valid_after
+    if (
+        session_revoked_at is not None
+        or not user.is_usable
+        or (valid_after is not None and claims.issued_at < valid_after.timestamp())
+    ):
+        raise Unauthorized("The session has ended; sign in again")
+    return user
+
+
+async def get_current_user(claims: AccessClaimsDep, session: SessionDep) -> User:
+    return await load_principal(session, claims)
+
+
+CurrentUser = Annotated[User, Depends(get_current_user)]
+
+
+def require_platform_role(minimum: PlatformRole | str) -> Callable[..., Awaitable[User]]:
+    """Dependency factory: the current user when its platform role ranks at least `minimum`."""
+    needed = PlatformRole(minimum)
+
+    async def dependency(user: CurrentUser) -> User:
+        if not user.platform_role.at_least(needed):
+            raise Forbidden()
+        return user
+
+    return dependency
+
+
+PlatformAdmin = Annotated[User, Depends(require_platform_role(PlatformRole.ADMIN))]
+
+
+class _InterimCache:
+    """In-process stand-in until `core/cache.py` lands on main (then `app.state.cache`)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[bytes, float]] = {}
+
+    async def get(self, key: str) -> bytes | None:
+        value, expires = self._entries.get(key, (None, 0.0))
+        return value if value is not None and expires > time.monotonic() else None
+
+    async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
+        self._entries[key] = (value, time.monotonic() + (ttl or 86400.0))
+
+
+def client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None

@@ -1,0 +1,181 @@
+"""Accounts and password flows: register, login, forgot/reset/change password, verify email."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tenantry.config import Settings
+from tenantry.core.db import utcnow
+from tenantry.core.errors import Conflict, InvalidToken, Unauthorized
+from tenantry.core.logging import get_logger
+from tenantry.core.security import Security
+from tenantry.modules.auth.deps import ClientInfo
+from tenantry.modules.auth.emails import send_auth_email
+from tenantry.modules.auth.mfa import verify_mfa_code
+from tenantry.modules.auth.models import TokenPurpose
+from tenantry.modules.auth.one_time import consume_one_time_token, issue_one_time_token
+from tenantry.modules.auth.revocation import Revocations
+from tenantry.modules.auth.schemas import LoginRequest, RegisterRequest
+from tenantry.modules.auth.sessions import IssuedTokens, end_all_sessions, start_session
+from tenantry.modules.users.models import User
+from tenantry.modules.users.service import create_user, find_user_by_email
+
+security_log = get_logger("tenantry.security")
+
+
+def invalid_credentials() -> Unauthorized:
+    return Unauthorized("Invalid email or password", code="invalid_credentials")
+
+
+async def register(
+    session: AsyncSession,
+    security: Security,
+    settings: Settings,
+    body: RegisterRequest,
+    client: ClientInfo,
+) -> IssuedTokens:
+    user = await create_user(
+        session,
+        security,
+        email=body.email,
+        password=body.password,
+        first_name=body.first_name,
+        last_name=body.last_name,
+    )
+    await send_verification_email(session, settings, user)
+    return await start_session(session, security, settings, user, client)
+
+
+async def login(
+    session: AsyncSession,
+    security: Security,
+    settings: Settings,
+    body: LoginRequest,
+    client: ClientInfo,
+) -> IssuedTokens:
+    """Unknown email, wrong password, inactive or deleted user: one answer, similar time."""
+    user = await find_user_by_email(session, body.email, include_deleted=True)
+    if user is None:
+        await security.passwords.waste_time(body.password)
+        raise invalid_credentials()
+    matches, new_hash = await security.passwords.verify(body.password, user.password_hash)
+    if not matches or not user.is_usable:
+        raise invalid_credentials()
+    if new_hash is not None:
+        user.password_hash = new_hash  # bcrypt import or outdated cost: upgraded silently
+    if user.mfa_enabled:
+        if body.mfa_code is None:
+            raise Unauthorized("An MFA code is required", code="mfa_required")
+        await verify_mfa_code(session, security, user, body.mfa_code)
+    user.last_login_at = utcnow()
+    return await start_session(session, security, settings, user, client)
+
+
+async def verify_password_or_fail(security: Security, user: User, password: str) -> None:
+    matches, new_hash = await security.passwords.verify(password, user.password_hash)
+    if not matches:
+        raise invalid_credentials()
+    if new_hash is not None:
+        user.password_hash = new_hash
+
+
+async def request_password_reset(
+    session: AsyncSession, settings: Settings, email: str
+) -> str | None:
+    """Mail a reset token when the account exists; the caller answers 202 either way."""
+    user = await find_user_by_email(session, email)
+    if user is None or not user.is_usable:
+        return None
+    token = await issue_password_reset_token(session, settings, user.id)
+    return await send_auth_email(
+        session,
+        to=user.email,
+        template="password_reset",
+        context={"token": token, "ttl_minutes": settings.password_reset_ttl_seconds // 60},
+    )
+
+
+async def issue_password_reset_token(
+    session: AsyncSession, settings: Settings, user_id: uuid.UUID
+) -> str:
+    return await issue_one_time_token(
+        session, user_id, TokenPurpose.PASSWORD_RESET, settings.password_reset_ttl_seconds
+    )
+
+
+async def reset_password(
+    session: AsyncSession,
+    security: Security,
+    revocations: Revocations,
+    token: str,
+    new_password: str,
+) -> None:
+    user_id = await consume_one_time_token(session, token, TokenPurpose.PASSWORD_RESET)
+    user = await session.get(User, user_id)
+    if user is None or not user.is_usable:
+        raise InvalidToken()
+    user.password_hash = await security.passwords.hash(new_password)
+    if user.email_verified_at is None:
+        user.email_verified_at = utcnow()  # the reset link proved the address
+    await end_all_sessions(session, revocations, user, reason="password_reset")
+    security_log.info("password_reset", event="security.password_reset", user_id=str(user.id))
+    await send_auth_email(session, to=user.email, template="password_changed", context={})
+
+
+async def change_password(
+    session: AsyncSession,
+    security: Security,
+    revocations: Revocations,
+    user: User,
+    current_session_id: uuid.UUID,
+    current_password: str,
+    new_password: str,
+) -> None:
+    await verify_password_or_fail(security, user, current_password)
+    user.password_hash = await security.passwords.hash(new_password)
+    await end_all_sessions(
+        session, revocations, user, reason="password_changed", keep_session_id=current_session_id
+    )
+    security_log.info("password_changed", event="security.password_changed", user_id=str(user.id))
+    await send_auth_email(session, to=user.email, template="password_changed", context={})
+
+
+async def send_verification_email(
+    session: AsyncSession, settings: Settings, user: User
+) -> str | None:
+    token = await issue_email_verification_token(session, settings, user.id)
+    return await send_auth_email(
+        session,
+        to=user.email,
+        template="verify_email",
+        context={"token": token, "ttl_hours": settings.email_verification_ttl_seconds // 3600},
+    )
+
+
+async def issue_email_verification_token(
+    session: AsyncSession, settings: Settings, user_id: uuid.UUID
+) -> str:
+    return await issue_one_time_token(
+        session,
+        user_id,
+        TokenPurpose.EMAIL_VERIFICATION,
+        settings.email_verification_ttl_seconds,
+    )
+
+
+async def resend_verification(session: AsyncSession, settings: Settings, user: User) -> str | None:
+    if user.email_verified:
+        raise Conflict("The email address is already verified")
+    return await send_verification_email(session, settings, user)
+
+
+async def verify_email(session: AsyncSession, token: str) -> User:
+    user_id = await consume_one_time_token(session, token, TokenPurpose.EMAIL_VERIFICATION)
+    user = await session.get(User, user_id)
+    if user is None or not user.is_usable:
+        raise InvalidToken()
+    if user.email_verified_at is None:
+        user.email_verified_at = utcnow()
+    return user

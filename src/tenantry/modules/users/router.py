@@ -1,0 +1,154 @@
+"""Users endpoints (API.md, section Users): self-service and platform administration."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, status
+from starlette.responses import Response
+
+from tenantry.core.db import utcnow
+from tenantry.core.responses import Envelope, Page, ok, page
+from tenantry.core.routing import SessionDep
+from tenantry.modules.auth.deps import CurrentUser, PlatformAdmin, RevocationsDep, SecurityDep
+from tenantry.modules.auth.mfa import remaining_recovery_codes
+from tenantry.modules.auth.service import verify_password_or_fail
+from tenantry.modules.auth.sessions import all_sessions
+from tenantry.modules.users import service
+from tenantry.modules.users.models import User
+from tenantry.modules.users.schemas import (
+    AdminCreateUser,
+    AdminUpdateUser,
+    AdminUserOut,
+    DeleteMe,
+    SessionExport,
+    UpdateMe,
+    UserExport,
+    UserListQuery,
+    UserOut,
+)
+
+router = APIRouter(prefix="/users", tags=["users"])
+NO_CONTENT = status.HTTP_204_NO_CONTENT
+
+
+@router.get("/me")
+async def get_me(user: CurrentUser) -> Envelope[UserOut]:
+    """The caller's account."""
+    return ok(UserOut.model_validate(user))
+
+
+@router.patch("/me")
+async def update_me(body: UpdateMe, user: CurrentUser, session: SessionDep) -> Envelope[UserOut]:
+    """Change the caller's name."""
+    service.update_profile(user, body)
+    await session.flush()
+    return ok(UserOut.model_validate(user))
+
+
+@router.delete("/me", status_code=NO_CONTENT, response_class=Response)
+async def delete_me(
+    body: DeleteMe,
+    user: CurrentUser,
+    session: SessionDep,
+    security: SecurityDep,
+    revocations: RevocationsDep,
+) -> None:
+    """Erase the caller's account (password required): data anonymised, sessions revoked."""
+    await verify_password_or_fail(security, user, body.password)
+    await service.erase_account(session, revocations, user)
+
+
+@router.get("/me/export")
+async def export_me(user: CurrentUser, session: SessionDep) -> Envelope[UserExport]:
+    """Everything stored about the caller (GDPR)."""
+    sessions = await all_sessions(session, user.id)
+    return ok(
+        UserExport(
+            user=AdminUserOut.model_validate(user),
+            sessions=[SessionExport.model_validate(s) for s in sessions],
+            mfa_recovery_codes_remaining=await remaining_recovery_codes(session, user),
+            exported_at=utcnow(),
+        )
+    )
+
+
+@router.get("")
+async def list_users(
+    query: Annotated[UserListQuery, Query()], _admin: PlatformAdmin, session: SessionDep
+) -> Page[AdminUserOut]:
+    """Platform admins: all users (search, role, isActive filters; deleted=only)."""
+    filters = service.user_filters(
+        search=query.search,
+        role=query.role,
+        is_active=query.is_active,
+        deleted_only=query.deleted == "only",
+    )
+    users, total = await service.list_users(
+        session,
+        filters,
+        sort_by=query.sort_by,
+        descending=query.sort_order == "desc",
+        offset=query.offset,
+        limit=query.limit,
+    )
+    items = [AdminUserOut.model_validate(u) for u in users]
+    return page(items, total=total, page=query.page, limit=query.limit)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+async def create_user(
+    body: AdminCreateUser, admin: PlatformAdmin, session: SessionDep, security: SecurityDep
+) -> Envelope[AdminUserOut]:
+    """Platform admins: create a user (only a super admin grants admin roles)."""
+    user = await service.admin_create_user(session, security, admin, body)
+    return ok(AdminUserOut.model_validate(user))
+
+
+async def _target(user_id: uuid.UUID, session: SessionDep) -> User:
+    return await service.get_user(session, user_id)
+
+
+async def _deleted_target(user_id: uuid.UUID, session: SessionDep) -> User:
+    return await service.get_user(session, user_id, deleted=True)
+
+
+TargetUser = Annotated[User, Depends(_target)]
+
+
+@router.get("/{user_id}")
+async def get_user(_admin: PlatformAdmin, target: TargetUser) -> Envelope[AdminUserOut]:
+    """Platform admins: one user."""
+    return ok(AdminUserOut.model_validate(target))
+
+
+@router.patch("/{user_id}")
+async def update_user(
+    admin: PlatformAdmin,
+    body: AdminUpdateUser,
+    target: TargetUser,
+    session: SessionDep,
+    revocations: RevocationsDep,
+) -> Envelope[AdminUserOut]:
+    """Platform admins: change name, role or isActive (deactivation ends every session)."""
+    user = await service.admin_update_user(session, revocations, admin, target, body)
+    return ok(AdminUserOut.model_validate(user))
+
+
+@router.delete("/{user_id}", status_code=NO_CONTENT, response_class=Response)
+async def delete_user(
+    admin: PlatformAdmin, target: TargetUser, session: SessionDep, revocations: RevocationsDep
+) -> None:
+    """Platform admins: soft-delete a user (every session ends)."""
+    await service.admin_delete_user(session, revocations, admin, target)
+
+
+@router.post("/{user_id}/restore")
+async def restore_user(
+    admin: PlatformAdmin, target: Annotated[User, Depends(_deleted_target)], session: SessionDep
+) -> Envelope[AdminUserOut]:
+    """Platform admins: restore a soft-deleted user."""
+    user = await service.admin_restore_user(admin, target)
+    await session.flush()
+    return ok(AdminUserOut.model_validate(user))

@@ -1,0 +1,104 @@
+"""User request/response shapes. A user object never carries a hash, a secret or a token."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import AfterValidator, BeforeValidator, EmailStr, Field
+
+from tenantry.core.responses import ListQuery, RequestSchema, Schema
+from tenantry.modules.users.models import PlatformRole
+
+PASSWORD_MIN_LENGTH = 8
+PASSWORD_MAX_LENGTH = 128
+
+
+def normalize_email(value: str) -> str:
+    return value.strip().lower()
+
+
+def _strip(value: object) -> object:
+    return value.strip() if isinstance(value, str) else value
+
+
+Email = Annotated[
+    EmailStr, BeforeValidator(_strip), AfterValidator(normalize_email), Field(max_length=320)
+]
+# Any Unicode, never truncated or normalised: the bytes a user typed are the bytes we hash.
+Password = Annotated[str, Field(min_length=PASSWORD_MIN_LENGTH, max_length=PASSWORD_MAX_LENGTH)]
+# Verifying an existing password: no minimum (old accounts), same maximum.
+PresentedPassword = Annotated[str, Field(min_length=1, max_length=PASSWORD_MAX_LENGTH)]
+Name = Annotated[str, BeforeValidator(_strip), Field(min_length=1, max_length=100)]
+
+
+class UserOut(Schema):
+    id: uuid.UUID
+    email: str
+    first_name: str | None
+    last_name: str | None
+    role: PlatformRole
+    is_active: bool
+    email_verified: bool
+    mfa_enabled: bool
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class AdminUserOut(UserOut):
+    deleted_at: dt.datetime | None = None
+    last_login_at: dt.datetime | None = None
+
+
+class UpdateMe(RequestSchema):
+    first_name: Name | None = None
+    last_name: Name | None = None
+
+
+class DeleteMe(RequestSchema):
+    password: PresentedPassword
+
+
+class AdminCreateUser(RequestSchema):
+    email: Email
+    password: Password
+    first_name: Name | None = None
+    last_name: Name | None = None
+    role: PlatformRole = PlatformRole.USER
+    is_active: bool = True
+    email_verified: bool = False
+
+
+class AdminUpdateUser(RequestSchema):
+    first_name: Name | None = None
+    last_name: Name | None = None
+    role: PlatformRole | None = None
+    is_active: bool | None = None
+
+
+class UserListQuery(ListQuery):
+    sort_fields: ClassVar[tuple[str, ...]] = ("createdAt", "updatedAt", "email", "lastName")
+
+    role: PlatformRole | None = None
+    is_active: bool | None = None
+    deleted: Literal["exclude", "only"] = "exclude"
+
+
+class SessionExport(Schema):
+    id: uuid.UUID
+    user_agent: str | None
+    ip: str | None
+    created_at: dt.datetime
+    last_used_at: dt.datetime
+    expires_at: dt.datetime
+    revoked_at: dt.datetime | None
+
+
+class UserExport(Schema):
+    """Everything stored about the caller (GDPR access request)."""
+
+    user: AdminUserOut
+    sessions: list[SessionExport]
+    mfa_recovery_codes_remaining: int
+    exported_at: dt.datetime

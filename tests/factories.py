@@ -1,0 +1,102 @@
+"""Users and authenticated clients for every test module.
+
+- `await register(client)` → `Account` (unique email, a password, the user JSON, tokens);
+- `await create_account(app, client, role=PlatformRole.ADMIN)` → an `Account` with a
+  platform role (created through the users service, then signed in over HTTP);
+- `account.headers` → `{"Authorization": "Bearer ..."}`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from tenantry.core.security import Security
+from tenantry.modules.users.models import PlatformRole
+from tenantry.modules.users.service import create_user
+
+DEFAULT_PASSWORD = "correct horse battery staple"
+
+
+def unique_email(prefix: str = "user") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}@example.com"
+
+
+@dataclass
+class Account:
+    email: str
+    password: str
+    user: dict[str, Any]
+    access_token: str
+    refresh_token: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return str(self.user["id"])
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+
+def _account(email: str, password: str, data: dict[str, Any]) -> Account:
+    return Account(
+        email=email,
+        password=password,
+        user=data["user"],
+        access_token=data["accessToken"],
+        refresh_token=data["refreshToken"],
+    )
+
+
+async def register(
+    client: httpx.AsyncClient,
+    *,
+    email: str | None = None,
+    password: str = DEFAULT_PASSWORD,
+    **fields: Any,
+) -> Account:
+    email = email or unique_email()
+    response = await client.post(
+        "/api/v1/auth/register", json={"email": email, "password": password, **fields}
+    )
+    assert response.status_code == 201, response.text
+    return _account(email, password, response.json()["data"])
+
+
+async def login(
+    client: httpx.AsyncClient, email: str, password: str = DEFAULT_PASSWORD, **fields: Any
+) -> Account:
+    response = await client.post(
+        "/api/v1/auth/login", json={"email": email, "password": password, **fields}
+    )
+    assert response.status_code == 200, response.text
+    return _account(email, password, response.json()["data"])
+
+
+def security_of(app: FastAPI) -> Security:
+    security: Security | None = getattr(app.state, "security", None)
+    if security is None:
+        security = Security.from_settings(app.state.settings)
+        app.state.security = security
+    return security
+
+
+async def create_account(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    *,
+    role: PlatformRole = PlatformRole.USER,
+    email: str | None = None,
+    password: str = DEFAULT_PASSWORD,
+) -> Account:
+    """A user with a platform role (there is no public way to become an admin), signed in."""
+    email = email or unique_email(role.value.lower())
+    async with app.state.database.transaction() as session:
+        await create_user(session, security_of(app), email=email, password=password, role=role)
+    return await login(client, email, password)
