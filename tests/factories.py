@@ -100,3 +100,24 @@ async def create_account(
     async with app.state.database.transaction() as session:
         await create_user(session, security_of(app), email=email, password=password, role=role)
     return await login(client, email, password)
+
+
+async def _super_admin_client(app: FastAPI, client: httpx.AsyncClient) -> dict[str, str]:
+    admin = await create_account(app, client, role=PlatformRole.SUPER_ADMIN)
+    return admin.headers
+
+
+async def deactivate(app: FastAPI, client: httpx.AsyncClient, account: Account) -> None:
+    """Set `isActive: false` through the admin API."""
+    headers = await _super_admin_client(app, client)
+    response = await client.patch(
+        f"/api/v1/users/{account.id}", json={"isActive": False}, headers=headers
+    )
+    assert response.status_code == 200, response.text
+
+
+async def soft_delete(app: FastAPI, client: httpx.AsyncClient, account: Account) -> None:
+    """Soft-delete through the admin API."""
+    headers = await _super_admin_client(app, client)
+    response = await client.delete(f"/api/v1/users/{account.id}", headers=headers)
+    assert response.status_code == 204, response.text

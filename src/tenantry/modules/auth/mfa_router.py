@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
 from tenantry.core.responses import Envelope, ok
+from tenantry.core.routing import UnitOfWorkRoute
 from tenantry.modules.auth import mfa
 from tenantry.modules.auth.deps import (
     AccessClaimsDep,
@@ -25,7 +26,7 @@ from tenantry.modules.auth.schemas import (
 from tenantry.modules.auth.service import verify_password_or_fail
 from tenantry.modules.auth.transaction import run_committing_failures
 
-router = APIRouter(prefix="/auth/mfa", tags=["auth"])
+router = APIRouter(prefix="/auth/mfa", tags=["auth"], route_class=UnitOfWorkRoute)
 
 
 @router.post("/setup")

@@ -8,7 +8,7 @@ from fastapi import APIRouter, status
 from starlette.responses import Response
 
 from tenantry.core.responses import Envelope, JobAccepted, ok
-from tenantry.core.routing import SessionDep
+from tenantry.core.routing import SessionDep, UnitOfWorkRoute
 from tenantry.core.security import AccessClaims
 from tenantry.modules.auth import service
 from tenantry.modules.auth.deps import (
@@ -43,7 +43,7 @@ from tenantry.modules.auth.sessions import (
 from tenantry.modules.auth.transaction import run_committing_failures
 from tenantry.modules.users.schemas import UserOut
 
-router = APIRouter(prefix="/auth", tags=["auth"])
+router = APIRouter(prefix="/auth", tags=["auth"], route_class=UnitOfWorkRoute)
 NO_CONTENT = status.HTTP_204_NO_CONTENT
 
 

@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from tenantry.core.db import utcnow
 from tenantry.core.responses import Envelope, Page, ok, page
-from tenantry.core.routing import SessionDep
+from tenantry.core.routing import SessionDep, UnitOfWorkRoute
 from tenantry.modules.auth.deps import CurrentUser, PlatformAdmin, RevocationsDep, SecurityDep
 from tenantry.modules.auth.mfa import remaining_recovery_codes
 from tenantry.modules.auth.service import verify_password_or_fail
@@ -29,7 +29,7 @@ from tenantry.modules.users.schemas import (
     UserOut,
 )
 
-router = APIRouter(prefix="/users", tags=["users"])
+router = APIRouter(prefix="/users", tags=["users"], route_class=UnitOfWorkRoute)
 NO_CONTENT = status.HTTP_204_NO_CONTENT
 
 
