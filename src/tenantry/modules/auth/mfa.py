@@ -62,7 +62,7 @@ async def enable_mfa(session: AsyncSession, security: Security, user: User, code
     await verify_mfa_code(session, security, user, code, allow_recovery=False)
     user.mfa_enabled = True
     codes = await _replace_recovery_codes(session, security, user)
-    security_log.info("mfa_enabled", event="security.mfa_enabled", user_id=str(user.id))
+    security_log.info("mfa_enabled", security_event="security.mfa_enabled", user_id=str(user.id))
     return codes
 
 
@@ -74,7 +74,7 @@ async def disable_mfa(session: AsyncSession, security: Security, user: User, cod
     user.mfa_secret_encrypted = None
     user.mfa_last_step = None
     await session.execute(delete(MfaRecoveryCode).where(MfaRecoveryCode.user_id == user.id))
-    security_log.info("mfa_disabled", event="security.mfa_disabled", user_id=str(user.id))
+    security_log.info("mfa_disabled", security_event="security.mfa_disabled", user_id=str(user.id))
 
 
 async def verify_mfa_code(
@@ -147,7 +147,7 @@ async def _accept_recovery_code(
     )
     used = bool(getattr(claimed, "rowcount", 0) == 1)
     if used:
-        security_log.info("mfa_recovery_code_used", event="security.mfa_recovery_code_used")
+        security_log.info("mfa_recovery_code_used", security_event="security.mfa_recovery_code_used")
     return used
 
 
@@ -169,7 +169,7 @@ async def _count_failure(session: AsyncSession, user: User, now: dt.datetime) ->
             )
             .execution_options(synchronize_session=False)
         )
-        security_log.warning("mfa_locked", event="security.mfa_locked", user_id=str(user.id))
+        security_log.warning("mfa_locked", security_event="security.mfa_locked", user_id=str(user.id))
 
 
 async def _replace_recovery_codes(

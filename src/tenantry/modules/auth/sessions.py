@@ -127,7 +127,7 @@ async def _handle_unusable_token(
         return
     security_log.warning(
         "refresh_token_reuse",
-        event="security.refresh_token_reuse",
+        security_event="security.refresh_token_reuse",
         session_id=str(auth_session.id),
         user_id=str(auth_session.user_id),
         already_revoked=auth_session.revoked_at is not None,
