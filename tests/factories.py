@@ -21,6 +21,14 @@ from tenantry.modules.users.service import create_user
 
 DEFAULT_PASSWORD = "correct horse battery staple"
 
+# Every password, token and secret the factories and auth tests handle: the log-capture
+# check of tests/auth (see tests/auth/conftest.py) asserts none of them was ever logged.
+ISSUED_SECRETS: set[str] = {DEFAULT_PASSWORD}
+
+
+def remember_secret(*values: str) -> None:
+    ISSUED_SECRETS.update(v for v in values if v)
+
 
 def unique_email(prefix: str = "user") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}@example.com"
@@ -45,6 +53,7 @@ class Account:
 
 
 def _account(email: str, password: str, data: dict[str, Any]) -> Account:
+    remember_secret(password, data["accessToken"], data["refreshToken"])
     return Account(
         email=email,
         password=password,

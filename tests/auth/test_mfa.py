@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from tenantry.modules.users.models import User
-from tests.factories import Account
+from tests.factories import Account, remember_secret
 
 LOGIN = "/api/v1/auth/login"
 
@@ -31,7 +31,9 @@ async def enable_mfa(client: httpx.AsyncClient, account: Account) -> tuple[str, 
         "/api/v1/auth/mfa/enable", json={"code": code_at(secret, -1)}, headers=account.headers
     )
     assert enabled.status_code == 200, enabled.text
-    return secret, enabled.json()["data"]["recoveryCodes"]
+    codes = enabled.json()["data"]["recoveryCodes"]
+    remember_secret(secret, *codes)
+    return secret, codes
 
 
 def _login_body(account: Account, code: str | None = None) -> dict[str, str]:

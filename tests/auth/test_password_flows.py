@@ -18,25 +18,30 @@ from tenantry.modules.auth.service import (
     issue_email_verification_token,
     issue_password_reset_token,
 )
-from tests.factories import Account, login, unique_email
+from tests.factories import Account, login, remember_secret, unique_email
 
 ME = "/api/v1/users/me"
 FORGOT = "/api/v1/auth/password/forgot"
 RESET = "/api/v1/auth/password/reset"
 CHANGE = "/api/v1/auth/password/change"
 NEW_PASSWORD = "a brand new passphrase"
+remember_secret(NEW_PASSWORD)
 
 
 async def _reset_token(app: FastAPI, account: Account) -> str:
     async with app.state.database.transaction() as session:
-        return await issue_password_reset_token(session, app.state.settings, uuid.UUID(account.id))
+        token = await issue_password_reset_token(session, app.state.settings, uuid.UUID(account.id))
+    remember_secret(token)
+    return token
 
 
 async def _verification_token(app: FastAPI, account: Account) -> str:
     async with app.state.database.transaction() as session:
-        return await issue_email_verification_token(
+        token = await issue_email_verification_token(
             session, app.state.settings, uuid.UUID(account.id)
         )
+    remember_secret(token)
+    return token
 
 
 async def _count_tokens(app: FastAPI, account: Account, purpose: TokenPurpose) -> int:

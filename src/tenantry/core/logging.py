@@ -52,6 +52,8 @@ def configure_logging(settings: Settings) -> None:
                 "uvicorn.error": {"level": settings.log_level},
                 "uvicorn.access": {"handlers": [], "propagate": False},  # ours is richer
                 "sqlalchemy.engine": {"level": "INFO" if settings.database_echo else "WARNING"},
+                # aiosqlite logs every statement with its parameters (hashes, secrets) at DEBUG.
+                "aiosqlite": {"level": "WARNING"},
             },
         }
     )
