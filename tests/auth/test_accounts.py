@@ -8,7 +8,6 @@ import httpx
 from fastapi import FastAPI
 
 from tests.conftest import client_for
-
 from tests.factories import (
     DEFAULT_PASSWORD,
     Account,
@@ -68,9 +67,7 @@ async def test_email_is_trimmed_lowercased_and_unique_case_insensitively(
 
 async def test_password_length_limits_are_8_to_128_characters(client: httpx.AsyncClient) -> None:
     for password in ("short7!", "p" * 129):
-        response = await client.post(
-            REGISTER, json={"email": unique_email(), "password": password}
-        )
+        response = await client.post(REGISTER, json={"email": unique_email(), "password": password})
         assert response.status_code == 400
         assert response.json()["details"][0]["field"] == "password"
     for password in ("8chars!!", "p" * 128, "пароль-密码-🔐🔐"):

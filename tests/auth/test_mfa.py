@@ -79,9 +79,7 @@ async def test_enable_requires_a_valid_code_and_returns_ten_recovery_codes(
     assert me.json()["data"]["mfaEnabled"] is True
 
 
-async def test_login_then_requires_an_mfa_code(
-    client: httpx.AsyncClient, account: Account
-) -> None:
+async def test_login_then_requires_an_mfa_code(client: httpx.AsyncClient, account: Account) -> None:
     secret, _ = await enable_mfa(client, account)
     missing = await client.post(LOGIN, json=_login_body(account))
     assert missing.status_code == 401
@@ -137,10 +135,14 @@ async def test_a_success_resets_the_wrong_code_count(
     wrong = "123456" if code_at(secret, 0) != "123456" else "654321"
     for _ in range(4):
         assert (await client.post(LOGIN, json=_login_body(account, wrong))).status_code == 401
-    assert (await client.post(LOGIN, json=_login_body(account, code_at(secret, 0)))).status_code == 200
+    assert (
+        await client.post(LOGIN, json=_login_body(account, code_at(secret, 0)))
+    ).status_code == 200
     for _ in range(4):
         assert (await client.post(LOGIN, json=_login_body(account, wrong))).status_code == 401
-    assert (await client.post(LOGIN, json=_login_body(account, code_at(secret, 1)))).status_code == 200
+    assert (
+        await client.post(LOGIN, json=_login_body(account, code_at(secret, 1)))
+    ).status_code == 200
 
 
 async def test_disable_needs_password_and_code(client: httpx.AsyncClient, account: Account) -> None:

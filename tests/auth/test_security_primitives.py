@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from tenantry.config import Settings
-from tenantry.core.security import PasswordHasher, SecretBox, TokenCodec, InvalidAccessToken
+from tenantry.core.security import InvalidAccessToken, PasswordHasher, SecretBox, TokenCodec
 from tenantry.modules.users.models import PlatformRole, User
 from tenantry.modules.users.service import create_user
 from tests.factories import security_of, unique_email
@@ -25,7 +25,8 @@ async def test_a_bcrypt_hash_verifies_and_is_flagged_for_rehash(settings: Settin
     hasher = PasswordHasher(settings)
     matches, new_hash = await hasher.verify(NESTJS_PASSWORD, NESTJS_BCRYPT_HASH)
     assert matches
-    assert new_hash is not None and new_hash.startswith("$argon2id$")
+    assert new_hash is not None
+    assert new_hash.startswith("$argon2id$")
     assert (await hasher.verify("wrong", NESTJS_BCRYPT_HASH)) == (False, None)
 
 
@@ -54,7 +55,8 @@ async def test_an_imported_bcrypt_user_logs_in_and_is_rehashed_to_argon2id(
     assert response.status_code == 200
     async with app.state.database.transaction() as session:
         stored = await session.scalar(select(User.password_hash).where(User.email == email))
-    assert stored is not None and stored.startswith("$argon2id$")
+    assert stored is not None
+    assert stored.startswith("$argon2id$")
     again = await client.post(
         "/api/v1/auth/login", json={"email": email, "password": NESTJS_PASSWORD}
     )
@@ -74,7 +76,8 @@ async def test_a_hash_made_at_an_older_cost_is_upgraded(
         "a password", old
     )
     assert matches
-    assert new_hash is not None and ",t=2," in new_hash
+    assert new_hash is not None
+    assert ",t=2," in new_hash
 
 
 def test_production_refuses_a_weak_hashing_cost(make_settings: Callable[..., Settings]) -> None:
@@ -112,7 +115,9 @@ def test_secret_box_round_trips_and_binds_the_context(
         SecretBox(make_settings(secret_key="z" * 40)).decrypt(sealed, context="user-1")
 
 
-async def test_hashing_runs_with_bounded_concurrency(make_settings: Callable[..., Settings]) -> None:
+async def test_hashing_runs_with_bounded_concurrency(
+    make_settings: Callable[..., Settings],
+) -> None:
     import asyncio
     import threading
 

@@ -80,7 +80,9 @@ async def test_revoking_one_session_ends_it_and_only_it(
     response = await client.delete(f"{SESSIONS}/{phone_id}", headers=account.headers)
     assert response.status_code == 204
     assert (await client.get(ME, headers=phone.headers)).status_code == 401
-    refreshed = await client.post("/api/v1/auth/refresh", json={"refreshToken": phone.refresh_token})
+    refreshed = await client.post(
+        "/api/v1/auth/refresh", json={"refreshToken": phone.refresh_token}
+    )
     assert refreshed.status_code == 401
     assert (await client.get(ME, headers=account.headers)).status_code == 200
     again = await client.delete(f"{SESSIONS}/{phone_id}", headers=account.headers)

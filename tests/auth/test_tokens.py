@@ -46,14 +46,16 @@ async def test_access_token_carries_the_contract_claims(account: Account) -> Non
 
 
 async def test_a_tampered_token_is_401(client: httpx.AsyncClient, account: Account) -> None:
-    header, payload, signature = account.access_token.split(".")
+    header, _payload, signature = account.access_token.split(".")
     claims = _claims(account) | {"role": "SUPER_ADMIN"}
     forged_payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode()
     forged = f"{header}.{forged_payload.rstrip('=')}.{signature}"
     response = await _me(client, forged)
     assert response.status_code == 401
     assert response.json()["code"] == "unauthorized"
-    flipped = account.access_token[:-2] + ("AA" if not account.access_token.endswith("AA") else "BB")
+    flipped = account.access_token[:-2] + (
+        "AA" if not account.access_token.endswith("AA") else "BB"
+    )
     assert (await _me(client, flipped)).status_code == 401
 
 
@@ -98,9 +100,10 @@ async def test_refresh_rotates_and_the_new_pair_works(
     assert response.status_code == 200
     data = response.json()["data"]
     assert data["refreshToken"] != account.refresh_token
-    assert _claims(account)["sid"] == jwt.decode(
-        data["accessToken"], options={"verify_signature": False}
-    )["sid"]
+    assert (
+        _claims(account)["sid"]
+        == jwt.decode(data["accessToken"], options={"verify_signature": False})["sid"]
+    )
     assert (await _me(client, data["accessToken"])).status_code == 200
     again = await client.post(REFRESH, json={"refreshToken": data["refreshToken"]})
     assert again.status_code == 200

@@ -124,7 +124,9 @@ async def test_admin_creates_users_but_only_a_super_admin_grants_admin_roles(
 async def test_admin_create_rejects_a_taken_email(app: FastAPI, client: httpx.AsyncClient) -> None:
     boss = await admin(app, client)
     response = await client.post(
-        USERS, json={"email": boss.email.upper(), "password": "initial password"}, headers=boss.headers
+        USERS,
+        json={"email": boss.email.upper(), "password": "initial password"},
+        headers=boss.headers,
     )
     assert response.status_code == 409
 
@@ -177,7 +179,9 @@ async def test_an_admin_cannot_demote_deactivate_or_delete_itself(
 
 async def test_unknown_or_malformed_user_ids(app: FastAPI, client: httpx.AsyncClient) -> None:
     boss = await admin(app, client)
-    missing = await client.get(f"{USERS}/01234567-89ab-7def-8123-456789abcdef", headers=boss.headers)
+    missing = await client.get(
+        f"{USERS}/01234567-89ab-7def-8123-456789abcdef", headers=boss.headers
+    )
     assert missing.status_code == 404
     malformed = await client.get(f"{USERS}/not-a-uuid", headers=boss.headers)
     assert malformed.status_code == 400

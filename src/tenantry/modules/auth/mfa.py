@@ -147,7 +147,9 @@ async def _accept_recovery_code(
     )
     used = bool(getattr(claimed, "rowcount", 0) == 1)
     if used:
-        security_log.info("mfa_recovery_code_used", security_event="security.mfa_recovery_code_used")
+        security_log.info(
+            "mfa_recovery_code_used", security_event="security.mfa_recovery_code_used"
+        )
     return used
 
 
@@ -169,7 +171,9 @@ async def _count_failure(session: AsyncSession, user: User, now: dt.datetime) ->
             )
             .execution_options(synchronize_session=False)
         )
-        security_log.warning("mfa_locked", security_event="security.mfa_locked", user_id=str(user.id))
+        security_log.warning(
+            "mfa_locked", security_event="security.mfa_locked", user_id=str(user.id)
+        )
 
 
 async def _replace_recovery_codes(

@@ -120,7 +120,9 @@ async def reset_password(
     if user.email_verified_at is None:
         user.email_verified_at = utcnow()  # the reset link proved the address
     await end_all_sessions(session, revocations, user, reason="password_reset")
-    security_log.info("password_reset", security_event="security.password_reset", user_id=str(user.id))
+    security_log.info(
+        "password_reset", security_event="security.password_reset", user_id=str(user.id)
+    )
     await send_auth_email(session, to=user.email, template="password_changed", context={})
 
 
@@ -138,7 +140,9 @@ async def change_password(
     await end_all_sessions(
         session, revocations, user, reason="password_changed", keep_session_id=current_session_id
     )
-    security_log.info("password_changed", security_event="security.password_changed", user_id=str(user.id))
+    security_log.info(
+        "password_changed", security_event="security.password_changed", user_id=str(user.id)
+    )
     await send_auth_email(session, to=user.email, template="password_changed", context={})
 
 
