@@ -115,5 +115,40 @@ def openapi(output: Path | None) -> None:
         click.echo(f"tenantry: wrote {output}", err=True)
 
 
+@main.command()
+@click.option("--email", required=True, help="The super admin's email address.")
+@click.option(
+    "--password",
+    envvar="TENANTRY_SUPERUSER_PASSWORD",
+    default=None,
+    help="[env TENANTRY_SUPERUSER_PASSWORD] Prompted for when absent.",
+)
+def createsuperuser(email: str, password: str | None) -> None:
+    """Create a SUPER_ADMIN account (or promote an existing one)."""
+    import asyncio
+
+    from tenantry.modules.users.admin_cli import ensure_super_admin, validate_new_account
+
+    if password is None:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    try:
+        email, password = validate_new_account(email, password)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    created = asyncio.run(ensure_super_admin(_settings(), email, password))
+    click.echo(f"tenantry: super admin {email} {'created' if created else 'promoted'}")
+
+
+@main.command()
+def seed() -> None:
+    """Create a super admin and a demo user (idempotent); prints their credentials."""
+    import asyncio
+
+    from tenantry.modules.users.admin_cli import seed_accounts
+
+    for line in asyncio.run(seed_accounts(_settings())):
+        click.echo(f"tenantry: {line}")
+
+
 if __name__ == "__main__":
     main()
