@@ -23,6 +23,7 @@ from tenantry.core.cache import create_cache
 from tenantry.core.db import Database
 from tenantry.core.errors import install_error_handlers
 from tenantry.core.logging import configure_logging
+from tenantry.core.mail import create_mailer
 from tenantry.core.metrics import Metrics
 from tenantry.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from tenantry.core.openapi import ERROR_RESPONSES, finalize_openapi
@@ -40,12 +41,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     redis = _create_redis(settings)
     cache = create_cache(settings, redis)
     rate_limiter = create_rate_limiter(settings, redis)
+    mailer = create_mailer(settings)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            await mailer.close()
             await rate_limiter.close()
             await cache.close()
             if redis is not None:
@@ -66,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.redis = redis
     app.state.cache = cache
     app.state.rate_limiter = rate_limiter
+    app.state.mailer = mailer
     app.state.metrics = Metrics(database)
     app.state.health_checks = {
         "database": database.ping,
