@@ -29,6 +29,7 @@ from tenantry.core.middleware import BodyLimitMiddleware, RequestContextMiddlewa
 from tenantry.core.openapi import ERROR_RESPONSES, finalize_openapi
 from tenantry.core.ratelimit import create_rate_limiter
 from tenantry.core.routing import UnitOfWorkRoute
+from tenantry.core.storage import create_storage
 from tenantry.modules.health.router import router as health_router
 
 API_PREFIX = "/api/v1"
@@ -42,12 +43,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     cache = create_cache(settings, redis)
     rate_limiter = create_rate_limiter(settings, redis)
     mailer = create_mailer(settings)
+    storage = create_storage(settings)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            await storage.close()
             await mailer.close()
             await rate_limiter.close()
             await cache.close()
@@ -70,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.cache = cache
     app.state.rate_limiter = rate_limiter
     app.state.mailer = mailer
+    app.state.storage = storage
     app.state.metrics = Metrics(database)
     app.state.health_checks = {
         "database": database.ping,
