@@ -22,6 +22,7 @@ from tenantry.config import Settings, load_settings
 from tenantry.core.cache import create_cache
 from tenantry.core.db import Database
 from tenantry.core.errors import install_error_handlers
+from tenantry.core.events import create_events
 from tenantry.core.logging import configure_logging
 from tenantry.core.mail import create_mailer
 from tenantry.core.metrics import Metrics
@@ -44,12 +45,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     rate_limiter = create_rate_limiter(settings, redis)
     mailer = create_mailer(settings)
     storage = create_storage(settings)
+    events = create_events(settings, redis)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            await events.close()
             await storage.close()
             await mailer.close()
             await rate_limiter.close()
@@ -74,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.rate_limiter = rate_limiter
     app.state.mailer = mailer
     app.state.storage = storage
+    app.state.events = events
     app.state.metrics = Metrics(database)
     app.state.health_checks = {
         "database": database.ping,
