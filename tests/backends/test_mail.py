@@ -25,6 +25,7 @@ from tenantry.core.mail import (
     SmtpMailer,
     create_mailer,
     render_email,
+    send_email,
 )
 
 CONTEXTS: dict[str, dict[str, Any]] = {
@@ -248,3 +249,15 @@ def test_smtp_urls_are_parsed_into_host_port_tls_and_credentials(make_settings) 
     implicit = create_mailer(make_settings(mail_url="smtps://mail.example.com"))
     assert isinstance(implicit, SmtpMailer)
     assert (implicit.port, implicit.use_tls, implicit.username) == (465, True, None)
+
+
+async def test_send_email_renders_and_hands_the_message_to_the_mailer(
+    file_mailer: FileMailer,
+) -> None:
+    await send_email(
+        file_mailer, to="helper@example.com", template="password_changed", context={"name": "Bo"}
+    )
+    [path] = list(file_mailer.directory.glob("*.eml"))
+    message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+    assert message["To"] == "helper@example.com"
+    assert message["Subject"] == "Your tenantry password was changed"

@@ -5,6 +5,9 @@ and recipient; `smtp://user:pass@host:port?starttls=1` (or `smtps://`) sends wit
 aiosmtplib. Messages are sent from background jobs only (so a failure is retried).
 """
 
+from collections.abc import Mapping
+from typing import Any
+
 from tenantry.core.mail.backends import (
     FileMailer,
     MailDeliveryError,
@@ -19,6 +22,12 @@ from tenantry.core.mail.render import (
     validate_address,
 )
 
+
+async def send_email(mailer: Mailer, *, to: str, template: str, context: Mapping[str, Any]) -> None:
+    """Render `template` for `to` and send it (what the `mail.send` job handler calls)."""
+    await mailer.send(render_email(template, to, context))
+
+
 __all__ = [
     "TEMPLATES",
     "FileMailer",
@@ -28,5 +37,6 @@ __all__ = [
     "SmtpMailer",
     "create_mailer",
     "render_email",
+    "send_email",
     "validate_address",
 ]
