@@ -19,13 +19,18 @@ from starlette.middleware.gzip import GZipMiddleware
 
 from tenantry import __version__
 from tenantry.config import Settings, load_settings
+from tenantry.core.cache import create_cache
 from tenantry.core.db import Database
 from tenantry.core.errors import install_error_handlers
+from tenantry.core.events import create_events
 from tenantry.core.logging import configure_logging
+from tenantry.core.mail import create_mailer
 from tenantry.core.metrics import Metrics
 from tenantry.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from tenantry.core.openapi import ERROR_RESPONSES, finalize_openapi
+from tenantry.core.ratelimit import create_rate_limiter
 from tenantry.core.routing import UnitOfWorkRoute
+from tenantry.core.storage import create_storage
 from tenantry.modules.auth.mfa_router import router as mfa_router
 from tenantry.modules.auth.router import router as auth_router
 from tenantry.modules.health.router import router as health_router
@@ -39,12 +44,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging(settings)
     database = Database(settings)
     redis = _create_redis(settings)
+    cache = create_cache(settings, redis)
+    rate_limiter = create_rate_limiter(settings, redis)
+    mailer = create_mailer(settings)
+    storage = create_storage(settings)
+    events = create_events(settings, redis)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         try:
             yield
         finally:
+            await events.close()
+            await storage.close()
+            await mailer.close()
+            await rate_limiter.close()
+            await cache.close()
             if redis is not None:
                 await redis.aclose()
             await database.dispose()
@@ -61,6 +76,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.database = database
     app.state.redis = redis
+    app.state.cache = cache
+    app.state.rate_limiter = rate_limiter
+    app.state.mailer = mailer
+    app.state.storage = storage
+    app.state.events = events
     app.state.metrics = Metrics(database)
     app.state.health_checks = {
         "database": database.ping,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 from enum import StrEnum
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -72,6 +73,15 @@ class Settings(BaseSettings):
 
     rate_limit_enabled: bool = True
 
+    # Backends chosen by URL (unset = the embedded default under VAR_DIR).
+    mail_url: str | None = None
+    mail_from: str = "no-reply@example.com"
+    mail_from_name: str = "tenantry"
+    storage_url: str | None = None
+    storage_access_key_id: str | None = None
+    storage_secret_access_key: SecretStr | None = None
+    storage_presign_seconds: int = Field(default=300, ge=1, le=7 * 24 * 3600)
+
     # identity (modules/auth, modules/users): token lifetimes, password hashing cost, MFA
     access_token_ttl_seconds: int = Field(default=15 * 60, ge=60, le=24 * 3600)
     refresh_token_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=3600, le=90 * 24 * 3600)
@@ -124,6 +134,51 @@ class Settings(BaseSettings):
             raise ValueError(f"{value!r} is not a rate like 5/minute") from None
         return value
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxies_are_addresses(cls, value: list[str]) -> list[str]:
+        for proxy in value:
+            try:
+                ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(f"{proxy!r} is not an IP address or CIDR range") from None
+        return value
+
+    @field_validator("mail_url")
+    @classmethod
+    def _known_mail(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("file://", "smtp://", "smtps://")):
+            raise ValueError("must start with file://, smtp:// or smtps://")
+        return value
+
+    @field_validator("mail_from")
+    @classmethod
+    def _mail_from_is_an_address(cls, value: str) -> str:
+        from email_validator import EmailNotValidError, validate_email
+
+        try:
+            return validate_email(value, check_deliverability=False).normalized
+        except EmailNotValidError as exc:
+            raise ValueError(f"is not a valid email address ({exc})") from None
+
+    @field_validator("mail_from_name")
+    @classmethod
+    def _one_line_name(cls, value: str) -> str:
+        if any(char in value for char in "\r\n\x00"):
+            raise ValueError("must be a single line")
+        return value.strip()
+
+    @field_validator("storage_url")
+    @classmethod
+    def _known_storage(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not value.startswith(("file://", "s3://")):
+            raise ValueError("must start with file:// or s3://")
+        return value
+
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
@@ -161,11 +216,24 @@ class Settings(BaseSettings):
                 f"PASSWORD_HASH_MEMORY_KIB must be at least {MIN_PRODUCTION_HASH_MEMORY_KIB} "
                 "in production (argon2id, OWASP minimum)"
             )
+        if not self.effective_mail_url.startswith(("smtp://", "smtps://")):
+            raise ValueError(
+                "MAIL_URL must point to an SMTP server in production "
+                "(smtp://user:pass@host:587?starttls=1), not the file backend"
+            )
         return self
 
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def effective_mail_url(self) -> str:
+        return self.mail_url or f"file://{self.var_dir / 'mail'}"
+
+    @property
+    def effective_storage_url(self) -> str:
+        return self.storage_url or f"file://{self.var_dir / 'storage'}"
 
     @property
     def is_production(self) -> bool:

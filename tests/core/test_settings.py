@@ -16,6 +16,7 @@ PRODUCTION_OK = {
     "env": "production",
     "secret_key": "k" * 48,
     "database_url": "postgresql+asyncpg://app@db/tenantry",
+    "mail_url": "smtp://mailer:pw@smtp.example.com:587?starttls=1",
 }
 
 
@@ -32,6 +33,8 @@ def test_production_accepts_a_safe_configuration() -> None:
         ({"database_url": "sqlite+aiosqlite:///./var/x.db"}, "DATABASE_URL"),
         ({"debug": True}, "DEBUG"),
         ({"cors_origins": "*"}, "CORS_ORIGINS"),
+        ({"mail_url": None}, "MAIL_URL"),
+        ({"mail_url": "file:///srv/mail"}, "MAIL_URL"),
     ],
 )
 def test_production_refuses_unsafe_settings(override: dict[str, object], mentions: str) -> None:

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated
@@ -23,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tenantry.config import Settings
 from tenantry.core.db import Database
 from tenantry.core.errors import Forbidden, Unauthorized
+from tenantry.core.ratelimit import client_ip
 from tenantry.core.routing import SessionDep, get_database
 from tenantry.core.security import AccessClaims, InvalidAccessToken, Security
 from tenantry.modules.auth.models import AuthSession
@@ -51,9 +51,8 @@ def get_revocations(request: Request) -> Revocations:
     state = request.app.state
     revocations: Revocations | None = getattr(state, "revocations", None)
     if revocations is None:
-        cache = getattr(state, "cache", None) or _InterimCache()
         revocations = Revocations(
-            cache, access_token_ttl_seconds=state.settings.access_token_ttl_seconds
+            state.cache, access_token_ttl_seconds=state.settings.access_token_ttl_seconds
         )
         state.revocations = revocations
     return revocations
@@ -144,21 +143,3 @@ def require_platform_role(minimum: PlatformRole | str) -> Callable[..., Awaitabl
 
 
 PlatformAdmin = Annotated[User, Depends(require_platform_role(PlatformRole.ADMIN))]
-
-
-class _InterimCache:
-    """In-process stand-in until `core/cache.py` lands on main (then `app.state.cache`)."""
-
-    def __init__(self) -> None:
-        self._entries: dict[str, tuple[bytes, float]] = {}
-
-    async def get(self, key: str) -> bytes | None:
-        value, expires = self._entries.get(key, (None, 0.0))
-        return value if value is not None and expires > time.monotonic() else None
-
-    async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
-        self._entries[key] = (value, time.monotonic() + (ttl or 86400.0))
-
-
-def client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Depends, status
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
@@ -17,6 +17,7 @@ from tenantry.modules.auth.deps import (
     SettingsDep,
     load_principal,
 )
+from tenantry.modules.auth.ratelimits import hit_mfa_verification
 from tenantry.modules.auth.schemas import (
     MfaCodeRequest,
     MfaDisableRequest,
@@ -38,7 +39,7 @@ async def setup(
     return ok(MfaSetupOut(secret=secret, otpauth_uri=uri))
 
 
-@router.post("/enable")
+@router.post("/enable", dependencies=[Depends(hit_mfa_verification)])
 async def enable(
     body: MfaCodeRequest, claims: AccessClaimsDep, database: DatabaseDep, security: SecurityDep
 ) -> Envelope[RecoveryCodesOut]:
@@ -52,7 +53,12 @@ async def enable(
     return ok(RecoveryCodesOut(recovery_codes=codes))
 
 
-@router.post("/disable", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+@router.post(
+    "/disable",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    dependencies=[Depends(hit_mfa_verification)],
+)
 async def disable(
     body: MfaDisableRequest, claims: AccessClaimsDep, database: DatabaseDep, security: SecurityDep
 ) -> None:

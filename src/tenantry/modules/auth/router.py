@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Depends, Request, status
 from starlette.responses import Response
 
 from tenantry.core.responses import Envelope, JobAccepted, ok
@@ -21,6 +21,13 @@ from tenantry.modules.auth.deps import (
     SettingsDep,
 )
 from tenantry.modules.auth.models import AuthSession
+from tenantry.modules.auth.ratelimits import (
+    forget_login_failures,
+    hit_login_per_email,
+    hit_mfa_verification,
+    limit_login_per_ip,
+    limit_per_ip,
+)
 from tenantry.modules.auth.schemas import (
     AuthResult,
     ChangePasswordRequest,
@@ -66,6 +73,7 @@ def _accepted(job_id: str | None) -> Envelope[JobAccepted]:
 @router.post(
     "/register",
     status_code=status.HTTP_201_CREATED,
+    dependencies=[Depends(limit_per_ip("register"))],
 )
 async def register(
     body: RegisterRequest,
@@ -78,8 +86,9 @@ async def register(
     return _result(await service.register(session, security, settings, body, client))
 
 
-@router.post("/login")
+@router.post("/login", dependencies=[Depends(limit_login_per_ip)])
 async def login(
+    request: Request,
     body: LoginRequest,
     database: DatabaseDep,
     security: SecurityDep,
@@ -87,9 +96,13 @@ async def login(
     client: ClientDep,
 ) -> Envelope[AuthResult]:
     """Sign in with email and password (and an MFA code when MFA is on)."""
+    await hit_login_per_email(request, body.email)
+    if body.mfa_code is not None:
+        await hit_mfa_verification(request)
     issued = await run_committing_failures(
         database, lambda s: service.login(s, security, settings, body, client)
     )
+    await forget_login_failures(request, body.email)
     return _result(issued)
 
 
@@ -152,6 +165,7 @@ async def revoke_session(
 @router.post(
     "/password/forgot",
     status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[Depends(limit_per_ip("forgot"))],
 )
 async def forgot_password(
     body: ForgotPasswordRequest, session: SessionDep, settings: SettingsDep
@@ -201,6 +215,7 @@ async def verify_email(body: VerifyEmailRequest, session: SessionDep) -> Envelop
 @router.post(
     "/email/resend",
     status_code=status.HTTP_202_ACCEPTED,
+    dependencies=[Depends(limit_per_ip("resend"))],
 )
 async def resend_verification(
     user: CurrentUser, session: SessionDep, settings: SettingsDep
