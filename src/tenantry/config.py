@@ -93,6 +93,8 @@ class Settings(BaseSettings):
     password_hash_parallelism: int = Field(default=4, ge=1, le=16)
     password_hash_concurrency: int = Field(default=4, ge=1, le=64)
     mfa_issuer: str = Field(default="tenantry", min_length=1, max_length=64)
+    # Base URL of the web app that receives emailed links (/reset-password, /verify-email).
+    app_url: str = "http://localhost:3000"
     rate_limit_login: str = "5/minute"
     rate_limit_login_ip: str = "30/minute"
     rate_limit_auth: str = "5/minute"
@@ -122,6 +124,13 @@ class Settings(BaseSettings):
         if not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return value
+
+    @field_validator("app_url")
+    @classmethod
+    def _app_url_is_http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL like https://app.example.com")
+        return value.rstrip("/")
 
     @field_validator("rate_limit_login", "rate_limit_login_ip", "rate_limit_auth")
     @classmethod

@@ -12,7 +12,12 @@ from tenantry.core.errors import Conflict, InvalidToken, Unauthorized
 from tenantry.core.logging import get_logger
 from tenantry.core.security import Security
 from tenantry.modules.auth.deps import ClientInfo
-from tenantry.modules.auth.emails import send_auth_email
+from tenantry.modules.auth.emails import (
+    duration_text,
+    greeting_context,
+    send_auth_email,
+    token_link,
+)
 from tenantry.modules.auth.mfa import verify_mfa_code
 from tenantry.modules.auth.models import TokenPurpose
 from tenantry.modules.auth.one_time import consume_one_time_token, issue_one_time_token
@@ -93,7 +98,11 @@ async def request_password_reset(
         session,
         to=user.email,
         template="password_reset",
-        context={"token": token, "ttl_minutes": settings.password_reset_ttl_seconds // 60},
+        context=greeting_context(user)
+        | {
+            "link": token_link(settings, "/reset-password", token),
+            "expires_in": duration_text(settings.password_reset_ttl_seconds),
+        },
     )
 
 
@@ -123,7 +132,9 @@ async def reset_password(
     security_log.info(
         "password_reset", security_event="security.password_reset", user_id=str(user.id)
     )
-    await send_auth_email(session, to=user.email, template="password_changed", context={})
+    await send_auth_email(
+        session, to=user.email, template="password_changed", context=greeting_context(user)
+    )
 
 
 async def change_password(
@@ -143,7 +154,9 @@ async def change_password(
     security_log.info(
         "password_changed", security_event="security.password_changed", user_id=str(user.id)
     )
-    await send_auth_email(session, to=user.email, template="password_changed", context={})
+    await send_auth_email(
+        session, to=user.email, template="password_changed", context=greeting_context(user)
+    )
 
 
 async def send_verification_email(
@@ -154,7 +167,11 @@ async def send_verification_email(
         session,
         to=user.email,
         template="verify_email",
-        context={"token": token, "ttl_hours": settings.email_verification_ttl_seconds // 3600},
+        context=greeting_context(user)
+        | {
+            "link": token_link(settings, "/verify-email", token),
+            "expires_in": duration_text(settings.email_verification_ttl_seconds),
+        },
     )
 
 
