@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import uuid
+
 import httpx
 
-from tests.conftest import client_for
+from tests.conftest import RUN_ID, client_for
 from tests.factories import register, unique_email
 
 LOGIN = "/api/v1/auth/login"
 WRONG = "definitely wrong password"
+
+
+async def isolated(build_app, **overrides):
+    """An app whose counters no other test shares (a key prefix of its own in Redis)."""
+    prefix = f"tenantry-test-{RUN_ID}:{uuid.uuid4().hex[:8]}:"
+    return await build_app(redis_key_prefix=prefix, **overrides)
 
 
 def _assert_rate_limited(response: httpx.Response) -> None:
@@ -18,7 +26,7 @@ def _assert_rate_limited(response: httpx.Response) -> None:
 
 
 async def test_login_is_limited_per_ip_and_email(build_app) -> None:
-    app = await build_app(rate_limit_login="5/minute")
+    app = await isolated(build_app, rate_limit_login="5/minute")
     async with client_for(app) as client:
         account = await register(client)
         for _ in range(5):
@@ -32,7 +40,7 @@ async def test_login_is_limited_per_ip_and_email(build_app) -> None:
 
 
 async def test_a_successful_login_clears_the_ip_and_email_counter(build_app) -> None:
-    app = await build_app(rate_limit_login="3/minute")
+    app = await isolated(build_app, rate_limit_login="3/minute")
     async with client_for(app) as client:
         account = await register(client)
         for _ in range(2):
@@ -45,7 +53,7 @@ async def test_a_successful_login_clears_the_ip_and_email_counter(build_app) -> 
 
 
 async def test_login_is_limited_per_ip_across_emails(build_app) -> None:
-    app = await build_app(rate_limit_login_ip="3/minute")
+    app = await isolated(build_app, rate_limit_login_ip="3/minute")
     async with client_for(app) as client:
         for _ in range(3):
             response = await client.post(LOGIN, json={"email": unique_email(), "password": WRONG})
@@ -56,7 +64,7 @@ async def test_login_is_limited_per_ip_across_emails(build_app) -> None:
 
 
 async def test_register_forgot_and_resend_are_limited_per_ip(build_app) -> None:
-    app = await build_app(rate_limit_auth="2/minute")
+    app = await isolated(build_app, rate_limit_auth="2/minute")
     async with client_for(app) as client:
         first = await register(client)
         await register(client)
@@ -78,7 +86,7 @@ async def test_register_forgot_and_resend_are_limited_per_ip(build_app) -> None:
 
 
 async def test_mfa_verification_is_limited_per_ip(build_app) -> None:
-    app = await build_app(rate_limit_auth="2/minute")
+    app = await isolated(build_app, rate_limit_auth="2/minute")
     async with client_for(app) as client:
         account = await register(client)
         await client.post("/api/v1/auth/mfa/setup", headers=account.headers)
@@ -95,7 +103,7 @@ async def test_mfa_verification_is_limited_per_ip(build_app) -> None:
 
 
 async def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(build_app) -> None:
-    app = await build_app(rate_limit_login_ip="2/minute")
+    app = await isolated(build_app, rate_limit_login_ip="2/minute")
     async with client_for(app) as client:
         for i in range(2):
             await client.post(
@@ -113,7 +121,7 @@ async def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(build_app) -> N
 
 
 async def test_behind_a_trusted_proxy_each_client_ip_has_its_own_counter(build_app) -> None:
-    app = await build_app(rate_limit_login_ip="2/minute", trusted_proxies="127.0.0.1")
+    app = await isolated(build_app, rate_limit_login_ip="2/minute", trusted_proxies="127.0.0.1")
     async with client_for(app) as client:
         for i in range(4):
             response = await client.post(
@@ -125,7 +133,7 @@ async def test_behind_a_trusted_proxy_each_client_ip_has_its_own_counter(build_a
 
 
 async def test_auth_answers_503_not_500_nor_unlimited_when_redis_is_down(build_app) -> None:
-    app = await build_app(redis_url="redis://127.0.0.1:1/0")
+    app = await isolated(build_app, redis_url="redis://127.0.0.1:1/0")
     async with client_for(app) as client:
         response = await client.post(LOGIN, json={"email": unique_email(), "password": WRONG})
         assert response.status_code == 503
@@ -138,7 +146,7 @@ async def test_auth_answers_503_not_500_nor_unlimited_when_redis_is_down(build_a
 
 
 async def test_rate_limit_enabled_false_turns_the_auth_limits_off(build_app) -> None:
-    app = await build_app(rate_limit_enabled=False, rate_limit_login="2/minute")
+    app = await isolated(build_app, rate_limit_enabled=False, rate_limit_login="2/minute")
     async with client_for(app) as client:
         email = unique_email()
         for _ in range(5):
