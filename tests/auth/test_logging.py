@@ -34,3 +34,11 @@ def test_the_leak_finder_flags_secrets_jwts_and_hashes() -> None:
     assert find_leaks("oops a-secret-only-this-test-knows")
     assert find_leaks("token eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.abcdefghijklmn")
     assert find_leaks("hash $argon2id$v=19$m=64")
+
+
+def test_the_package_capture_sees_our_records_at_debug(no_secrets_in_logs) -> None:
+    from tenantry.core.logging import get_logger
+
+    marker = "capture-probe-" + "7f3a"
+    get_logger("tenantry.security").debug(marker)
+    assert any(marker in line for line in no_secrets_in_logs.lines)

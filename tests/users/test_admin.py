@@ -185,3 +185,27 @@ async def test_unknown_or_malformed_user_ids(app: FastAPI, client: httpx.AsyncCl
     assert missing.status_code == 404
     malformed = await client.get(f"{USERS}/not-a-uuid", headers=boss.headers)
     assert malformed.status_code == 400
+
+
+async def test_cursor_pagination_returns_every_user_exactly_once(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    boss = await admin(app, client)
+    marker = unique_email("cursor").split("@")[0]
+    created = [(await register(client, email=f"{marker}-{i}@example.com")).id for i in range(5)]
+    seen: list[str] = []
+    cursor = ""
+    while True:
+        response = await client.get(
+            USERS, params={"search": marker, "limit": 2, "cursor": cursor}, headers=boss.headers
+        )
+        assert response.status_code == 200
+        body = response.json()
+        assert set(body["meta"]) == {"limit", "nextCursor", "hasNextPage"}
+        seen += [u["id"] for u in body["data"]]
+        if not body["meta"]["hasNextPage"]:
+            break
+        cursor = body["meta"]["nextCursor"]
+    assert seen == list(reversed(created))
+    tampered = await client.get(USERS, params={"cursor": "garbage!"}, headers=boss.headers)
+    assert tampered.status_code == 400

@@ -9,7 +9,8 @@ from fastapi import APIRouter, Depends, Query, status
 from starlette.responses import Response
 
 from tenantry.core.db import utcnow
-from tenantry.core.responses import Envelope, Page, ok, page
+from tenantry.core.errors import ValidationFailed
+from tenantry.core.responses import CursorPage, Envelope, Page, cursor_page, ok, page
 from tenantry.core.routing import SessionDep, UnitOfWorkRoute
 from tenantry.modules.auth.deps import CurrentUser, PlatformAdmin, RevocationsDep, SecurityDep
 from tenantry.modules.auth.mfa import remaining_recovery_codes
@@ -76,15 +77,29 @@ async def export_me(user: CurrentUser, session: SessionDep) -> Envelope[UserExpo
 
 @router.get("")
 async def list_users(
-    query: Annotated[UserListQuery, Query()], _admin: PlatformAdmin, session: SessionDep
-) -> Page[AdminUserOut]:
-    """Platform admins: all users (search, role, isActive filters; deleted=only)."""
+    _admin: PlatformAdmin, query: Annotated[UserListQuery, Query()], session: SessionDep
+) -> Page[AdminUserOut] | CursorPage[AdminUserOut]:
+    """Platform admins: all users (search, role, isActive filters; deleted=only; cursor)."""
     filters = service.user_filters(
         search=query.search,
         role=query.role,
         is_active=query.is_active,
         deleted_only=query.deleted == "only",
     )
+    if query.cursor is not None:
+        if query.sort_by != "createdAt":
+            raise ValidationFailed(
+                details=[{"field": "cursor", "message": "cursor pagination sorts by createdAt"}]
+            )
+        users, next_cursor = await service.list_users_after(
+            session,
+            filters,
+            cursor=query.cursor,
+            descending=query.sort_order == "desc",
+            limit=query.limit,
+        )
+        rows = [AdminUserOut.model_validate(u) for u in users]
+        return cursor_page(rows, limit=query.limit, next_cursor=next_cursor)
     users, total = await service.list_users(
         session,
         filters,
