@@ -31,3 +31,14 @@ def test_durations_read_naturally() -> None:
     assert duration_text(3600) == "1 hour"
     assert duration_text(48 * 3600) == "48 hours"
     assert duration_text(90 * 60) == "90 minutes"
+
+
+def test_the_security_notice_context_renders() -> None:
+    message = render_email(
+        "security_notice",
+        "ada@example.com",
+        {"name": "Ada", "event": "a refresh token was reused", "device": "Phone/1.0"},
+    )
+    text = message.get_body(preferencelist=("plain",)).get_content()
+    assert "a refresh token was reused" in text
+    assert "Phone/1.0" in text

@@ -20,6 +20,7 @@ from tenantry.core.errors import NotFound, Unauthorized
 from tenantry.core.logging import get_logger
 from tenantry.core.security import Security, new_opaque_token, sha256_hex
 from tenantry.modules.auth.deps import ClientInfo
+from tenantry.modules.auth.emails import greeting_context, send_auth_email
 from tenantry.modules.auth.models import AuthSession, MfaRecoveryCode, OneTimeToken, RefreshToken
 from tenantry.modules.auth.revocation import Revocations
 from tenantry.modules.auth.transaction import CommitThenRaise
@@ -134,6 +135,20 @@ async def _handle_unusable_token(
     )
     if auth_session.revoked_at is None:
         await revoke_sessions(session, revocations, [auth_session], reason="token_reuse")
+        user = await session.get(User, auth_session.user_id)
+        if user is not None and user.is_usable:
+            await send_auth_email(
+                session,
+                to=user.email,
+                template="security_notice",
+                context=greeting_context(user)
+                | {
+                    "event": "an already-used refresh token of one of your sessions was "
+                    "presented again (it may have been stolen), so that session was ended",
+                    "occurred_at": utcnow().isoformat(timespec="seconds"),
+                    "device": auth_session.user_agent or "unknown",
+                },
+            )
         raise CommitThenRaise(_invalid_refresh())
 
 
