@@ -183,3 +183,31 @@ async def test_twenty_concurrent_refreshes_yield_at_most_one_live_successor(
 async def test_a_new_registration_gets_its_own_session(client: httpx.AsyncClient) -> None:
     first, second = await register(client), await register(client)
     assert _claims(first)["sid"] != _claims(second)["sid"]
+
+
+async def test_a_refresh_token_past_the_session_lifetime_is_401(
+    app: FastAPI, client: httpx.AsyncClient, account: Account
+) -> None:
+    import datetime as dt
+
+    from sqlalchemy import update
+
+    session_id = uuid.UUID(_claims(account)["sid"])
+    async with app.state.database.transaction() as session:
+        await session.execute(
+            update(AuthSession)
+            .where(AuthSession.id == session_id)
+            .values(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
+        )
+    response = await client.post(REFRESH, json={"refreshToken": account.refresh_token})
+    assert response.status_code == 401
+
+
+async def test_revocation_holds_in_the_database_when_the_cache_lost_it(
+    app: FastAPI, client: httpx.AsyncClient, account: Account
+) -> None:
+    response = await client.post("/api/v1/auth/logout-all", headers=account.headers)
+    assert response.status_code == 204
+    await app.state.cache.delete(f"auth:valid-after:{account.id}")
+    await app.state.cache.delete(f"auth:revoked-session:{_claims(account)['sid']}")
+    assert (await _me(client, account.access_token)).status_code == 401
