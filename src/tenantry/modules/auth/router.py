@@ -99,9 +99,7 @@ async def login(
     await hit_login_per_email(request, body.email)
     if body.mfa_code is not None:
         await hit_mfa_verification(request)
-    issued = await run_committing_failures(
-        database, lambda s: service.login(s, security, settings, body, client)
-    )
+    issued = await service.login(database, security, settings, body, client)
     await forget_login_failures(request, body.email)
     return _result(issued)
 

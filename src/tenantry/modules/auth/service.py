@@ -7,7 +7,7 @@ import uuid
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.config import Settings
-from tenantry.core.db import utcnow
+from tenantry.core.db import Database, utcnow
 from tenantry.core.errors import Conflict, InvalidToken, Unauthorized
 from tenantry.core.logging import get_logger
 from tenantry.core.security import Security
@@ -24,6 +24,7 @@ from tenantry.modules.auth.one_time import consume_one_time_token, issue_one_tim
 from tenantry.modules.auth.revocation import Revocations
 from tenantry.modules.auth.schemas import LoginRequest, RegisterRequest
 from tenantry.modules.auth.sessions import IssuedTokens, end_all_sessions, start_session
+from tenantry.modules.auth.transaction import run_committing_failures
 from tenantry.modules.users.models import User
 from tenantry.modules.users.service import create_user, find_user_by_email
 
@@ -54,28 +55,42 @@ async def register(
 
 
 async def login(
-    session: AsyncSession,
+    database: Database,
     security: Security,
     settings: Settings,
     body: LoginRequest,
     client: ClientInfo,
 ) -> IssuedTokens:
-    """Unknown email, wrong password, inactive or deleted user: one answer, similar time."""
-    user = await find_user_by_email(session, body.email, include_deleted=True)
+    """Unknown email, wrong password, inactive or deleted user: one answer, similar time.
+
+    The password is checked with no transaction open (hashing takes a while; on SQLite a
+    write transaction would hold the database lock meanwhile), then the login completes
+    in a transaction of its own that keeps MFA failure counts even when it answers 401.
+    """
+    async with database.session(write=False) as session:
+        user = await find_user_by_email(session, body.email, include_deleted=True)
     if user is None:
         await security.passwords.waste_time(body.password)
         raise invalid_credentials()
-    matches, new_hash = await security.passwords.verify(body.password, user.password_hash)
+    verified_hash = user.password_hash
+    matches, new_hash = await security.passwords.verify(body.password, verified_hash)
     if not matches or not user.is_usable:
         raise invalid_credentials()
-    if new_hash is not None:
-        user.password_hash = new_hash  # bcrypt import or outdated cost: upgraded silently
-    if user.mfa_enabled:
-        if body.mfa_code is None:
-            raise Unauthorized("An MFA code is required", code="mfa_required")
-        await verify_mfa_code(session, security, user, body.mfa_code)
-    user.last_login_at = utcnow()
-    return await start_session(session, security, settings, user, client)
+
+    async def complete(session: AsyncSession) -> IssuedTokens:
+        current = await session.get(User, user.id)
+        if current is None or not current.is_usable or current.password_hash != verified_hash:
+            raise invalid_credentials()  # changed while we were hashing
+        if new_hash is not None:
+            current.password_hash = new_hash  # bcrypt import or outdated cost: upgraded
+        if current.mfa_enabled:
+            if body.mfa_code is None:
+                raise Unauthorized("An MFA code is required", code="mfa_required")
+            await verify_mfa_code(session, security, current, body.mfa_code)
+        current.last_login_at = utcnow()
+        return await start_session(session, security, settings, current, client)
+
+    return await run_committing_failures(database, complete)
 
 
 async def verify_password_or_fail(security: Security, user: User, password: str) -> None:
@@ -125,6 +140,7 @@ async def reset_password(
     user = await session.get(User, user_id)
     if user is None or not user.is_usable:
         raise InvalidToken()
+    # Hashed only for a valid token: random tokens cannot be used to burn CPU.
     user.password_hash = await security.passwords.hash(new_password)
     if user.email_verified_at is None:
         user.email_verified_at = utcnow()  # the reset link proved the address

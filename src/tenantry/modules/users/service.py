@@ -46,11 +46,13 @@ async def create_user(
     is_active: bool = True,
     email_verified: bool = False,
 ) -> User:
+    # Hash before the first query: on SQLite that query opens the write transaction.
+    password_hash = await security.passwords.hash(password)
     if await find_user_by_email(session, email, include_deleted=True) is not None:
         raise Conflict("An account with this email already exists")
     user = User(
         email=email,
-        password_hash=await security.passwords.hash(password),
+        password_hash=password_hash,
         first_name=first_name,
         last_name=last_name,
         role=role.value,
