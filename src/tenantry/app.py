@@ -21,6 +21,7 @@ from tenantry import __version__
 from tenantry.config import Settings, load_settings
 from tenantry.core.db import Database
 from tenantry.core.errors import install_error_handlers
+from tenantry.core.jobs.runtime import JobsRuntime
 from tenantry.core.logging import configure_logging
 from tenantry.core.metrics import Metrics
 from tenantry.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
@@ -36,12 +37,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging(settings)
     database = Database(settings)
     redis = _create_redis(settings)
+    jobs = JobsRuntime(settings, database, run_worker=settings.runs_embedded_worker)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await jobs.start()
         try:
             yield
         finally:
+            await jobs.stop()
             if redis is not None:
                 await redis.aclose()
             await database.dispose()
@@ -58,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.database = database
     app.state.redis = redis
+    app.state.jobs = jobs
     app.state.metrics = Metrics(database)
     app.state.health_checks = {
         "database": database.ping,
