@@ -15,6 +15,7 @@ See docs/jobs.md.
 from tenantry.core.jobs.context import JobCancelled, JobContext, JobError
 from tenantry.core.jobs.enqueue import cancel, enqueue
 from tenantry.core.jobs.registry import (
+    HandlerFunc,
     JobHandler,
     Schedule,
     get_handler,
@@ -35,6 +36,7 @@ from tenantry.core.jobs.worker import Worker, backoff_seconds
 
 __all__ = [
     "EmbeddedTransport",
+    "HandlerFunc",
     "JobCancelled",
     "JobContext",
     "JobError",

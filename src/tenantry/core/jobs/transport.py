@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol
 
 from tenantry.config import Settings
@@ -17,7 +17,7 @@ from tenantry.core.db import Database
 log = logging.getLogger("tenantry.jobs")
 
 TRANSPORT_KEY = "job_transport"
-Listener = Callable[[], None]
+Listener = Callable[[Sequence[uuid.UUID]], None]
 
 
 class JobTransport(Protocol):
@@ -51,7 +51,7 @@ class EmbeddedTransport:
     async def notify(self, job_ids: list[uuid.UUID]) -> None:
         if job_ids:
             for listener in list(self._listeners):
-                listener()
+                listener(job_ids)
 
     def deliveries(self) -> AsyncIterator[tuple[uuid.UUID, Callable[[], Awaitable[None]]]] | None:
         return None
@@ -117,6 +117,7 @@ class RedisTransport:
             yield job_id, _acker(message.ack)
 
     def add_listener(self, listener: Listener) -> None:
+        """Ids reach this process's worker through the stream; local listeners are unused."""
         self._listeners.append(listener)
 
 

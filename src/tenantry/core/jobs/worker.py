@@ -92,7 +92,7 @@ class Worker:
         self._stopping = False
         self._delivers = False
         if transport is not None:
-            transport.add_listener(self.wake)
+            transport.add_listener(lambda _ids: self.wake())
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -196,7 +196,9 @@ class Worker:
             if self._fired.get(entry.name) == key:
                 continue
             async with unit_of_work(self.database) as session:
-                job = await enqueue(session, entry.job_type, entry.payload, idempotency_key=key)
+                job = await enqueue(
+                    session, entry.job_type, entry.payload, idempotency_key=key, run_at=now
+                )
             self._fired[entry.name] = key
             created.append(job)
         return created
