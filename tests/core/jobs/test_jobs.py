@@ -560,15 +560,17 @@ async def test_graceful_shutdown_finishes_short_jobs_and_releases_long_ones(
         return worker.running_count == 2
 
     await wait_until(both_running)
+    stopping = asyncio.create_task(worker.stop(grace_seconds=1.0))
+    await asyncio.sleep(0)  # the stop has begun: no more claims
     async with unit_of_work(worker.database) as session:
         late = await enqueue(session, short_type)
-    await worker.stop(grace_seconds=1.0)
+    await stopping
     quick_row = await load(worker.database, quick.id)
     stuck_row = await load(worker.database, stuck.id)
     late_row = await load(worker.database, late.id)
     assert (quick_row.status, quick_row.result) == ("succeeded", "finished")
     assert (stuck_row.status, stuck_row.attempts, stuck_row.lease_until) == ("queued", 0, None)
-    assert late_row.status == "queued"  # not claimed after the stop began... or finished
+    assert (late_row.status, late_row.attempts) == ("queued", 0)  # not claimed once stopping
     assert worker.running_count == 0
     async with unit_of_work(worker.database) as session:
         await cancel(session, stuck.id)

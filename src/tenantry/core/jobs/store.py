@@ -50,11 +50,16 @@ async def claim_next(
     if job_types is not None:
         due = due.where(Job.type.in_(list(job_types)))
     due = due.order_by(Job.run_at).limit(limit)
-    if not database.is_sqlite:
-        due = due.with_for_update(skip_locked=True)
+    if database.is_sqlite:  # writers are serialised (BEGIN IMMEDIATE): a subquery is enough
+        chosen = Job.id.in_(due.scalar_subquery())
+    else:
+        # A CTE is evaluated once; `IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)` may be
+        # re-run by the planner and claim more than `n` rows.
+        picked = due.with_for_update(skip_locked=True).cte("due")
+        chosen = Job.id == picked.c.id
     statement = (
         update(Job)
-        .where(Job.id.in_(due.scalar_subquery()), Job.status == JobStatus.QUEUED)
+        .where(chosen, Job.status == JobStatus.QUEUED)
         .values(**_claim_values(worker_id, now, lease))
         .returning(Job)
         .execution_options(synchronize_session=False)
