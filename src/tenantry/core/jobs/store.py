@@ -51,7 +51,7 @@ async def claim_next(
         due = due.where(Job.type.in_(list(job_types)))
     due = due.order_by(Job.run_at).limit(limit)
     if database.is_sqlite:  # writers are serialised (BEGIN IMMEDIATE): a subquery is enough
-        chosen = Job.id.in_(due.scalar_subquery())
+        chosen: ColumnElement[bool] = Job.id.in_(due.scalar_subquery())
     else:
         # A CTE is evaluated once; `IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)` may be
         # re-run by the planner and claim more than `n` rows.
