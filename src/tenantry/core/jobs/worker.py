@@ -316,12 +316,13 @@ class Worker:
 
     async def _failed(self, job: Job, exc: Exception, *, retry_base: float | None) -> None:
         log.error(
-            "job %s (%s) attempt %d/%d failed",
+            "job %s (%s) attempt %d/%d failed: %s",
             job.id,
             job.type,
             job.attempts,
             job.max_attempts,
-            exc_info=exc,
+            safe_error(exc),
+            exc_info=None if isinstance(exc, JobError) else exc,  # the trace stays in the log
         )
         retryable = not isinstance(exc, JobError) or exc.retry
         now = self.clock()
