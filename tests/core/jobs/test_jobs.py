@@ -621,3 +621,18 @@ def test_valid_cron_expressions_are_accepted(cron: str) -> None:
     name = unique_type()
     assert schedule(name, cron, "x").cron == cron
     unregister_schedule(name)
+
+
+async def test_redis_down_still_commits_the_job_for_workers_to_find(
+    build_app: Callable[..., Any],
+) -> None:
+    app: FastAPI = await build_app(redis_url="redis://127.0.0.1:1/0")  # nothing listens there
+    app.include_router(probe)
+    job_type = unique_type()
+    async with client_for(app) as http:
+        response = await http.post(f"/api/v1/jobs-probe/{job_type}")
+    assert response.status_code == 202
+    job = await load(app.state.database, uuid.UUID(response.json()["data"]["jobId"]))
+    assert job.status == "queued"  # the table has it; a worker's poll will claim it
+    async with unit_of_work(app.state.database) as session:
+        await cancel(session, job.id)

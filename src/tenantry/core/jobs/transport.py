@@ -79,6 +79,7 @@ class RedisTransport:
             xread_block=1000,
             xread_count=consumer_count,
             unacknowledged_lock_timeout=5,
+            socket_connect_timeout=5,  # an unreachable Redis must not hang start-up
         )
         self._listeners: list[Listener] = []
         self._started = False
