@@ -14,6 +14,7 @@ See docs/jobs.md.
 
 from tenantry.core.jobs.context import JobCancelled, JobContext, JobError
 from tenantry.core.jobs.enqueue import cancel, enqueue
+from tenantry.core.jobs.execution import backoff_seconds
 from tenantry.core.jobs.registry import (
     HandlerFunc,
     JobHandler,
@@ -32,7 +33,7 @@ from tenantry.core.jobs.transport import (
     bind_transport,
     build_transport,
 )
-from tenantry.core.jobs.worker import Worker, backoff_seconds
+from tenantry.core.jobs.worker import Worker
 
 __all__ = [
     "EmbeddedTransport",

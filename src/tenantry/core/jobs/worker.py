@@ -11,53 +11,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import logging
 import math
 import os
-import random
 import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from functools import partial
-from typing import Any
-
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.config import Settings
 from tenantry.core.db import Database, utcnow
 from tenantry.core.jobs import store
-from tenantry.core.jobs.context import JobCancelled, JobContext, JobError
 from tenantry.core.jobs.enqueue import enqueue
-from tenantry.core.jobs.registry import Schedule, get_handler, registered_schedules
-from tenantry.core.jobs.session import open_job_session, unit_of_work
+from tenantry.core.jobs.execution import JobExecutor
+from tenantry.core.jobs.registry import Schedule, registered_schedules
+from tenantry.core.jobs.session import unit_of_work
 from tenantry.core.jobs.transport import JobTransport
-from tenantry.core.routing import run_after_commit
-from tenantry.modules.jobs.models import Job, JobStatus
+from tenantry.modules.jobs.models import Job
 
 log = logging.getLogger("tenantry.jobs")
 
 Clock = Callable[[], dt.datetime]
 Deliveries = AsyncIterator[tuple[uuid.UUID, Callable[[], Awaitable[None]]]]
 SCHEDULE_LOOKBACK = dt.timedelta(minutes=10)
-NO_HANDLER = "No handler is registered for this job type."
-
-
-def backoff_seconds(attempt: int, base: float, cap: float) -> float:
-    """Exponential back-off with "equal jitter": a delay in [d/2, d], d = base * 2^(n-1)."""
-    ceiling: float = min(cap, base * 2.0 ** max(attempt - 1, 0))
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
-
-
-def safe_error(exc: BaseException) -> str:
-    """What a tenant may see: a `JobError`'s own message, otherwise only the error's kind."""
-    if isinstance(exc, JobError):
-        return exc.public_message
-    return f"Unexpected error ({type(exc).__name__}); details are in the worker log."
 
 
 class Worker:
+    """Claims due jobs up to its concurrency and hands them to a `JobExecutor`."""
+
     def __init__(
         self,
         database: Database,
@@ -80,12 +62,10 @@ class Worker:
         self.concurrency = concurrency or settings.jobs_concurrency
         self.lease = settings.jobs_lease_seconds
         self.poll = settings.jobs_poll_seconds
-        self.report_interval = min(1.0, self.lease / 3)
         self._wake = asyncio.Event()
         self._slot_freed = asyncio.Event()
         self._running: dict[uuid.UUID, asyncio.Task[None]] = {}
-        self._releasing: set[uuid.UUID] = set()
-        self._lost: set[uuid.UUID] = set()
+        self.executor = JobExecutor(database, settings, clock)
         self._loops: list[asyncio.Task[None]] = []
         self._fired: dict[str, str] = {}
         self._last_sweep = -math.inf
@@ -120,7 +100,7 @@ class Worker:
         _, pending = await asyncio.wait(running.values(), timeout=wait)
         for job_id, task in running.items():
             if task in pending:
-                self._releasing.add(job_id)
+                self.executor.releasing.add(job_id)
                 task.cancel()
         if pending:
             log.warning("releasing %d unfinished job(s) back to the queue", len(pending))
@@ -247,134 +227,12 @@ class Worker:
     # -- running -----------------------------------------------------------------------
 
     def _spawn(self, job: Job) -> None:
-        task = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
+        task = asyncio.create_task(self.executor.run(job), name=f"job-{job.id}")
         self._running[job.id] = task
         task.add_done_callback(partial(self._done, job.id))
 
     def _done(self, job_id: uuid.UUID, _task: asyncio.Task[None]) -> None:
         self._running.pop(job_id, None)
-        self._releasing.discard(job_id)
-        self._lost.discard(job_id)
+        self.executor.forget(job_id)
         self._slot_freed.set()
         self._wake.set()
-
-    async def _execute(self, job: Job) -> None:
-        handler = get_handler(job.type)
-        if handler is None:
-            await self._failed(job, JobError(NO_HANDLER), retry_base=None)
-            return
-        session = open_job_session(self.database, job)
-        ctx = JobContext(
-            job_id=job.id,
-            job_type=job.type,
-            organization_id=job.organization_id,
-            payload=dict(job.payload or {}),
-            attempt=job.attempts,
-            max_attempts=job.max_attempts,
-            session=session,
-            _write_progress=partial(self._write_progress, job, session),
-            report_interval=self.report_interval,
-            cancel_requested=job.cancel_requested,
-        )
-        stop_beat = asyncio.Event()
-        runner = asyncio.current_task()
-        assert runner is not None
-        beat = asyncio.create_task(self._heartbeat(job, ctx, runner, stop_beat))
-        committed = False
-        try:
-            try:
-                result = _jsonable(await handler.func(ctx))
-                if await store.mark_succeeded(
-                    session, job.id, job.attempts, result, now=self.clock()
-                ):
-                    await session.commit()
-                    committed = True
-                else:
-                    await session.rollback()
-                    log.warning("job %s lost its lease before finishing; work rolled back", job.id)
-            except BaseException:
-                await asyncio.shield(session.rollback())
-                raise
-            finally:
-                stop_beat.set()
-                await asyncio.shield(beat)
-                await asyncio.shield(session.close())
-        except JobCancelled:
-            await store.mark_cancelled(self.database, job.id, job.attempts, now=self.clock())
-            log.info("job %s (%s) cancelled while running", job.id, job.type)
-        except asyncio.CancelledError:
-            if job.id in self._releasing:
-                await store.release(self.database, job.id, job.attempts, now=self.clock())
-                log.info("job %s released to the queue (shutdown)", job.id)
-            elif job.id in self._lost:
-                log.warning("job %s stopped: its lease was taken over", job.id)
-            raise
-        except Exception as exc:
-            await self._failed(job, exc, retry_base=handler.retry_base_seconds)
-        if committed:
-            await run_after_commit(session)
-
-    async def _failed(self, job: Job, exc: Exception, *, retry_base: float | None) -> None:
-        log.error(
-            "job %s (%s) attempt %d/%d failed: %s",
-            job.id,
-            job.type,
-            job.attempts,
-            job.max_attempts,
-            safe_error(exc),
-            exc_info=None if isinstance(exc, JobError) else exc,  # the trace stays in the log
-        )
-        retryable = not isinstance(exc, JobError) or exc.retry
-        now = self.clock()
-        retry_at = None
-        if retryable and job.attempts < job.max_attempts:
-            base = self.settings.jobs_retry_base_seconds if retry_base is None else retry_base
-            delay = backoff_seconds(job.attempts, base, self.settings.jobs_retry_max_seconds)
-            retry_at = now + dt.timedelta(seconds=delay)
-        status = await store.retry_or_fail(
-            self.database, job.id, job.attempts, error=safe_error(exc), retry_at=retry_at, now=now
-        )
-        if status == JobStatus.FAILED:
-            log.error(
-                "job %s (%s) failed for good after %d attempt(s)", job.id, job.type, job.attempts
-            )
-
-    async def _heartbeat(
-        self, job: Job, ctx: JobContext, runner: asyncio.Task[Any], stop: asyncio.Event
-    ) -> None:
-        interval = max(self.lease / 3, 0.05)
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=interval)
-                return
-            except TimeoutError:
-                pass
-            try:
-                alive, cancel = await store.heartbeat(
-                    self.database, job.id, job.attempts, now=self.clock(), lease=self.lease
-                )
-            except Exception:
-                log.exception("job %s heartbeat failed", job.id)
-                continue
-            if cancel:
-                ctx.cancel_requested = True
-            if not alive and not stop.is_set():
-                self._lost.add(job.id)
-                runner.cancel()
-                return
-
-    async def _write_progress(
-        self, job: Job, session: AsyncSession, progress: int, message: str | None
-    ) -> bool:
-        if self.database.is_sqlite and session.in_transaction():
-            return False  # the handler holds SQLite's write lock: our write would wait on it
-        flag = await store.write_progress(self.database, job.id, job.attempts, progress, message)
-        return bool(flag)
-
-
-def _jsonable(result: Any) -> Any:
-    """Handlers return JSON-able results; anything else fails the attempt clearly."""
-    try:
-        return json.loads(json.dumps(result))
-    except (TypeError, ValueError) as exc:
-        raise JobError("The job returned a result that is not JSON.", retry=False) from exc
