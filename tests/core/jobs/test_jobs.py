@@ -636,3 +636,29 @@ async def test_redis_down_still_commits_the_job_for_workers_to_find(
     assert job.status == "queued"  # the table has it; a worker's poll will claim it
     async with unit_of_work(app.state.database) as session:
         await cancel(session, job.id)
+
+
+async def test_each_job_gets_a_fresh_session_bound_to_its_own_organization(
+    make_worker: Callable[..., Worker],
+) -> None:
+    seen: list[tuple[int, Any, Any, bool]] = []
+
+    async def inspect(ctx: JobContext) -> None:
+        info = ctx.session.info
+        seen.append((id(ctx.session), ctx.organization_id, info["organization_id"], "mark" in info))
+        info["mark"] = True  # must not leak into the next job's session
+
+    job_type = handler(inspect)
+    worker = make_worker(job_types={job_type}, concurrency=1)
+    first_org, second_org = uuid.uuid4(), uuid.uuid4()
+    async with unit_of_work(worker.database) as session:
+        await enqueue(session, job_type, organization_id=first_org)
+    async with unit_of_work(worker.database) as session:
+        await enqueue(session, job_type, organization_id=second_org)
+        await enqueue(session, job_type)
+    await worker.drain()
+    assert [(org, bound, marked) for _, org, bound, marked in seen] == [
+        (first_org, first_org, False),
+        (second_org, second_org, False),
+        (None, None, False),
+    ]
