@@ -84,7 +84,12 @@ class JobExecutor:
         committed = False
         try:
             try:
-                result = _jsonable(await handler.func(ctx))
+                try:
+                    outcome = await handler.func(ctx)
+                finally:  # from here on, nothing cancels this run for a lost lease
+                    stop_beat.set()
+                    await asyncio.shield(beat)
+                result = _jsonable(outcome)
                 if await store.mark_succeeded(
                     session, job.id, job.attempts, result, now=self.clock()
                 ):
@@ -98,7 +103,6 @@ class JobExecutor:
                 raise
             finally:
                 stop_beat.set()
-                await asyncio.shield(beat)
                 await asyncio.shield(session.close())
         except JobCancelled:
             await store.mark_cancelled(self.database, job.id, job.attempts, now=self.clock())

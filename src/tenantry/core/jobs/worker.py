@@ -231,7 +231,10 @@ class Worker:
         self._running[job.id] = task
         task.add_done_callback(partial(self._done, job.id))
 
-    def _done(self, job_id: uuid.UUID, _task: asyncio.Task[None]) -> None:
+    def _done(self, job_id: uuid.UUID, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            # Bookkeeping failed (database unreachable?): the lease expires, the job returns.
+            log.error("job %s could not be recorded", job_id, exc_info=task.exception())
         self._running.pop(job_id, None)
         self.executor.forget(job_id)
         self._slot_freed.set()
