@@ -115,6 +115,8 @@ def make_settings(
             "password_hash_time_cost": 1,
             "password_hash_memory_kib": 64,
             "password_hash_parallelism": 1,
+            # Tests drive jobs deterministically (`Worker.drain`); opt in per test.
+            "jobs_embedded_worker": False,
         }
         values.update(overrides)
         return load_settings(**values)

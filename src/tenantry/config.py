@@ -81,6 +81,14 @@ class Settings(BaseSettings):
     storage_access_key_id: str | None = None
     storage_secret_access_key: SecretStr | None = None
     storage_presign_seconds: int = Field(default=300, ge=1, le=7 * 24 * 3600)
+    jobs_embedded_worker: bool | None = None
+    jobs_concurrency: int = Field(default=4, ge=1, le=256)
+    jobs_lease_seconds: float = Field(default=60.0, ge=0.5, le=86_400)
+    jobs_poll_seconds: float = Field(default=1.0, ge=0.05, le=3_600)
+    jobs_shutdown_timeout: float = Field(default=30.0, ge=0, le=3_600)
+    jobs_retry_base_seconds: float = Field(default=10.0, ge=0, le=86_400)
+    jobs_retry_max_seconds: float = Field(default=3_600.0, ge=0, le=7 * 86_400)
+    jobs_import: CommaList = Field(default_factory=list)
 
     # identity (modules/auth, modules/users): token lifetimes, password hashing cost, MFA
     access_token_ttl_seconds: int = Field(default=15 * 60, ge=60, le=24 * 3600)
@@ -102,7 +110,7 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.CONSOLE
 
-    @field_validator("cors_origins", "trusted_proxies", mode="before")
+    @field_validator("cors_origins", "trusted_proxies", "jobs_import", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -243,6 +251,13 @@ class Settings(BaseSettings):
     @property
     def effective_storage_url(self) -> str:
         return self.storage_url or f"file://{self.var_dir / 'storage'}"
+
+    @property
+    def runs_embedded_worker(self) -> bool:
+        """`tenantry serve` runs jobs in-process unless told not to (default: without Redis)."""
+        if self.jobs_embedded_worker is not None:
+            return self.jobs_embedded_worker
+        return self.redis_url is None
 
     @property
     def is_production(self) -> bool:

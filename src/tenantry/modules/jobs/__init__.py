@@ -1,0 +1,1 @@
+"""Durable background jobs: the `jobs` table (the machinery lives in `core/jobs`)."""
