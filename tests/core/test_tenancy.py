@@ -207,9 +207,7 @@ async def test_deleting_another_organizations_row_raises(db: Database) -> None:
     with pytest.raises(TenantScopeError):
         async with db.transaction() as session:
             stolen = await session.scalar(
-                select(Notebook)
-                .where(Notebook.id == theirs.id)
-                .execution_options(all_tenants=True)
+                select(Notebook).where(Notebook.id == theirs.id).execution_options(all_tenants=True)
             )
             bind_tenant(session, a)
             await session.delete(stolen)
@@ -239,7 +237,9 @@ async def test_all_tenants_escape_hatch_reads_every_organization(db: Database) -
     async with db.session(write=False) as session:
         query = select(Notebook.organization_id).where(Notebook.title == marker)
         everyone = await session.scalars(query.execution_options(all_tenants=True))
-        assert sorted(map(str, everyone)) == sorted([str(a.organization_id), str(b.organization_id)])
+        assert sorted(map(str, everyone)) == sorted(
+            [str(a.organization_id), str(b.organization_id)]
+        )
         with_trash = await session.scalars(
             query.execution_options(all_tenants=True, include_deleted=True)
         )
@@ -361,4 +361,3 @@ async def test_system_context_stamps_the_acting_user() -> None:
         frozenset(),
     )
     assert TenantContext.system(organization_id).actor_id is None
-
