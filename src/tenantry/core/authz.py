@@ -15,12 +15,12 @@ Until one is registered, every tenant route answers 404 (there are no organizati
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
 from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.routing import BaseRoute
 
@@ -86,10 +86,10 @@ def authorize_row(context: TenantContext, permission: str, created_by: uuid.UUID
         raise Forbidden(f"This needs the {permission} permission")
 
 
-def route_permissions(route: APIRoute) -> list[str]:
-    """The permissions a route requires, in declaration order."""
+def route_permissions(dependant: Dependant) -> list[str]:
+    """The permissions a route (its `dependant`) requires, in declaration order."""
     found: list[str] = []
-    for call in _calls(route.dependant):
+    for call in _calls(dependant):
         if isinstance(call, Require) and call.permission not in found:
             found.append(call.permission)
     return found
@@ -101,13 +101,13 @@ def _calls(dependant: Dependant) -> Iterator[Any]:
         yield from _calls(sub)
 
 
-def document_permissions(schema: dict[str, Any], routes: list[BaseRoute]) -> dict[str, Any]:
+def document_permissions(schema: dict[str, Any], routes: Sequence[BaseRoute]) -> dict[str, Any]:
     """Write each route's required permissions into its OpenAPI operation."""
     paths = schema.get("paths", {})
-    for route in routes:
-        if not isinstance(route, APIRoute):
+    for route in iter_route_contexts(routes):
+        if not isinstance(route.original_route, APIRoute):
             continue
-        needed = route_permissions(route)
+        needed = route_permissions(route.dependant)
         if not needed:
             continue
         for method in route.methods or ():
