@@ -35,7 +35,7 @@ async def write_project(
 
 @router.delete("/tasks/{createdBy}", status_code=204)
 async def delete_task(
-    createdBy: uuid.UUID,  # noqa: N803 (path parameter name)
+    createdBy: uuid.UUID,
     ctx: Annotated[TenantContext, Depends(require("tasks:delete"))],
 ) -> Response:
     authorize_row(ctx, "tasks:delete", created_by=createdBy)

@@ -137,15 +137,19 @@ async def test_sql_without_orm_criteria_cannot_write_another_organizations_rows(
         )
         assert (updated.rowcount, deleted.rowcount) == (0, 0)  # type: ignore[attr-defined]
     with pytest.raises(DBAPIError, match="row-level security"):
-        async with app_db.transaction() as session:
-            bind_tenant(session, a)
-            await session.execute(
-                text(
-                    "INSERT INTO probe_rls_secrets (id, organization_id, body) VALUES (:id, :org, 'x')"
-                ),
-                {"id": uuid.uuid4(), "org": b.organization_id},
-            )
+        await insert_raw(app_db, a, b.organization_id)
     assert await raw_bodies(owner_db, run, None) == {f"{run}-a", f"{run}-b"}
+
+
+async def insert_raw(database: Database, ctx: TenantContext, org: uuid.UUID) -> None:
+    async with database.transaction() as session:
+        bind_tenant(session, ctx)
+        await session.execute(
+            text(
+                "INSERT INTO probe_rls_secrets (id, organization_id, body) VALUES (:id, :org, 'x')"
+            ),
+            {"id": uuid.uuid4(), "org": org},
+        )
 
 
 async def test_binding_after_the_transaction_began_reaches_the_database(app_db: Database) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from tenantry.config import Settings
@@ -42,6 +43,17 @@ async def add_notebook(db: Database, ctx: TenantContext, title: str, **fields: o
         notebook = Notebook(title=title, **fields)
         session.add(notebook)
     return notebook
+
+
+async def write(
+    db: Database, ctx: TenantContext | None, work: Callable[[AsyncSession], Awaitable[object]]
+) -> None:
+    """Run `work` in a transaction (bound to `ctx` when given) and flush."""
+    async with db.transaction() as session:
+        if ctx is not None:
+            bind_tenant(session, ctx)
+        await work(session)
+        await session.flush()
 
 
 async def titles(db: Database, ctx: TenantContext, **options: object) -> set[str]:
@@ -157,10 +169,12 @@ async def test_update_is_stamped_with_the_editor(db: Database) -> None:
 
 async def test_write_without_a_context_raises_and_saves_nothing(db: Database) -> None:
     title = f"orphan-{uuid.uuid4().hex[:8]}"
+
+    async def work(session: AsyncSession) -> None:
+        session.add(Notebook(title=title, organization_id=uuid.uuid4()))
+
     with pytest.raises(TenantScopeError):
-        async with db.transaction() as session:
-            session.add(Notebook(title=title, organization_id=uuid.uuid4()))
-            await session.flush()
+        await write(db, None, work)
     async with db.session(write=False) as session:
         rows = await session.scalars(
             select(Notebook).where(Notebook.title == title).execution_options(all_tenants=True)
@@ -181,37 +195,41 @@ async def test_read_without_a_context_raises(db: Database) -> None:
 
 async def test_insert_for_another_organization_raises(db: Database) -> None:
     a, b = org(), org()
+
+    async def work(session: AsyncSession) -> None:
+        session.add(Notebook(title="smuggled", organization_id=b.organization_id))
+
     with pytest.raises(TenantScopeError):
-        async with db.transaction() as session:
-            bind_tenant(session, a)
-            session.add(Notebook(title="smuggled", organization_id=b.organization_id))
-            await session.flush()
+        await write(db, a, work)
 
 
 async def test_moving_a_row_to_another_organization_raises(db: Database) -> None:
     a, b = org(), org()
     notebook = await add_notebook(db, a, "stays-home")
+
+    async def work(session: AsyncSession) -> None:
+        row = await session.get(Notebook, notebook.id)
+        assert row is not None
+        row.organization_id = b.organization_id
+
     with pytest.raises(TenantScopeError):
-        async with db.transaction() as session:
-            bind_tenant(session, a)
-            row = await session.get(Notebook, notebook.id)
-            assert row is not None
-            row.organization_id = b.organization_id
-            await session.flush()
+        await write(db, a, work)
     assert await titles(db, a) == {"stays-home"}
 
 
 async def test_deleting_another_organizations_row_raises(db: Database) -> None:
     a, b = org(), org()
     theirs = await add_notebook(db, b, "not-yours")
+
+    async def work(session: AsyncSession) -> None:
+        stolen = await session.scalar(
+            select(Notebook).where(Notebook.id == theirs.id).execution_options(all_tenants=True)
+        )
+        bind_tenant(session, a)
+        await session.delete(stolen)
+
     with pytest.raises(TenantScopeError):
-        async with db.transaction() as session:
-            stolen = await session.scalar(
-                select(Notebook).where(Notebook.id == theirs.id).execution_options(all_tenants=True)
-            )
-            bind_tenant(session, a)
-            await session.delete(stolen)
-            await session.flush()
+        await write(db, None, work)
     assert await titles(db, b) == {"not-yours"}
 
 
@@ -312,14 +330,12 @@ async def test_bulk_insert_rows_are_stamped_and_checked(db: Database) -> None:
         bind_tenant(session, a)
         names = await session.scalars(select(Label.name))
         assert sorted(names) == ["bulk-1", "bulk-2"]
-    for statement, rows in (
-        (insert(Label), [{"name": "x", "organization_id": b.organization_id}]),
-        (insert(Label).values(name="x", organization_id=b.organization_id), None),
-    ):
-        with pytest.raises(TenantScopeError):
-            async with db.transaction() as session:
-                bind_tenant(session, a)
-                await session.execute(statement, rows)
+    foreign_row = [{"name": "x", "organization_id": b.organization_id}]
+    with pytest.raises(TenantScopeError):
+        await write(db, a, lambda session: session.execute(insert(Label), foreign_row))
+    inline = insert(Label).values(name="x", organization_id=a.organization_id)
+    with pytest.raises(TenantScopeError):
+        await write(db, a, lambda session: session.execute(inline))
 
 
 async def test_sequential_sessions_do_not_inherit_a_context(db: Database) -> None:
