@@ -96,7 +96,10 @@ async def test_the_application_role_cannot_bypass_rls(app_db: Database) -> None:
                 )
             )
         ).one()
+        await conn.execute(text("RESET ROLE"))
+        after_reset = await conn.scalar(text("SELECT current_user"))
     assert tuple(row) == (APP_ROLE, False, False)
+    assert after_reset == APP_ROLE
 
 
 async def test_sql_without_orm_criteria_reads_only_the_bound_organization(
