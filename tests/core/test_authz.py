@@ -63,6 +63,8 @@ async def header_resolver(
     request: Request, _session: AsyncSession, org_id: uuid.UUID
 ) -> TenantContext:
     """Test stand-in for the membership lookup: the role comes from a header."""
+    provisional = require_tenant(_session)  # bound to the path's organization already
+    assert (provisional.organization_id, provisional.permissions) == (org_id, frozenset())
     role = request.headers.get("x-probe-role")
     if role is None:
         raise NotFound("Organization not found")

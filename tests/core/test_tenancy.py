@@ -225,12 +225,31 @@ async def test_deleting_another_organizations_row_raises(db: Database) -> None:
         stolen = await session.scalar(
             select(Notebook).where(Notebook.id == theirs.id).execution_options(all_tenants=True)
         )
-        bind_tenant(session, a)
         await session.delete(stolen)
 
     with pytest.raises(TenantScopeError):
-        await write(db, None, work)
+        await write(db, a, work)
     assert await titles(db, b) == {"not-yours"}
+
+
+async def test_rows_loaded_before_binding_are_not_served_from_the_identity_map(
+    db: Database,
+) -> None:
+    a, b = org(), org()
+    mine = await add_notebook(db, a, "mine")
+    theirs = await add_notebook(db, b, "theirs")
+    async with db.session(write=False) as session:
+        loaded = await session.scalars(
+            select(Notebook)
+            .where(Notebook.id.in_([mine.id, theirs.id]))
+            .execution_options(all_tenants=True)
+        )
+        assert len(list(loaded)) == 2
+        bind_tenant(session, a)
+        assert await session.get(Notebook, theirs.id) is None
+        found = await session.get(Notebook, mine.id)
+        assert found is not None
+        assert found.title == "mine"
 
 
 async def test_binding_a_session_to_a_second_organization_raises(db: Database) -> None:

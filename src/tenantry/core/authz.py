@@ -39,10 +39,17 @@ async def get_tenant_context(
     session: SessionDep,
     org_id: Annotated[uuid.UUID, Path(alias="orgId", description="The organization's id")],
 ) -> TenantContext:
-    """The caller's context in organization `orgId`, with the request's session bound to it."""
+    """The caller's context in organization `orgId`, with the request's session bound to it.
+
+    The resolver runs on a session already bound to `orgId` with an empty context, and
+    raises NotFound for a caller who is not a member.
+    """
     resolver: TenantResolver | None = getattr(request.app.state, "tenant_resolver", None)
     if resolver is None:
         raise NotFound("Organization not found")
+    # Provisionally bound (no principal, no permission) so the resolver reads memberships
+    # and API keys of this organization through the same automatic scoping.
+    bind_tenant(session, TenantContext(organization_id=org_id))
     context = await resolver(request, session, org_id)
     if context.organization_id != org_id:
         raise TenantScopeError("the resolver returned another organization's context")

@@ -82,8 +82,20 @@ def bind_tenant(session: Session | AsyncSession, context: TenantContext) -> None
     if current is not None and current.organization_id != context.organization_id:
         raise TenantScopeError("session already bound to another organization")
     info[_TENANT_KEY] = context
-    if current is None and session.in_transaction():
-        info[_RLS_PENDING_KEY] = True  # the transaction began unbound: tell PostgreSQL now
+    if current is None:
+        _forget_other_tenants_rows(session, context.organization_id)
+        if session.in_transaction():
+            info[_RLS_PENDING_KEY] = True  # the transaction began unbound: tell PostgreSQL
+
+
+def _forget_other_tenants_rows(session: Session | AsyncSession, organization_id: uuid.UUID) -> None:
+    # `session.get()` answers from the identity map without SQL: rows loaded before binding
+    # (e.g. with all_tenants) must not be found there afterwards.
+    for obj in list(session.identity_map.values()):
+        if isinstance(obj, TenantOwned):
+            loaded = inspect(obj).dict.get("organization_id")
+            if loaded != organization_id:
+                session.expunge(obj)
 
 
 def unbind_tenant(session: Session | AsyncSession) -> None:
