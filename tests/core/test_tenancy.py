@@ -114,6 +114,37 @@ async def test_bulk_delete_removes_only_the_bound_organizations_rows(db: Databas
             assert await session.scalar(select(func.count()).select_from(Label)) == expected
 
 
+async def test_bulk_update_with_session_synchronization_is_scoped(db: Database) -> None:
+    a, b = org(), org()
+    marker = f"sync-{uuid.uuid4().hex[:8]}"
+    await add_notebook(db, a, marker)
+    await add_notebook(db, b, marker)
+    async with db.transaction() as session:
+        bind_tenant(session, a)
+        for strategy in ("auto", "fetch", "evaluate"):
+            await session.execute(
+                update(Notebook)
+                .where(Notebook.title.startswith(marker))
+                .values(title=f"{marker}-{strategy}")
+                .execution_options(synchronize_session=strategy)
+            )
+    assert await titles(db, a) == {f"{marker}-evaluate"}
+    assert await titles(db, b) == {marker}
+
+
+async def test_subqueries_are_scoped(db: Database) -> None:
+    a, notebook = await notebook_with_foreign_notes(db)
+    notes = select(func.count(Note.id)).where(Note.notebook_id == Notebook.id)
+    async with db.session(write=False) as session:
+        bind_tenant(session, a)
+        row = (
+            await session.execute(
+                select(Notebook.title, notes.scalar_subquery()).where(Notebook.id == notebook.id)
+            )
+        ).one()
+        assert tuple(row) == ("with-notes", 1)  # not the trashed note, not B's
+
+
 async def test_soft_deleted_rows_are_hidden_unless_include_deleted(db: Database) -> None:
     a = org()
     await add_notebook(db, a, "alive")

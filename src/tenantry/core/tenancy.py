@@ -221,19 +221,16 @@ def _run_across_tenants(state: ORMExecuteState) -> Any:
         return None
     connection = session.connection()
     connection.execute(_SET_ALL_TENANTS, {"flag": "on"})
-    try:
-        result = state.invoke_statement()
-        # asyncpg results are fully fetched by now, unless streamed: keep the bypass for
-        # the rest of this transaction in that case.
-        if not state.execution_options.get("stream_results", False):
-            return result.freeze()()
-        return result
-    finally:
-        if not state.execution_options.get("stream_results", False):
-            connection.execute(_SET_ALL_TENANTS, {"flag": "off"})
+    result = state.invoke_statement()
+    if state.execution_options.get("stream_results", False):
+        return result  # rows still to come: the bypass stays on for this transaction
+    frozen = result.freeze()  # asyncpg has fetched every row: switch the bypass off again
+    connection.execute(_SET_ALL_TENANTS, {"flag": "off"})
+    return frozen()
 
 
 def _check_bulk_insert(state: ORMExecuteState) -> None:
+    """`execute(insert(Model), rows)`: each row dict is stamped in place, like a flush."""
     if not _touches_tenant_rows(state):
         return
     context: TenantContext | None = state.session.info.get(_TENANT_KEY)
