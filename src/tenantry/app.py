@@ -19,6 +19,7 @@ from starlette.middleware.gzip import GZipMiddleware
 
 from tenantry import __version__
 from tenantry.config import Settings, load_settings
+from tenantry.core.authz import document_permissions
 from tenantry.core.cache import create_cache
 from tenantry.core.db import Database
 from tenantry.core.errors import install_error_handlers
@@ -159,7 +160,7 @@ def _install_openapi(app: FastAPI) -> None:
                 summary=app.summary,
                 routes=app.routes,
             )
-            app.openapi_schema = finalize_openapi(schema)
+            app.openapi_schema = document_permissions(finalize_openapi(schema), app.routes)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

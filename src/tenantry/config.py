@@ -8,6 +8,7 @@ A bad value stops the process at start with one line naming the setting (see
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from enum import StrEnum
 from ipaddress import ip_network
@@ -60,6 +61,7 @@ class Settings(BaseSettings):
     database_pool_timeout: float = Field(default=10.0, gt=0)
     database_statement_timeout_ms: int = Field(default=30_000, ge=0)
     database_echo: bool = False
+    database_app_role: str | None = None
     auto_migrate: bool | None = None
 
     redis_url: str | None = None
@@ -122,6 +124,15 @@ class Settings(BaseSettings):
     def _known_database(cls, value: str) -> str:
         if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return value
+
+    @field_validator("database_app_role")
+    @classmethod
+    def _plain_role_name(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", value):
+            raise ValueError("must be a lowercase PostgreSQL role name like tenantry_app")
         return value
 
     @field_validator("redis_url")

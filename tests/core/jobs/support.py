@@ -12,7 +12,7 @@ from sqlalchemy import func, select
 
 from tenantry.core.db import Database
 from tenantry.core.jobs import HandlerFunc, job_handler
-from tenantry.modules.jobs.models import Job
+from tenantry.core.jobs.models import Job
 
 
 def unique_type(prefix: str = "test") -> str:

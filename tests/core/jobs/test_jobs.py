@@ -31,6 +31,7 @@ from tenantry.core.jobs import (
 )
 from tenantry.core.responses import Envelope, ok
 from tenantry.core.routing import SessionDep, UnitOfWorkRoute
+from tenantry.core.tenancy import tenant_of
 from tests.conftest import client_for
 from tests.core.jobs.support import Clock, count_of_type, handler, load, unique_type, wait_until
 
@@ -511,7 +512,7 @@ async def test_schedule_fires_once_per_fire_time_across_two_workers(
     async with first.database.session(write=False) as session:
         from sqlalchemy import select
 
-        from tenantry.modules.jobs.models import Job
+        from tenantry.core.jobs.models import Job
 
         rows = (await session.scalars(select(Job).where(Job.type == job_type))).all()
     assert sorted(r.idempotency_key or "" for r in rows) == [
@@ -645,7 +646,9 @@ async def test_each_job_gets_a_fresh_session_bound_to_its_own_organization(
 
     async def inspect(ctx: JobContext) -> None:
         info = ctx.session.info
-        seen.append((id(ctx.session), ctx.organization_id, info["organization_id"], "mark" in info))
+        tenant = tenant_of(ctx.session)
+        bound = tenant.organization_id if tenant is not None else None
+        seen.append((id(ctx.session), ctx.organization_id, bound, "mark" in info))
         info["mark"] = True  # must not leak into the next job's session
 
     job_type = handler(inspect)

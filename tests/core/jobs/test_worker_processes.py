@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from tenantry.config import Settings
 from tenantry.core.db import Database
 from tenantry.core.jobs import RedisTransport, bind_transport, enqueue, unit_of_work
-from tenantry.modules.jobs.models import Job
+from tenantry.core.jobs.models import Job
 from tests.conftest import RUN_ID
 from tests.core.jobs.handlers import COUNT, SLOW
 from tests.core.jobs.support import load, wait_until

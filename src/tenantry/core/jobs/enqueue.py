@@ -15,10 +15,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.db import new_id, utcnow
 from tenantry.core.errors import Conflict, NotFound
+from tenantry.core.jobs.models import Job, JobStatus
 from tenantry.core.jobs.registry import JOB_TYPE, get_handler
 from tenantry.core.jobs.transport import TRANSPORT_KEY, JobTransport
 from tenantry.core.routing import after_commit
-from tenantry.modules.jobs.models import Job, JobStatus
 
 log = logging.getLogger("tenantry.jobs")
 DEFAULT_MAX_ATTEMPTS = 5

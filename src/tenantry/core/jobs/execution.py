@@ -18,10 +18,10 @@ from tenantry.config import Settings
 from tenantry.core.db import Database
 from tenantry.core.jobs import store
 from tenantry.core.jobs.context import JobCancelled, JobContext, JobError
+from tenantry.core.jobs.models import Job, JobStatus
 from tenantry.core.jobs.registry import get_handler
 from tenantry.core.jobs.session import open_job_session
 from tenantry.core.routing import run_after_commit
-from tenantry.modules.jobs.models import Job, JobStatus
 
 log = logging.getLogger("tenantry.jobs")
 

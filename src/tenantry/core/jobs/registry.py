@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
-import pkgutil
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -139,16 +138,8 @@ def unregister_schedule(name: str) -> None:
 
 def import_handlers(settings: Settings) -> None:
     """Import every feature's `tasks.py` and the `JOBS_IMPORT` modules (registers handlers)."""
-    import tenantry.modules
+    from tenantry.models import import_feature_modules
 
-    for module in pkgutil.iter_modules(tenantry.modules.__path__):
-        if not module.ispkg:
-            continue
-        name = f"tenantry.modules.{module.name}.tasks"
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
+    import_feature_modules("tasks")
     for name in settings.jobs_import:
         importlib.import_module(name)

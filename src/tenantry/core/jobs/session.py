@@ -8,8 +8,9 @@ from contextlib import asynccontextmanager
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.db import Database
+from tenantry.core.jobs.models import Job
 from tenantry.core.routing import run_after_commit
-from tenantry.modules.jobs.models import Job
+from tenantry.core.tenancy import TenantContext, bind_tenant
 
 
 def open_job_session(database: Database, job: Job) -> AsyncSession:
@@ -21,7 +22,9 @@ def open_job_session(database: Database, job: Job) -> AsyncSession:
     session = database.session(write=True)
     session.info["after_commit"] = []
     session.info["job_id"] = job.id
-    session.info["organization_id"] = job.organization_id
+    if job.organization_id is not None:
+        context = TenantContext.system(job.organization_id, acting_user_id=job.created_by)
+        bind_tenant(session, context)
     return session
 
 

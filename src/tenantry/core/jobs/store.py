@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, and_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.db import Database
-from tenantry.modules.jobs.models import Job, JobStatus
+from tenantry.core.jobs.models import Job, JobStatus
 
 WORKER_LOST = "The worker running this job stopped responding."
 

@@ -25,10 +25,10 @@ from tenantry.core.db import Database, utcnow
 from tenantry.core.jobs import store
 from tenantry.core.jobs.enqueue import enqueue
 from tenantry.core.jobs.execution import JobExecutor
+from tenantry.core.jobs.models import Job
 from tenantry.core.jobs.registry import Schedule, registered_schedules
 from tenantry.core.jobs.session import unit_of_work
 from tenantry.core.jobs.transport import JobTransport
-from tenantry.modules.jobs.models import Job
 
 log = logging.getLogger("tenantry.jobs")
 

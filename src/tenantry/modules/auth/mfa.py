@@ -18,12 +18,14 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.config import Settings
-from tenantry.core.db import utcnow
+from tenantry.core.db import Database, utcnow
 from tenantry.core.errors import Conflict, RateLimited, Unauthorized
 from tenantry.core.logging import get_logger
-from tenantry.core.security import Security
+from tenantry.core.security import AccessClaims, Security
+from tenantry.modules.auth.credentials import verify_password_or_fail
+from tenantry.modules.auth.deps import load_principal
 from tenantry.modules.auth.models import MfaRecoveryCode
-from tenantry.modules.auth.transaction import CommitThenRaise
+from tenantry.modules.auth.transaction import CommitThenRaise, run_committing_failures
 from tenantry.modules.users.models import User
 
 MAX_FAILED_ATTEMPTS = 5
@@ -201,3 +203,28 @@ async def remaining_recovery_codes(session: AsyncSession, user: User) -> int:
         )
     )
     return len(list(rows))
+
+
+async def enable_mfa_for(
+    database: Database, security: Security, claims: AccessClaims, code: str
+) -> list[str]:
+    """`enable_mfa` for the caller, in a transaction that keeps failure counts on a 401."""
+
+    async def work(session: AsyncSession) -> list[str]:
+        user = await load_principal(session, claims)
+        return await enable_mfa(session, security, user, code)
+
+    return await run_committing_failures(database, work)
+
+
+async def disable_mfa_for(
+    database: Database, security: Security, claims: AccessClaims, password: str, code: str
+) -> None:
+    """`disable_mfa` for the caller after checking its password (failure counts kept)."""
+
+    async def work(session: AsyncSession) -> None:
+        user = await load_principal(session, claims)
+        await verify_password_or_fail(security, user, password)
+        await disable_mfa(session, security, user, code)
+
+    await run_committing_failures(database, work)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, status
-from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
 from tenantry.core.responses import Envelope, ok
@@ -15,7 +14,6 @@ from tenantry.modules.auth.deps import (
     DatabaseDep,
     SecurityDep,
     SettingsDep,
-    load_principal,
 )
 from tenantry.modules.auth.ratelimits import hit_mfa_verification
 from tenantry.modules.auth.schemas import (
@@ -24,8 +22,6 @@ from tenantry.modules.auth.schemas import (
     MfaSetupOut,
     RecoveryCodesOut,
 )
-from tenantry.modules.auth.service import verify_password_or_fail
-from tenantry.modules.auth.transaction import run_committing_failures
 
 router = APIRouter(prefix="/auth/mfa", tags=["auth"], route_class=UnitOfWorkRoute)
 
@@ -44,12 +40,7 @@ async def enable(
     body: MfaCodeRequest, claims: AccessClaimsDep, database: DatabaseDep, security: SecurityDep
 ) -> Envelope[RecoveryCodesOut]:
     """Turn MFA on with a valid code; returns 10 single-use recovery codes (shown once)."""
-
-    async def work(session: AsyncSession) -> list[str]:
-        user = await load_principal(session, claims)
-        return await mfa.enable_mfa(session, security, user, body.code)
-
-    codes = await run_committing_failures(database, work)
+    codes = await mfa.enable_mfa_for(database, security, claims, body.code)
     return ok(RecoveryCodesOut(recovery_codes=codes))
 
 
@@ -63,10 +54,4 @@ async def disable(
     body: MfaDisableRequest, claims: AccessClaimsDep, database: DatabaseDep, security: SecurityDep
 ) -> None:
     """Turn MFA off (password and a current code required)."""
-
-    async def work(session: AsyncSession) -> None:
-        user = await load_principal(session, claims)
-        await verify_password_or_fail(security, user, body.password)
-        await mfa.disable_mfa(session, security, user, body.code)
-
-    await run_committing_failures(database, work)
+    await mfa.disable_mfa_for(database, security, claims, body.password, body.code)

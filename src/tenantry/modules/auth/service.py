@@ -11,6 +11,7 @@ from tenantry.core.db import Database, utcnow
 from tenantry.core.errors import Conflict, InvalidToken, Unauthorized
 from tenantry.core.logging import get_logger
 from tenantry.core.security import Security
+from tenantry.modules.auth.credentials import invalid_credentials, verify_password_or_fail
 from tenantry.modules.auth.deps import ClientInfo
 from tenantry.modules.auth.emails import (
     duration_text,
@@ -29,10 +30,6 @@ from tenantry.modules.users.models import User
 from tenantry.modules.users.service import create_user, find_user_by_email
 
 security_log = get_logger("tenantry.security")
-
-
-def invalid_credentials() -> Unauthorized:
-    return Unauthorized("Invalid email or password", code="invalid_credentials")
 
 
 async def register(
@@ -91,14 +88,6 @@ async def login(
         return await start_session(session, security, settings, current, client)
 
     return await run_committing_failures(database, complete)
-
-
-async def verify_password_or_fail(security: Security, user: User, password: str) -> None:
-    matches, new_hash = await security.passwords.verify(password, user.password_hash)
-    if not matches:
-        raise invalid_credentials()
-    if new_hash is not None:
-        user.password_hash = new_hash
 
 
 async def request_password_reset(

@@ -12,9 +12,9 @@ from tenantry.core.db import utcnow
 from tenantry.core.errors import ValidationFailed
 from tenantry.core.responses import CursorPage, Envelope, Page, cursor_page, ok, page
 from tenantry.core.routing import SessionDep, UnitOfWorkRoute
+from tenantry.modules.auth.credentials import verify_password_or_fail
 from tenantry.modules.auth.deps import CurrentUser, PlatformAdmin, RevocationsDep, SecurityDep
 from tenantry.modules.auth.mfa import remaining_recovery_codes
-from tenantry.modules.auth.service import verify_password_or_fail
 from tenantry.modules.auth.sessions import all_sessions
 from tenantry.modules.users import service
 from tenantry.modules.users.models import User
@@ -43,9 +43,7 @@ async def get_me(user: CurrentUser) -> Envelope[UserOut]:
 @router.patch("/me")
 async def update_me(body: UpdateMe, user: CurrentUser, session: SessionDep) -> Envelope[UserOut]:
     """Change the caller's name."""
-    service.update_profile(user, body)
-    await session.flush()
-    return ok(UserOut.model_validate(user))
+    return ok(UserOut.model_validate(await service.update_profile(session, user, body)))
 
 
 @router.delete("/me", status_code=NO_CONTENT, response_class=Response)
@@ -164,6 +162,5 @@ async def restore_user(
     admin: PlatformAdmin, target: Annotated[User, Depends(_deleted_target)], session: SessionDep
 ) -> Envelope[AdminUserOut]:
     """Platform admins: restore a soft-deleted user."""
-    user = await service.admin_restore_user(admin, target)
-    await session.flush()
+    user = await service.admin_restore_user(session, admin, target)
     return ok(AdminUserOut.model_validate(user))

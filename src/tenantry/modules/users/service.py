@@ -64,9 +64,10 @@ async def create_user(
     return user
 
 
-def update_profile(user: User, body: UpdateMe) -> User:
+async def update_profile(session: AsyncSession, user: User, body: UpdateMe) -> User:
     for field in body.model_fields_set:
         setattr(user, field, getattr(body, field))
+    await session.flush()
     return user
 
 
@@ -258,9 +259,10 @@ async def admin_delete_user(
     await end_all_sessions(session, revocations, target, reason="deleted")
 
 
-async def admin_restore_user(actor: User, target: User) -> User:
+async def admin_restore_user(session: AsyncSession, actor: User, target: User) -> User:
     _check_role_authority(actor, None, target)
     if target.password_hash == ERASED_PASSWORD_HASH:
         raise Conflict("An erased account cannot be restored")
     target.deleted_at = None
+    await session.flush()
     return target

@@ -1,1 +1,0 @@
-"""Durable background jobs: the `jobs` table (the machinery lives in `core/jobs`)."""
