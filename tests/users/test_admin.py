@@ -209,3 +209,14 @@ async def test_cursor_pagination_returns_every_user_exactly_once(
     assert seen == list(reversed(created))
     tampered = await client.get(USERS, params={"cursor": "garbage!"}, headers=boss.headers)
     assert tampered.status_code == 400
+
+
+async def test_a_demoted_admin_loses_admin_access_at_once(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    boss = await admin(app, client)
+    root = await super_admin(app, client)
+    assert (await client.get(USERS, headers=boss.headers)).status_code == 200
+    demoted = await client.patch(f"{USERS}/{boss.id}", json={"role": "USER"}, headers=root.headers)
+    assert demoted.status_code == 200
+    assert (await client.get(USERS, headers=boss.headers)).status_code == 403
