@@ -110,6 +110,8 @@ def make_settings(
             "secret_key": "test-secret-key-" + "x" * 32,
             "var_dir": Path(var_dir),
             "log_level": "WARNING",
+            # Tests drive jobs deterministically (`Worker.drain`); opt in per test.
+            "jobs_embedded_worker": False,
         }
         values.update(overrides)
         return load_settings(**values)

@@ -19,10 +19,12 @@ from starlette.middleware.gzip import GZipMiddleware
 
 from tenantry import __version__
 from tenantry.config import Settings, load_settings
+from tenantry.core.authz import document_permissions
 from tenantry.core.cache import create_cache
 from tenantry.core.db import Database
 from tenantry.core.errors import install_error_handlers
 from tenantry.core.events import create_events
+from tenantry.core.jobs.runtime import JobsRuntime
 from tenantry.core.logging import configure_logging
 from tenantry.core.mail import create_mailer
 from tenantry.core.metrics import Metrics
@@ -46,12 +48,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     mailer = create_mailer(settings)
     storage = create_storage(settings)
     events = create_events(settings, redis)
+    jobs = JobsRuntime(settings, database, run_worker=settings.runs_embedded_worker)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await jobs.start()
         try:
             yield
         finally:
+            await jobs.stop()  # first: running jobs may still send mail or store files
             await events.close()
             await storage.close()
             await mailer.close()
@@ -78,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.mailer = mailer
     app.state.storage = storage
     app.state.events = events
+    app.state.jobs = jobs
     app.state.metrics = Metrics(database)
     app.state.health_checks = {
         "database": database.ping,
@@ -148,7 +154,7 @@ def _install_openapi(app: FastAPI) -> None:
                 summary=app.summary,
                 routes=app.routes,
             )
-            app.openapi_schema = finalize_openapi(schema)
+            app.openapi_schema = document_permissions(finalize_openapi(schema), app.routes)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -48,12 +50,24 @@ def main() -> None:
     default=None,
     help="Apply migrations before serving [default: only when ENV=development].",
 )
+@click.option(
+    "--no-worker",
+    is_flag=True,
+    help="Do not run jobs in this process (run `tenantry worker` processes instead).",
+)
 def serve(
-    host: str | None, port: int | None, workers: int, reload: bool, migrate_first: bool | None
+    host: str | None,
+    port: int | None,
+    workers: int,
+    reload: bool,
+    migrate_first: bool | None,
+    no_worker: bool,
 ) -> None:
-    """Serve the HTTP API with uvicorn."""
+    """Serve the HTTP API with uvicorn (and, by default without Redis, the job worker)."""
     import uvicorn
 
+    if no_worker:
+        os.environ["JOBS_EMBEDDED_WORKER"] = "false"  # also seen by --workers/--reload children
     settings = _settings(host=host, port=port)
     if reload and settings.is_production:
         raise click.UsageError("--reload is for development; refusing with ENV=production")
@@ -76,6 +90,23 @@ def serve(
         from tenantry.app import create_app
 
         uvicorn.run(create_app(settings), **common)
+
+
+@main.command()
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1, max=256),
+    default=None,
+    help="Jobs run at once by this process [JOBS_CONCURRENCY, 4].",
+)
+def worker(concurrency: int | None) -> None:
+    """Run background jobs until SIGTERM (graceful: running jobs finish or are released)."""
+    from tenantry.core.jobs.runtime import run_worker_process
+    from tenantry.core.logging import configure_logging
+
+    settings = _settings(jobs_concurrency=concurrency)
+    configure_logging(settings)
+    asyncio.run(run_worker_process(settings))
 
 
 @main.command()

@@ -8,6 +8,7 @@ A bad value stops the process at start with one line naming the setting (see
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from enum import StrEnum
 from ipaddress import ip_network
@@ -59,6 +60,7 @@ class Settings(BaseSettings):
     database_pool_timeout: float = Field(default=10.0, gt=0)
     database_statement_timeout_ms: int = Field(default=30_000, ge=0)
     database_echo: bool = False
+    database_app_role: str | None = None
     auto_migrate: bool | None = None
 
     redis_url: str | None = None
@@ -80,11 +82,19 @@ class Settings(BaseSettings):
     storage_access_key_id: str | None = None
     storage_secret_access_key: SecretStr | None = None
     storage_presign_seconds: int = Field(default=300, ge=1, le=7 * 24 * 3600)
+    jobs_embedded_worker: bool | None = None
+    jobs_concurrency: int = Field(default=4, ge=1, le=256)
+    jobs_lease_seconds: float = Field(default=60.0, ge=0.5, le=86_400)
+    jobs_poll_seconds: float = Field(default=1.0, ge=0.05, le=3_600)
+    jobs_shutdown_timeout: float = Field(default=30.0, ge=0, le=3_600)
+    jobs_retry_base_seconds: float = Field(default=10.0, ge=0, le=86_400)
+    jobs_retry_max_seconds: float = Field(default=3_600.0, ge=0, le=7 * 86_400)
+    jobs_import: CommaList = Field(default_factory=list)
 
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.CONSOLE
 
-    @field_validator("cors_origins", "trusted_proxies", mode="before")
+    @field_validator("cors_origins", "trusted_proxies", "jobs_import", mode="before")
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -96,6 +106,15 @@ class Settings(BaseSettings):
     def _known_database(cls, value: str) -> str:
         if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return value
+
+    @field_validator("database_app_role")
+    @classmethod
+    def _plain_role_name(cls, value: str | None) -> str | None:
+        if value in (None, ""):
+            return None
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", value):
+            raise ValueError("must be a lowercase PostgreSQL role name like tenantry_app")
         return value
 
     @field_validator("redis_url")
@@ -202,6 +221,13 @@ class Settings(BaseSettings):
     @property
     def effective_storage_url(self) -> str:
         return self.storage_url or f"file://{self.var_dir / 'storage'}"
+
+    @property
+    def runs_embedded_worker(self) -> bool:
+        """`tenantry serve` runs jobs in-process unless told not to (default: without Redis)."""
+        if self.jobs_embedded_worker is not None:
+            return self.jobs_embedded_worker
+        return self.redis_url is None
 
     @property
     def is_production(self) -> bool:

@@ -130,6 +130,9 @@ class Database:
         self.url = settings.database_url
         self.is_sqlite = settings.is_sqlite
         self.engine = _create_engine(settings)
+        from tenantry.core.tenancy import install_tenant_scoping  # tenancy imports this module
+
+        install_tenant_scoping()
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
         # SQLite: write transactions start with BEGIN IMMEDIATE so two writers queue on
         # the busy timeout instead of failing with SQLITE_BUSY when upgrading a read lock.
@@ -172,6 +175,10 @@ def _create_engine(settings: Settings) -> AsyncEngine:
         _configure_sqlite(engine)
         return engine
     connect_args: dict[str, Any] = {"server_settings": {"application_name": "tenantry"}}
+    if settings.database_app_role:
+        # The session's default role, so even RESET ROLE stays on it: a role without
+        # BYPASSRLS that owns nothing, so row-level security applies (core/rls.py).
+        connect_args["server_settings"]["role"] = settings.database_app_role
     if settings.database_statement_timeout_ms:
         connect_args["server_settings"]["statement_timeout"] = str(
             settings.database_statement_timeout_ms

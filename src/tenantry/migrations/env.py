@@ -27,7 +27,8 @@ def _configure(connection: Connection) -> None:
 
 
 async def _run_async(url: str) -> None:
-    database = Database(load_settings(database_url=url))
+    # Migrations run as the connecting (owner) role, never as DATABASE_APP_ROLE.
+    database = Database(load_settings(database_url=url, database_app_role=None))
     try:
         async with database.engine.connect() as connection:
             await connection.run_sync(_configure)

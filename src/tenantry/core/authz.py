@@ -1,0 +1,128 @@
+"""Request-level authorization: the tenant context of a request and `require(permission)`.
+
+The chain, for every route under `/orgs/{orgId}/`:
+
+    get_tenant_context  -- parses `orgId`, asks the registered resolver for the caller's
+                           TenantContext (principal + membership, 404 for non-members),
+                           binds the request's session to it; once per request
+    require("x:y")      -- 403 unless the context holds `x:y` (or `x:y:own`)
+
+The resolver is the one piece the organizations module provides:
+`app.state.tenant_resolver = resolve(request, session, org_id) -> TenantContext`.
+Until one is registered, every tenant route answers 404 (there are no organizations).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Annotated, Any
+
+from fastapi import Depends, Path, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute, iter_route_contexts
+from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.routing import BaseRoute
+
+from tenantry.core.errors import Forbidden, NotFound
+from tenantry.core.permissions import check_known, grants, grants_on_row
+from tenantry.core.routing import SessionDep
+from tenantry.core.tenancy import TenantContext, TenantScopeError, bind_tenant
+
+TenantResolver = Callable[[Request, AsyncSession, uuid.UUID], Awaitable[TenantContext]]
+
+PERMISSIONS_EXTENSION = "x-permissions"
+
+
+async def get_tenant_context(
+    request: Request,
+    session: SessionDep,
+    org_id: Annotated[uuid.UUID, Path(alias="orgId", description="The organization's id")],
+) -> TenantContext:
+    """The caller's context in organization `orgId`, with the request's session bound to it.
+
+    The resolver runs on a session already bound to `orgId` with an empty context, and
+    raises NotFound for a caller who is not a member.
+    """
+    resolver: TenantResolver | None = getattr(request.app.state, "tenant_resolver", None)
+    if resolver is None:
+        raise NotFound("Organization not found")
+    # Provisionally bound (no principal, no permission) so the resolver reads memberships
+    # and API keys of this organization through the same automatic scoping.
+    bind_tenant(session, TenantContext(organization_id=org_id))
+    context = await resolver(request, session, org_id)
+    if context.organization_id != org_id:
+        raise TenantScopeError("the resolver returned another organization's context")
+    bind_tenant(session, context)
+    request.state.tenant_context = context
+    return context
+
+
+TenantContextDep = Annotated[TenantContext, Depends(get_tenant_context)]
+
+
+class Require:
+    """A dependency: the request's TenantContext, or 403 without `permission`."""
+
+    def __init__(self, permission: str) -> None:
+        self.permission = check_known(permission)
+
+    async def __call__(self, context: TenantContextDep) -> TenantContext:
+        if not grants(context.permissions, self.permission):
+            raise Forbidden(f"This needs the {self.permission} permission")
+        return context
+
+    def __repr__(self) -> str:
+        return f"require({self.permission!r})"
+
+
+def require(permission: str) -> Require:
+    """`Depends(require("projects:write"))`: the permission a route needs, shown in OpenAPI.
+
+    With only `x:y:own`, this passes and the service must still check the row with
+    `authorize_row` (e.g. a member deleting a task someone else created gets 403).
+    """
+    return Require(permission)
+
+
+def authorize_row(context: TenantContext, permission: str, created_by: uuid.UUID | None) -> None:
+    """403 unless `context` may apply `permission` to a row created by `created_by`."""
+    if not grants_on_row(
+        context.permissions, permission, actor_id=context.actor_id, created_by=created_by
+    ):
+        raise Forbidden(f"This needs the {permission} permission")
+
+
+def route_permissions(dependant: Dependant) -> list[str]:
+    """The permissions a route (its `dependant`) requires, in declaration order."""
+    found: list[str] = []
+    for call in _calls(dependant):
+        if isinstance(call, Require) and call.permission not in found:
+            found.append(call.permission)
+    return found
+
+
+def _calls(dependant: Dependant) -> Iterator[Any]:
+    for sub in dependant.dependencies:
+        yield sub.call
+        yield from _calls(sub)
+
+
+def document_permissions(schema: dict[str, Any], routes: Sequence[BaseRoute]) -> dict[str, Any]:
+    """Write each route's required permissions into its OpenAPI operation."""
+    paths = schema.get("paths", {})
+    for route in iter_route_contexts(routes):
+        if not isinstance(route.original_route, APIRoute):
+            continue
+        needed = route_permissions(route.dependant)
+        if not needed:
+            continue
+        for method in route.methods or ():
+            operation = paths.get(route.path_format, {}).get(method.lower())
+            if operation is None:
+                continue
+            operation[PERMISSIONS_EXTENSION] = needed
+            line = "Requires permission " + ", ".join(f"`{p}`" for p in needed) + "."
+            description = operation.get("description")
+            operation["description"] = f"{description}\n\n{line}" if description else line
+    return schema

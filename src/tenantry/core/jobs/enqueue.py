@@ -1,0 +1,138 @@
+"""`enqueue` and `cancel`: the API the rest of the code uses, inside the caller's transaction."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tenantry.core.db import new_id, utcnow
+from tenantry.core.errors import Conflict, NotFound
+from tenantry.core.jobs.models import Job, JobStatus
+from tenantry.core.jobs.registry import JOB_TYPE, get_handler
+from tenantry.core.jobs.transport import TRANSPORT_KEY, JobTransport
+from tenantry.core.routing import after_commit
+
+log = logging.getLogger("tenantry.jobs")
+DEFAULT_MAX_ATTEMPTS = 5
+MAX_IDEMPOTENCY_KEY = 200
+
+
+async def enqueue(
+    session: AsyncSession,
+    job_type: str,
+    payload: Mapping[str, Any] | None = None,
+    *,
+    organization_id: uuid.UUID | None = None,
+    created_by: uuid.UUID | None = None,
+    idempotency_key: str | None = None,
+    run_at: dt.datetime | None = None,
+    max_attempts: int | None = None,
+) -> Job:
+    """Insert a queued job in the caller's transaction; workers hear of it after commit.
+
+    With an `idempotency_key`, a second call for the same `(job_type, key)` returns the
+    existing job instead of creating another (and notifies nobody).
+    """
+    if not JOB_TYPE.match(job_type):
+        raise ValueError(f"invalid job type {job_type!r}")
+    if idempotency_key is not None and not 0 < len(idempotency_key) <= MAX_IDEMPOTENCY_KEY:
+        raise ValueError(f"idempotency_key must be 1-{MAX_IDEMPOTENCY_KEY} characters")
+    if run_at is not None and run_at.tzinfo is None:
+        raise ValueError("run_at must be timezone-aware")
+    handler = get_handler(job_type)
+    attempts = max_attempts or (handler.max_attempts if handler else None) or DEFAULT_MAX_ATTEMPTS
+    if attempts < 1:
+        raise ValueError("max_attempts must be at least 1")
+    values: dict[str, Any] = {
+        "id": new_id(),
+        "type": job_type,
+        "payload": dict(payload or {}),
+        "organization_id": organization_id,
+        "created_by": created_by,
+        "idempotency_key": idempotency_key,
+        "max_attempts": attempts,
+        "run_at": run_at or utcnow(),
+        "status": JobStatus.QUEUED,
+    }
+    if idempotency_key is None:
+        job = Job(**values)
+        session.add(job)
+        await session.flush()
+    else:
+        existing = await _insert_once(session, values)
+        if existing is not None:
+            return existing
+        job = await session.get_one(Job, values["id"])
+    _dispatch_after_commit(session, job.id)
+    return job
+
+
+async def _insert_once(session: AsyncSession, values: dict[str, Any]) -> Job | None:
+    """Insert unless `(type, idempotency_key)` exists; return the existing job if it does."""
+    dialect = session.get_bind().dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = (
+        insert(Job)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["type", "idempotency_key"])
+        .returning(Job.id)
+    )
+    inserted = (await session.execute(statement)).scalar_one_or_none()
+    if inserted is not None:
+        return None
+    return (
+        await session.scalars(
+            select(Job).where(
+                Job.type == values["type"], Job.idempotency_key == values["idempotency_key"]
+            )
+        )
+    ).one()
+
+
+def _dispatch_after_commit(session: AsyncSession, job_id: uuid.UUID) -> None:
+    transport: JobTransport | None = session.info.get(TRANSPORT_KEY)
+    if transport is None:
+        return  # no transport bound here: a worker polling the table will find it
+
+    async def notify() -> None:
+        await transport.notify([job_id])
+
+    after_commit(session, notify)
+
+
+async def cancel(session: AsyncSession, job_id: uuid.UUID) -> Job:
+    """Cancel a queued job now; a running one is asked to stop at its next progress report.
+
+    Raises `NotFound` for an unknown id and `Conflict` for a job that already finished.
+    """
+    now = utcnow()
+    cancelled = (
+        await session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+            .values(status=JobStatus.CANCELLED, cancel_requested=True, finished_at=now)
+            .returning(Job.id)
+            .execution_options(synchronize_session=False)
+        )
+    ).scalar_one_or_none()
+    if cancelled is None:
+        await session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == JobStatus.RUNNING)
+            .values(cancel_requested=True)
+            .execution_options(synchronize_session=False)
+        )
+    job = await session.get(Job, job_id, populate_existing=True)
+    if job is None:
+        raise NotFound("Job not found")
+    if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
+        raise Conflict("The job has already finished")
+    return job

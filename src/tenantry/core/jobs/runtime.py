@@ -1,0 +1,74 @@
+"""Wiring: the transport (and the embedded worker) of an app, and the `tenantry worker` process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from tenantry.config import Settings
+from tenantry.core.db import Database
+from tenantry.core.jobs.registry import import_handlers
+from tenantry.core.jobs.transport import bind_transport, build_transport
+from tenantry.core.jobs.worker import Worker
+
+log = logging.getLogger("tenantry.jobs")
+
+
+class JobsRuntime:
+    """One process's job machinery: the transport `enqueue` notifies, and maybe a worker."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        database: Database,
+        *,
+        run_worker: bool,
+        concurrency: int | None = None,
+    ) -> None:
+        self.settings = settings
+        self.database = database
+        self.run_worker = run_worker
+        self.concurrency = concurrency
+        self.transport = build_transport(settings)
+        self.worker: Worker | None = None
+
+    async def start(self) -> None:
+        import_handlers(self.settings)
+        try:
+            await self.transport.start()
+        except Exception:
+            # Jobs stay safe in the table; workers claim them by polling until Redis is back.
+            log.exception("job transport unavailable at start")
+        bind_transport(self.database, self.transport)
+        if self.run_worker:
+            self.worker = Worker(
+                self.database, self.settings, self.transport, concurrency=self.concurrency
+            )
+            self.worker.start()
+
+    async def stop(self) -> None:
+        """Graceful: running jobs get `JOBS_SHUTDOWN_TIMEOUT` to finish, the rest are released."""
+        if self.worker is not None:
+            await self.worker.stop()
+            self.worker = None
+        bind_transport(self.database, None)
+        await self.transport.close()
+
+
+async def run_worker_process(settings: Settings, *, concurrency: int | None = None) -> None:
+    """`tenantry worker`: run until SIGTERM/SIGINT, then shut down gracefully."""
+    database = Database(settings)
+    runtime = JobsRuntime(settings, database, run_worker=True, concurrency=concurrency)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await runtime.start()
+        log.info("tenantry worker ready")
+        await stop.wait()
+        log.info("tenantry worker stopping: no new claims, finishing running jobs")
+    finally:
+        await runtime.stop()
+        await database.dispose()

@@ -1,0 +1,226 @@
+"""The state machine of a job row, as atomic, fenced statements on the `jobs` table.
+
+Every transition after a claim is fenced by `(id, status='running', attempts)`: a worker
+whose lease expired and whose job was claimed again cannot overwrite the new attempt.
+Each function runs in its own short transaction (write-locking on SQLite).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Collection, Sequence
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tenantry.core.db import Database
+from tenantry.core.jobs.models import Job, JobStatus
+
+WORKER_LOST = "The worker running this job stopped responding."
+
+
+def _fence(job_id: uuid.UUID, attempt: int) -> ColumnElement[bool]:
+    return and_(Job.id == job_id, Job.status == JobStatus.RUNNING, Job.attempts == attempt)
+
+
+def _claim_values(worker_id: str, now: dt.datetime, lease: float) -> dict[str, Any]:
+    return {
+        "status": JobStatus.RUNNING,
+        "attempts": Job.attempts + 1,
+        "lease_until": now + dt.timedelta(seconds=lease),
+        "claimed_by": worker_id[:100],
+        "started_at": now,
+    }
+
+
+async def claim_next(
+    database: Database,
+    worker_id: str,
+    *,
+    now: dt.datetime,
+    lease: float,
+    limit: int,
+    due_before: dt.datetime | None = None,
+    job_types: Collection[str] | None = None,
+) -> list[Job]:
+    """Claim up to `limit` due jobs, oldest `run_at` first (SKIP LOCKED on PostgreSQL)."""
+    due = select(Job.id).where(Job.status == JobStatus.QUEUED, Job.run_at <= (due_before or now))
+    if job_types is not None:
+        due = due.where(Job.type.in_(list(job_types)))
+    due = due.order_by(Job.run_at).limit(limit)
+    if database.is_sqlite:  # writers are serialised (BEGIN IMMEDIATE): a subquery is enough
+        chosen: ColumnElement[bool] = Job.id.in_(due.scalar_subquery())
+    else:
+        # A CTE is evaluated once; `IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)` may be
+        # re-run by the planner and claim more than `n` rows.
+        picked = due.with_for_update(skip_locked=True).cte("due")
+        chosen = Job.id == picked.c.id
+    statement = (
+        update(Job)
+        .where(chosen, Job.status == JobStatus.QUEUED)
+        .values(**_claim_values(worker_id, now, lease))
+        .returning(Job)
+        .execution_options(synchronize_session=False)
+    )
+    async with database.transaction() as session:
+        return list((await session.scalars(statement)).all())
+
+
+async def claim_by_id(
+    database: Database, job_id: uuid.UUID, worker_id: str, *, now: dt.datetime, lease: float
+) -> Job | None:
+    """Claim one job named by the transport, if it is still queued and due."""
+    statement = (
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED, Job.run_at <= now)
+        .values(**_claim_values(worker_id, now, lease))
+        .returning(Job)
+        .execution_options(synchronize_session=False)
+    )
+    async with database.transaction() as session:
+        return (await session.scalars(statement)).one_or_none()
+
+
+async def heartbeat(
+    database: Database, job_id: uuid.UUID, attempt: int, *, now: dt.datetime, lease: float
+) -> tuple[bool, bool]:
+    """Extend the lease; return (still ours, cancel requested)."""
+    statement = (
+        update(Job)
+        .where(_fence(job_id, attempt))
+        .values(lease_until=now + dt.timedelta(seconds=lease))
+        .returning(Job.cancel_requested)
+        .execution_options(synchronize_session=False)
+    )
+    async with database.transaction() as session:
+        flag = (await session.execute(statement)).scalar_one_or_none()
+    return flag is not None, bool(flag)
+
+
+async def write_progress(
+    database: Database, job_id: uuid.UUID, attempt: int, progress: int, message: str | None
+) -> bool | None:
+    """Record progress; return the cancel flag (None when the job is no longer ours)."""
+    values: dict[str, Any] = {"progress": progress}
+    if message is not None:
+        values["message"] = message
+    statement = (
+        update(Job)
+        .where(_fence(job_id, attempt))
+        .values(**values)
+        .returning(Job.cancel_requested)
+        .execution_options(synchronize_session=False)
+    )
+    async with database.transaction() as session:
+        flag = (await session.execute(statement)).scalar_one_or_none()
+    return None if flag is None else bool(flag)
+
+
+async def mark_succeeded(
+    session: AsyncSession, job_id: uuid.UUID, attempt: int, result: Any, *, now: dt.datetime
+) -> bool:
+    """In the handler's own transaction, so its work and the success commit together."""
+    statement = (
+        update(Job)
+        .where(_fence(job_id, attempt))
+        .values(
+            status=JobStatus.SUCCEEDED,
+            progress=100,
+            result=result,
+            error=None,
+            lease_until=None,
+            finished_at=now,
+        )
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    )
+    return (await session.execute(statement)).scalar_one_or_none() is not None
+
+
+async def mark_cancelled(
+    database: Database, job_id: uuid.UUID, attempt: int, *, now: dt.datetime
+) -> bool:
+    statement = (
+        update(Job)
+        .where(_fence(job_id, attempt))
+        .values(status=JobStatus.CANCELLED, lease_until=None, finished_at=now)
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    )
+    async with database.transaction() as session:
+        return (await session.execute(statement)).scalar_one_or_none() is not None
+
+
+async def retry_or_fail(
+    database: Database,
+    job_id: uuid.UUID,
+    attempt: int,
+    *,
+    error: str,
+    retry_at: dt.datetime | None,
+    now: dt.datetime,
+) -> str | None:
+    """Back to `queued` at `retry_at`, or `failed` when `retry_at` is None."""
+    if retry_at is None:
+        values: dict[str, Any] = {"status": JobStatus.FAILED, "finished_at": now}
+    else:
+        values = {"status": JobStatus.QUEUED, "run_at": retry_at, "claimed_by": None}
+    statement = (
+        update(Job)
+        .where(_fence(job_id, attempt))
+        .values(error=error, lease_until=None, **values)
+        .returning(Job.status)
+        .execution_options(synchronize_session=False)
+    )
+    async with database.transaction() as session:
+        return (await session.execute(statement)).scalar_one_or_none()
+
+
+async def release(database: Database, job_id: uuid.UUID, attempt: int, *, now: dt.datetime) -> bool:
+    """Give an interrupted job back to the queue (graceful shutdown): the attempt is undone."""
+    statement = (
+        update(Job)
+        .where(_fence(job_id, attempt))
+        .values(
+            status=JobStatus.QUEUED,
+            attempts=Job.attempts - 1,
+            run_at=now,
+            lease_until=None,
+            claimed_by=None,
+        )
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    )
+    async with database.transaction() as session:
+        return (await session.execute(statement)).scalar_one_or_none() is not None
+
+
+async def recover_expired_leases(database: Database, *, now: dt.datetime) -> Sequence[uuid.UUID]:
+    """Running jobs whose worker vanished: back to `queued` (or `failed` after the last try).
+
+    Returns the ids put back in the queue, for the transport to re-dispatch.
+    """
+    expired = and_(Job.status == JobStatus.RUNNING, Job.lease_until < now)
+    async with database.transaction() as session:
+        await session.execute(
+            update(Job)
+            .where(expired, Job.cancel_requested.is_(True))
+            .values(status=JobStatus.CANCELLED, lease_until=None, finished_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        await session.execute(
+            update(Job)
+            .where(expired, Job.attempts >= Job.max_attempts)
+            .values(status=JobStatus.FAILED, error=WORKER_LOST, lease_until=None, finished_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        result = await session.execute(
+            update(Job)
+            .where(expired)
+            .values(status=JobStatus.QUEUED, lease_until=None, claimed_by=None, run_at=now)
+            .returning(Job.id)
+            .execution_options(synchronize_session=False)
+        )
+        return list(result.scalars().all())

@@ -1,0 +1,233 @@
+"""Architecture lints: the conventions that keep isolation and the unit of work structural.
+
+Each rule is a function over a source tree, run on `src/tenantry` and, to prove it can
+fail, on small synthetic trees.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parent.parent / "src" / "tenantry"
+
+Rule = Callable[[Path], list[str]]
+
+
+def python_files(root: Path) -> Iterator[tuple[str, str]]:
+    """(path relative to the package root with forward slashes, source) for every file."""
+    for path in sorted(root.rglob("*.py")):
+        yield path.relative_to(root).as_posix(), path.read_text(encoding="utf-8")
+
+
+def imported_modules(source: str) -> Iterator[str]:
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            yield node.module
+            yield from (f"{node.module}.{alias.name}" for alias in node.names)
+
+
+def is_router_file(relative: str) -> bool:
+    return relative.startswith("modules/") and (
+        relative.endswith("/router.py") or "/routers/" in relative
+    )
+
+
+# --- rules --------------------------------------------------------------------------
+
+ALL_TENANTS = re.compile(r"\ball_tenants\b|\bALL_TENANTS\b")
+ALL_TENANTS_ALLOWED = ("modules/admin/", "core/jobs/", "migrations/")
+ALL_TENANTS_ALLOWED_FILES = ("core/tenancy.py", "core/rls.py", "core/jobs.py")
+
+
+def all_tenants_only_in_platform_admin_code(root: Path) -> list[str]:
+    """The escape hatch from tenant scoping appears only where platform-wide work lives."""
+    return [
+        f"{relative}: all_tenants outside modules/admin/"
+        for relative, source in python_files(root)
+        if ALL_TENANTS.search(source)
+        and not relative.startswith(ALL_TENANTS_ALLOWED)
+        and relative not in ALL_TENANTS_ALLOWED_FILES
+    ]
+
+
+COMMIT = re.compile(r"\.commit\(")
+
+
+def no_commit_in_modules(root: Path) -> list[str]:
+    """Services flush; the unit of work (core/routing.py, the job runner) commits once."""
+    return [
+        f"{relative}: .commit() in a feature module"
+        for relative, source in python_files(root)
+        if relative.startswith("modules/") and COMMIT.search(source)
+    ]
+
+
+HTTP_EXCEPTION = re.compile(r"\bHTTPException\b")
+
+
+def http_exception_only_in_routers(root: Path) -> list[str]:
+    """Feature code raises AppError subclasses; HTTP is the routers' (and core's) business."""
+    return [
+        f"{relative}: HTTPException outside a router"
+        for relative, source in python_files(root)
+        if relative.startswith("modules/")
+        and not is_router_file(relative)
+        and HTTP_EXCEPTION.search(source)
+    ]
+
+
+SESSION_CALL = re.compile(
+    r"\bsession\.(execute|scalars?|get|add|add_all|delete|flush|refresh|merge|commit|rollback)\("
+)
+
+
+def routers_do_not_touch_the_database(root: Path) -> list[str]:
+    """Routers parse, authorize, call a service: no query, no SQLAlchemy."""
+    problems = []
+    for relative, source in python_files(root):
+        if not is_router_file(relative):
+            continue
+        if any(module.split(".")[0] == "sqlalchemy" for module in imported_modules(source)):
+            problems.append(f"{relative}: a router imports sqlalchemy")
+        if SESSION_CALL.search(source):
+            problems.append(f"{relative}: a router uses the session itself")
+    return problems
+
+
+def core_does_not_import_modules(root: Path) -> list[str]:
+    """Dependencies point one way: modules → core, never back."""
+    return [
+        f"{relative}: core imports {module}"
+        for relative, source in python_files(root)
+        if relative.startswith("core/")
+        for module in imported_modules(source)
+        if module.startswith(("tenantry.modules", "tenantry.app"))
+    ]
+
+
+ROUTER_MODULE = re.compile(r"^tenantry\.modules\.\w+\.(router|routers)\b")
+
+
+def nothing_imports_a_router_but_the_app(root: Path) -> list[str]:
+    """A service never imports a router; only app.py wires routers in."""
+    return [
+        f"{relative}: imports {module}"
+        for relative, source in python_files(root)
+        if relative != "app.py" and not is_router_file(relative)
+        for module in imported_modules(source)
+        if ROUTER_MODULE.match(module)
+    ]
+
+
+RULES: list[Rule] = [
+    all_tenants_only_in_platform_admin_code,
+    no_commit_in_modules,
+    http_exception_only_in_routers,
+    routers_do_not_touch_the_database,
+    core_does_not_import_modules,
+    nothing_imports_a_router_but_the_app,
+]
+
+
+@pytest.mark.parametrize("rule", RULES, ids=lambda rule: rule.__name__)
+def test_source_tree_follows(rule: Rule) -> None:
+    assert rule(SRC) == []
+
+
+# --- the rules can fail -------------------------------------------------------------
+
+
+def tree(tmp_path: Path, files: dict[str, str]) -> Path:
+    for relative, source in files.items():
+        path = tmp_path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(source, encoding="utf-8")
+    return tmp_path
+
+
+UNSCOPED_QUERY = "rows = await session.execute(stmt.execution_options(all_tenants=True))\n"
+
+
+def test_all_tenants_outside_admin_is_caught(tmp_path: Path) -> None:
+    root = tree(
+        tmp_path,
+        {
+            "modules/admin/service.py": UNSCOPED_QUERY,
+            "modules/projects/service.py": UNSCOPED_QUERY,
+            "modules/tasks/service.py": "opts = {ALL_TENANTS: True}\n",
+            "core/cache.py": "# all_tenants\n",
+        },
+    )
+    assert all_tenants_only_in_platform_admin_code(root) == [
+        "core/cache.py: all_tenants outside modules/admin/",
+        "modules/projects/service.py: all_tenants outside modules/admin/",
+        "modules/tasks/service.py: all_tenants outside modules/admin/",
+    ]
+
+
+def test_commit_in_a_module_is_caught(tmp_path: Path) -> None:
+    root = tree(
+        tmp_path,
+        {
+            "modules/projects/service.py": "await session.commit()\n",
+            "core/routing.py": "await session.commit()\n",
+        },
+    )
+    assert no_commit_in_modules(root) == [
+        "modules/projects/service.py: .commit() in a feature module"
+    ]
+
+
+def test_http_exception_in_a_service_is_caught(tmp_path: Path) -> None:
+    root = tree(
+        tmp_path,
+        {
+            "modules/projects/service.py": "from fastapi import HTTPException\n",
+            "modules/projects/router.py": "from fastapi import HTTPException\n",
+        },
+    )
+    assert http_exception_only_in_routers(root) == [
+        "modules/projects/service.py: HTTPException outside a router"
+    ]
+
+
+def test_query_in_a_router_is_caught(tmp_path: Path) -> None:
+    root = tree(
+        tmp_path,
+        {
+            "modules/projects/router.py": (
+                "from sqlalchemy import select\nrows = await session.scalars(select(X))\n"
+            ),
+            "modules/projects/service.py": "from sqlalchemy import select\n",
+        },
+    )
+    assert routers_do_not_touch_the_database(root) == [
+        "modules/projects/router.py: a router imports sqlalchemy",
+        "modules/projects/router.py: a router uses the session itself",
+    ]
+
+
+def test_wrong_way_imports_are_caught(tmp_path: Path) -> None:
+    root = tree(
+        tmp_path,
+        {
+            "core/jobs.py": "from tenantry.modules.projects import service\n",
+            "modules/tasks/service.py": "from tenantry.modules.projects.router import router\n",
+            "app.py": "from tenantry.modules.projects.router import router\n",
+        },
+    )
+    assert core_does_not_import_modules(root) == [
+        "core/jobs.py: core imports tenantry.modules.projects",
+        "core/jobs.py: core imports tenantry.modules.projects.service",
+    ]
+    assert nothing_imports_a_router_but_the_app(root) == [
+        "modules/tasks/service.py: imports tenantry.modules.projects.router",
+        "modules/tasks/service.py: imports tenantry.modules.projects.router.router",
+    ]
