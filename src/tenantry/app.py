@@ -26,7 +26,7 @@ from tenantry.core.errors import install_error_handlers
 from tenantry.core.events import create_events
 from tenantry.core.jobs.runtime import JobsRuntime
 from tenantry.core.logging import configure_logging
-from tenantry.core.mail import create_mailer
+from tenantry.core.mail import bind_mail, create_mailer
 from tenantry.core.metrics import Metrics
 from tenantry.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from tenantry.core.openapi import ERROR_RESPONSES, finalize_openapi
@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     cache = create_cache(settings, redis)
     rate_limiter = create_rate_limiter(settings, redis)
     mailer = create_mailer(settings)
+    bind_mail(database, mailer)  # requests queue email; the embedded worker sends it
     storage = create_storage(settings)
     events = create_events(settings, redis)
     jobs = JobsRuntime(settings, database, run_worker=settings.runs_embedded_worker)

@@ -61,7 +61,6 @@ def test_every_template_renders_a_subject_a_text_and_an_html_part(template: str)
     text, html = parts(message)
     assert message["Subject"]
     assert message["To"] == "user@example.com"
-    assert message["Message-ID"]
     for value in context.values():
         assert value in text
         assert value in html
@@ -132,6 +131,8 @@ async def test_the_file_backend_writes_one_eml_per_message_and_logs_subject_and_
     parsed = [email.message_from_bytes(f.read_bytes(), policy=email.policy.default) for f in files]
     assert {p["To"] for p in parsed} == {"first@example.com", "second@example.com"}
     assert all(p["From"] == "tenantry <no-reply@example.com>" for p in parsed)
+    assert all(p["Message-ID"].endswith("@example.com>") for p in parsed)
+    assert parsed[0]["Message-ID"] != parsed[1]["Message-ID"]
     assert not list(file_mailer.directory.glob(".*.partial"))
     written = [entry for entry in logs if entry["event"] == "mail written"]
     assert {entry["to"] for entry in written} == {"first@example.com", "second@example.com"}

@@ -194,3 +194,26 @@ async def test_redis_counters_live_under_the_configured_prefix(make_settings, ke
     assert keys
     assert all(key.startswith(f"{key_prefix}ratelimit".encode()) for key in keys)
     assert not any(b"someone" in key for key in keys)  # keys are hashed
+
+
+async def test_a_spoofed_forwarded_for_from_an_untrusted_peer_does_not_escape_the_limit(
+    build_app,
+) -> None:
+    app = await build_app()  # no trusted proxies: X-Forwarded-For is the client's own claim
+    _add_limited_route(app, "/limited-g", "1/minute")
+    async with client_for(app) as http:
+        assert (
+            await http.post("/limited-g", headers={"X-Forwarded-For": "1.1.1.1"})
+        ).status_code == 200
+        spoofed = await http.post("/limited-g", headers={"X-Forwarded-For": "2.2.2.2"})
+    assert spoofed.status_code == 429
+
+
+async def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_counter(build_app) -> None:
+    app = await build_app(trusted_proxies="127.0.0.1")  # the test client's peer address
+    _add_limited_route(app, "/limited-h", "1/minute")
+    async with client_for(app) as http:
+        first = await http.post("/limited-h", headers={"X-Forwarded-For": "198.51.100.1"})
+        second = await http.post("/limited-h", headers={"X-Forwarded-For": "198.51.100.2"})
+        again = await http.post("/limited-h", headers={"X-Forwarded-For": "9.9.9.9, 198.51.100.1"})
+    assert (first.status_code, second.status_code, again.status_code) == (200, 200, 429)

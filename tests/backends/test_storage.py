@@ -200,3 +200,31 @@ async def test_the_app_stores_files_under_var_dir_by_default(build_app, tmp_path
     await storage.put_bytes(key, b"on disk")
     assert (tmp_path / "storage" / key).read_bytes() == b"on disk"
     assert await storage.presigned_get_url(key) is None
+
+
+async def test_the_content_type_is_kept_for_presigned_s3_downloads(
+    moto_endpoint: str, make_settings
+) -> None:
+    storage = create_storage(
+        make_settings(
+            storage_url=f"s3://{BUCKET}?endpoint={moto_endpoint}&region=us-east-1",
+            storage_access_key_id="test",
+            storage_secret_access_key="test",
+        )
+    )
+    key = make_key("typed", extension="pdf")
+    await storage.put_bytes(key, b"%PDF-1.7", content_type="application/pdf")
+    url = await storage.presigned_get_url(key)
+    assert url is not None
+    async with httpx.AsyncClient() as http:
+        response = await http.get(url)
+    assert response.headers["content-type"] == "application/pdf"
+
+
+async def test_the_local_backend_accepts_and_ignores_a_content_type(
+    tmp_path: Path, make_settings
+) -> None:
+    storage = create_storage(make_settings(storage_url=f"file://{tmp_path}/typed"))
+    key = make_key("typed")
+    stored = await storage.put_bytes(key, b"x", content_type="text/plain")
+    assert stored.size == 1

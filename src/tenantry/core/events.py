@@ -170,9 +170,8 @@ class _RedisSubscription(Subscription):
         deadline = None if max_wait is None else loop.time() + max_wait
         async with redis_errors_as_unavailable("Events"):
             while True:
-                # Short waits with get_message's own timeout: cancelling a read mid-reply
-                # would break the subscribed connection, and a wait longer than the
-                # client's socket_timeout would be reported as a Redis failure.
+                # Bounded waits with get_message's own timeout rather than cancelling a
+                # read from outside, which could cut a reply in half on this connection.
                 wait = POLL_SECONDS
                 if deadline is not None:
                     wait = min(wait, max(0.0, deadline - loop.time()))

@@ -128,9 +128,10 @@ class Storage:
                 digest.update(chunk)
                 yield chunk
 
-        attributes = (
-            {"Content-Type": content_type} if content_type and self.supports_presign else None
-        )
+        # LocalStore cannot keep attributes (the API serves local files with the type it
+        # stored in its own table); S3 keeps it for presigned downloads.
+        remote = not isinstance(self.store, LocalStore)
+        attributes = {"Content-Type": content_type} if content_type and remote else None
         try:
             await obstore.put_async(
                 self.store, key, counted(), attributes=attributes, chunk_size=5 * 1024 * 1024

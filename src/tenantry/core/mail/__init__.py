@@ -2,7 +2,8 @@
 
 `file://DIR` (default `VAR_DIR/mail`) writes one `.eml` per message and logs the subject
 and recipient; `smtp://user:pass@host:port?starttls=1` (or `smtps://`) sends with
-aiosmtplib. Messages are sent from background jobs only (so a failure is retried).
+aiosmtplib. Messages are sent from background jobs only (so a failure is retried):
+`queue_email(session, to=..., template=..., context=...)` enqueues a `mail.send` job.
 """
 
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ from tenantry.core.mail.backends import (
     SmtpMailer,
     create_mailer,
 )
+from tenantry.core.mail.outbox import bind_mail, queue_email
 from tenantry.core.mail.render import (
     TEMPLATES,
     InvalidAddress,
@@ -35,7 +37,9 @@ __all__ = [
     "MailDeliveryError",
     "Mailer",
     "SmtpMailer",
+    "bind_mail",
     "create_mailer",
+    "queue_email",
     "render_email",
     "send_email",
     "validate_address",

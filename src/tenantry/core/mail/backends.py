@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import uuid
 from abc import ABC, abstractmethod
 from email.headerregistry import Address
 from email.message import EmailMessage
+from email.utils import make_msgid
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
 import structlog
+import uuid_utils
 
 from tenantry.config import Settings
 from tenantry.core.mail.render import make_address
@@ -33,6 +34,8 @@ class Mailer(ABC):
         """Deliver `message` (its `From` defaults to `MAIL_FROM`)."""
         if message["From"] is None:
             message["From"] = self.sender
+        if message["Message-ID"] is None:
+            message["Message-ID"] = make_msgid(domain=self.sender.domain)
         if not message.get_all("To"):
             raise ValueError("the message has no recipient")
         await self._deliver(message)
@@ -58,7 +61,7 @@ class FileMailer(Mailer):
 
     def _write(self, data: bytes) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
-        name = f"{uuid.uuid4().hex}.eml"
+        name = f"{uuid_utils.uuid7().hex}.eml"  # time-ordered: `ls` lists them in order
         partial = self.directory / f".{name}.partial"
         partial.write_bytes(data)
         final = self.directory / name

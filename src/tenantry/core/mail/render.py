@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime
 from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
@@ -77,7 +77,6 @@ def render_email(
     if sender is not None:
         message["From"] = sender
     message["Date"] = format_datetime(datetime.now(UTC))
-    message["Message-ID"] = make_msgid(domain=recipient.domain)
     message.set_content(_environment.get_template(f"{template}.txt").render(values))
     message.add_alternative(
         _environment.get_template(f"{template}.html").render(values), subtype="html"
