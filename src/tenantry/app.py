@@ -36,6 +36,9 @@ from tenantry.core.storage import create_storage
 from tenantry.modules.auth.mfa_router import router as mfa_router
 from tenantry.modules.auth.router import router as auth_router
 from tenantry.modules.health.router import router as health_router
+from tenantry.modules.projects.router import router as projects_router
+from tenantry.modules.tasks.router import org_router as org_tasks_router
+from tenantry.modules.tasks.router import router as tasks_router
 from tenantry.modules.users.router import router as users_router
 
 API_PREFIX = "/api/v1"
@@ -108,6 +111,9 @@ def build_api_router() -> APIRouter:
     api.include_router(auth_router)
     api.include_router(mfa_router)
     api.include_router(users_router)
+    api.include_router(projects_router)
+    api.include_router(tasks_router)
+    api.include_router(org_tasks_router)
     return api
 
 

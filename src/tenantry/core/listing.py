@@ -1,0 +1,164 @@
+"""List queries of tenant resources: sort allow-lists, offset pages, keyset pages, search.
+
+A resource names its sortable fields once (`SortKey`s, camelCase as clients send them)
+and hands its filtered statement to `offset_page` or `keyset_page`. Every page is
+ordered by `(sort field, id)`, so equal sort values still have one total order:
+
+- `offset_page`: `LIMIT/OFFSET` + one `COUNT` (the `meta.total` of API.md);
+- `keyset_page`: `WHERE (field, id) after the cursor ORDER BY field, id LIMIT n + 1`,
+  no count; with an index on `(organization_id, field, id)` the cost is the same at
+  page 1 and page 10,000, and every row appears exactly once even while rows are added.
+
+NULLs (optional fields such as a due date) sort as the greatest value in both
+directions (PostgreSQL's own default, so one B-tree serves `asc` and `desc`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sqlalchemy import ColumnElement, Select, and_, func, or_
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
+
+from tenantry.core.errors import ValidationFailed
+from tenantry.core.responses import decode_cursor, encode_cursor
+
+M = TypeVar("M")
+
+
+def parse_datetime(value: str) -> dt.datetime:
+    moment = dt.datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime")
+    return moment
+
+
+@dataclass(frozen=True, slots=True)
+class SortKey:
+    """A sortable field: its API name, its column, how a cursor value is read back."""
+
+    name: str
+    column: InstrumentedAttribute[Any]
+    parse: Callable[[str], Any] = str
+    nullable: bool = False
+
+
+def created_at_key(column: InstrumentedAttribute[Any]) -> SortKey:
+    return SortKey("createdAt", column, parse_datetime)
+
+
+def updated_at_key(column: InstrumentedAttribute[Any]) -> SortKey:
+    return SortKey("updatedAt", column, parse_datetime)
+
+
+def search_condition(term: str | None, *columns: InstrumentedAttribute[Any]) -> list[Any]:
+    """Case-insensitive substring match on any of `columns` (`%` and `_` taken literally)."""
+    if not term:
+        return []
+    return [or_(*(column.icontains(term, autoescape=True) for column in columns))]
+
+
+def _order(key: SortKey, id_column: InstrumentedAttribute[Any], descending: bool) -> list[Any]:
+    column: Any = key.column.desc() if descending else key.column.asc()
+    if key.nullable:
+        column = column.nulls_first() if descending else column.nulls_last()
+    return [column, id_column.desc() if descending else id_column.asc()]
+
+
+async def offset_page(
+    session: AsyncSession,
+    statement: Select[M],
+    *,
+    key: SortKey,
+    id_column: InstrumentedAttribute[Any],
+    descending: bool,
+    offset: int,
+    limit: int,
+) -> tuple[list[M], int]:
+    """One page by offset and the total count (two statements, whatever the page size)."""
+    total = await session.scalar(statement.with_only_columns(func.count()).order_by(None))
+    rows = await session.scalars(
+        statement.order_by(*_order(key, id_column, descending)).offset(offset).limit(limit)
+    )
+    return list(rows), int(total or 0)
+
+
+async def keyset_page(
+    session: AsyncSession,
+    statement: Select[M],
+    *,
+    key: SortKey,
+    id_column: InstrumentedAttribute[Any],
+    descending: bool,
+    cursor: str,
+    limit: int,
+) -> tuple[list[M], str | None]:
+    """One keyset page after `cursor` (empty: the first page) and the next cursor."""
+    if cursor:
+        value, last_id = _read_cursor(cursor, key, descending)
+        statement = statement.where(_after(key, id_column, descending, value, last_id))
+    ordered = statement.order_by(*_order(key, id_column, descending)).limit(limit + 1)
+    rows = list(await session.scalars(ordered))
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], _write_cursor(key, descending, last, id_column)
+
+
+def _after(
+    key: SortKey,
+    id_column: InstrumentedAttribute[Any],
+    descending: bool,
+    value: Any,
+    last_id: uuid.UUID,
+) -> ColumnElement[bool]:
+    column = key.column
+    beyond_id = id_column < last_id if descending else id_column > last_id
+    if value is None:  # inside the NULL block, which comes last (asc) or first (desc)
+        if descending:
+            return or_(and_(column.is_(None), beyond_id), column.is_not(None))
+        return and_(column.is_(None), beyond_id)
+    beyond = column < value if descending else column > value
+    condition = or_(beyond, and_(column == value, beyond_id))
+    if key.nullable and not descending:
+        return or_(condition, column.is_(None))
+    return condition
+
+
+def _write_cursor(
+    key: SortKey, descending: bool, row: Any, id_column: InstrumentedAttribute[Any]
+) -> str:
+    value = getattr(row, key.column.key)
+    shown = "" if value is None else value.isoformat() if hasattr(value, "isoformat") else value
+    order = "desc" if descending else "asc"
+    null = "1" if value is None else "0"
+    return encode_cursor([key.name, order, null, shown, getattr(row, id_column.key)])
+
+
+def _read_cursor(cursor: str, key: SortKey, descending: bool) -> tuple[Any, uuid.UUID]:
+    name, order, null, value, last_id = decode_cursor(cursor, 5)
+    if name != key.name or order != ("desc" if descending else "asc"):
+        raise ValidationFailed(
+            details=[{"field": "cursor", "message": "The cursor belongs to another sort order"}]
+        )
+    try:
+        parsed = None if null == "1" else key.parse(value)
+        return parsed, uuid.UUID(last_id)
+    except ValueError:
+        raise ValidationFailed(details=[{"field": "cursor", "message": "Invalid cursor"}]) from None
+
+
+def sort_key(keys: Sequence[SortKey], name: str) -> SortKey:
+    """The `SortKey` called `name` (the query model has validated it against the list)."""
+    for key in keys:
+        if key.name == name:
+            return key
+    raise ValidationFailed(details=[{"field": "sortBy", "message": "Unknown sort field"}])
+
+
+__all__ = ["SortKey", "keyset_page", "offset_page", "search_condition", "sort_key"]
