@@ -81,7 +81,9 @@ async def offset_page(
     limit: int,
 ) -> tuple[list[M], int]:
     """One page by offset and the total count (two statements, whatever the page size)."""
-    total = await session.scalar(statement.with_only_columns(func.count()).order_by(None))
+    total = await session.scalar(
+        statement.with_only_columns(func.count(), maintain_column_froms=True).order_by(None)
+    )
     rows = await session.scalars(
         statement.order_by(*_order(key, id_column, descending)).offset(offset).limit(limit)
     )

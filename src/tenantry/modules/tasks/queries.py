@@ -44,9 +44,7 @@ def organization_tasks(query: OrgTaskListQuery) -> Select[Task]:
     return statement
 
 
-def filtered(
-    statement: Select[Task], query: TaskListQuery, context: TenantContext
-) -> Select[Task]:
+def filtered(statement: Select[Task], query: TaskListQuery, context: TenantContext) -> Select[Task]:
     if query.deleted == "only":
         own_only = require_trash_access(context, "tasks:delete")
         statement = statement.where(Task.deleted_at.is_not(None)).execution_options(

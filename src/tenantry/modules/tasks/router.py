@@ -42,9 +42,7 @@ CanDelete = Annotated[TenantContext, Depends(require("tasks:delete"))]
 TaskPage = Page[TaskOut] | CursorPage[TaskOut]
 
 
-async def _page(
-    session: SessionDep, statement: Select[Task], query: TaskListQuery
-) -> TaskPage:
+async def _page(session: SessionDep, statement: Select[Task], query: TaskListQuery) -> TaskPage:
     if query.uses_cursor:
         rows, next_cursor = await queries.list_tasks_after(session, statement, query)
         items = [TaskOut.model_validate(t) for t in rows]
