@@ -29,7 +29,8 @@ from tenantry.modules.auth.deps import get_security
 from tests.conftest import client_for
 from tests.factories import Account, register
 
-MEMBERSHIPS: dict[tuple[uuid.UUID, uuid.UUID], str] = {}
+# (organization, user) → a role, or an explicit permission set (what an API key carries).
+MEMBERSHIPS: dict[tuple[uuid.UUID, uuid.UUID], str | frozenset[str]] = {}
 
 
 async def registry_resolver(
@@ -45,6 +46,8 @@ async def registry_resolver(
     role = MEMBERSHIPS.get((org_id, claims.user_id))
     if role is None:
         raise NotFound("Organization not found")
+    if isinstance(role, frozenset):
+        return TenantContext(organization_id=org_id, user_id=claims.user_id, permissions=role)
     return TenantContext(
         organization_id=org_id,
         user_id=claims.user_id,
@@ -63,7 +66,7 @@ class Org:
     def url(self, path: str = "") -> str:
         return f"/api/v1/orgs/{self.id}{path}"
 
-    async def join(self, role: str) -> Account:
+    async def join(self, role: str | frozenset[str]) -> Account:
         account = await register(self.tenants.client)
         MEMBERSHIPS[(self.id, uuid.UUID(account.id))] = role
         self.members.append(account)
