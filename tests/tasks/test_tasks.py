@@ -15,11 +15,13 @@ async def test_create_get_update_delete_restore_a_task(tenants: Tenants) -> None
     task = await org.task(project, title="Write docs", priority="high", dueDate="2030-01-31")
     assert (task["status"], task["isComplete"], task["version"]) == ("todo", False, 1)
     assert (task["projectId"], task["organizationId"]) == (project["id"], str(org.id))
-    assert task["dueDate"] == "2030-01-31" and task["createdBy"] == org.owner.id
+    assert task["dueDate"] == "2030-01-31"
+    assert task["createdBy"] == org.owner.id
     url, headers = org.url(f"/projects/{project['id']}/tasks/{task['id']}"), org.owner.headers
 
     got = await tenants.client.get(url, headers=headers)
-    assert got.status_code == 200 and got.headers["etag"] == '"1"'
+    assert got.status_code == 200
+    assert got.headers["etag"] == '"1"'
     done = await tenants.client.patch(url, json={"status": "done"}, headers=headers)
     assert done.status_code == 200
     assert (done.json()["data"]["isComplete"], done.json()["data"]["version"]) == (True, 2)
@@ -27,7 +29,8 @@ async def test_create_get_update_delete_restore_a_task(tenants: Tenants) -> None
     assert (await tenants.client.delete(url, headers=headers)).status_code == 204
     assert (await tenants.client.get(url, headers=headers)).status_code == 404
     restored = await tenants.client.post(url + "/restore", headers=headers)
-    assert restored.status_code == 200 and restored.json()["data"]["deletedAt"] is None
+    assert restored.status_code == 200
+    assert restored.json()["data"]["deletedAt"] is None
     assert (await tenants.client.get(url, headers=headers)).status_code == 200
 
 
@@ -127,7 +130,8 @@ async def test_assignee_must_be_a_member(tenants: Tenants) -> None:
     cleared = await tenants.client.patch(
         f"{url}/{task['id']}", json={"assigneeId": None}, headers=org.owner.headers
     )
-    assert cleared.status_code == 200 and cleared.json()["data"]["assigneeId"] is None
+    assert cleared.status_code == 200
+    assert cleared.json()["data"]["assigneeId"] is None
 
 
 async def test_stale_task_versions_are_refused(tenants: Tenants) -> None:
@@ -203,7 +207,8 @@ async def test_tasks_of_a_deleted_project_are_unreachable(tenants: Tenants) -> N
         await http.get(org.url(f"/projects/{project['id']}/tasks/{task['id']}"), headers=headers)
     ).status_code == 404
     listed = await http.get(org.url("/tasks"), headers=headers)
-    assert listed.json()["data"] == [] and listed.json()["meta"]["total"] == 0
+    assert listed.json()["data"] == []
+    assert listed.json()["meta"]["total"] == 0
     await http.post(org.url(f"/projects/{project['id']}/restore"), headers=headers)
     listed = await http.get(org.url("/tasks"), headers=headers)
     assert [t["id"] for t in listed.json()["data"]] == [task["id"]]
