@@ -19,16 +19,26 @@ import datetime as dt
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
+from pydantic import BaseModel
 from sqlalchemy import ColumnElement, Select, and_, func, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from tenantry.core.errors import ValidationFailed
-from tenantry.core.responses import decode_cursor, encode_cursor
+from tenantry.core.responses import (
+    CursorPage,
+    ListQuery,
+    Page,
+    cursor_page,
+    decode_cursor,
+    encode_cursor,
+    page,
+)
 
 M = TypeVar("M")
+S = TypeVar("S", bound=BaseModel)
 
 
 def parse_datetime(value: str) -> dt.datetime:
@@ -163,4 +173,54 @@ def sort_key(keys: Sequence[SortKey], name: str) -> SortKey:
     raise ValidationFailed(details=[{"field": "sortBy", "message": "Unknown sort field"}])
 
 
-__all__ = ["SortKey", "keyset_page", "offset_page", "search_condition", "sort_key"]
+@dataclass(frozen=True, slots=True)
+class Listing(Generic[M]):
+    """One page of rows, as `list_rows` fetched it (offset: with a total; keyset: a cursor)."""
+
+    rows: list[M]
+    limit: int
+    uses_cursor: bool
+    page: int = 1
+    total: int = 0
+    next_cursor: str | None = None
+
+    def as_page(self, schema: type[S]) -> Page[S] | CursorPage[S]:
+        """The response: `Page` (offset) or `CursorPage` (keyset) of `schema` items."""
+        items = [schema.model_validate(row) for row in self.rows]
+        if self.uses_cursor:
+            return cursor_page(items, limit=self.limit, next_cursor=self.next_cursor)
+        return page(items, total=self.total, page=self.page, limit=self.limit)
+
+
+async def list_rows(
+    session: AsyncSession,
+    statement: Select[M],
+    *,
+    keys: Sequence[SortKey],
+    id_column: InstrumentedAttribute[Any],
+    query: ListQuery,
+) -> Listing[M]:
+    """The page `query` asks for: keyset when it carries a `cursor`, offset otherwise."""
+    key = sort_key(keys, query.sort_by)
+    descending = query.sort_order == "desc"
+    if query.cursor is not None:
+        rows, next_cursor = await keyset_page(
+            session,
+            statement,
+            key=key,
+            id_column=id_column,
+            descending=descending,
+            cursor=query.cursor,
+            limit=query.limit,
+        )
+        return Listing(rows, query.limit, uses_cursor=True, next_cursor=next_cursor)
+    rows, total = await offset_page(
+        session,
+        statement,
+        key=key,
+        id_column=id_column,
+        descending=descending,
+        offset=query.offset,
+        limit=query.limit,
+    )
+    return Listing(rows, query.limit, uses_cursor=False, page=query.page, total=total)

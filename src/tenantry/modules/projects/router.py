@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Query, Response, status
 from tenantry.core.authz import require
 from tenantry.core.concurrency import Expectation, IfMatchHeader, set_etag
 from tenantry.core.idempotency import IdempotencyDep
-from tenantry.core.responses import CursorPage, Envelope, Page, cursor_page, ok, page
+from tenantry.core.responses import CursorPage, Envelope, Page, ok
 from tenantry.core.routing import SessionDep, UnitOfWorkRoute
 from tenantry.core.tenancy import TenantContext
 from tenantry.modules.projects import service
@@ -33,13 +33,8 @@ async def list_projects(
     ctx: CanRead, query: Annotated[ProjectListQuery, Query()], session: SessionDep
 ) -> Page[ProjectOut] | CursorPage[ProjectOut]:
     """The organization's projects (status, search; sort; offset or cursor pages)."""
-    if query.uses_cursor:
-        rows, next_cursor = await service.list_projects_after(session, query, ctx)
-        items = [ProjectOut.model_validate(p) for p in rows]
-        return cursor_page(items, limit=query.limit, next_cursor=next_cursor)
-    projects, total = await service.list_projects(session, query, ctx)
-    items = [ProjectOut.model_validate(p) for p in projects]
-    return page(items, total=total, page=query.page, limit=query.limit)
+    listing = await service.list_projects(session, query, ctx)
+    return listing.as_page(ProjectOut)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=Envelope[ProjectOut])

@@ -4,21 +4,19 @@ filters by organization or `deleted_at` by hand (core/tenancy.py adds both)."""
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.concurrency import Expectation, flush_versioned
 from tenantry.core.db import utcnow
 from tenantry.core.errors import NotFound
 from tenantry.core.listing import (
+    Listing,
     SortKey,
     created_at_key,
-    keyset_page,
-    offset_page,
+    list_rows,
     search_condition,
-    sort_key,
     updated_at_key,
 )
 from tenantry.core.tenancy import INCLUDE_DELETED, TenantContext
@@ -58,7 +56,7 @@ async def get_deleted_project(session: AsyncSession, project_id: uuid.UUID) -> P
     return project
 
 
-def _filtered(query: ProjectListQuery, context: TenantContext) -> Any:
+def _filtered(query: ProjectListQuery, context: TenantContext) -> Select[Project]:
     statement = select(Project)
     if query.deleted == "only":
         require_trash_access(context, "projects:delete")
@@ -72,29 +70,9 @@ def _filtered(query: ProjectListQuery, context: TenantContext) -> Any:
 
 async def list_projects(
     session: AsyncSession, query: ProjectListQuery, context: TenantContext
-) -> tuple[list[Project], int]:
-    return await offset_page(
-        session,
-        _filtered(query, context),
-        key=sort_key(SORT_KEYS, query.sort_by),
-        id_column=Project.id,
-        descending=query.sort_order == "desc",
-        offset=query.offset,
-        limit=query.limit,
-    )
-
-
-async def list_projects_after(
-    session: AsyncSession, query: ProjectListQuery, context: TenantContext
-) -> tuple[list[Project], str | None]:
-    return await keyset_page(
-        session,
-        _filtered(query, context),
-        key=sort_key(SORT_KEYS, query.sort_by),
-        id_column=Project.id,
-        descending=query.sort_order == "desc",
-        cursor=query.cursor or "",
-        limit=query.limit,
+) -> Listing[Project]:
+    return await list_rows(
+        session, _filtered(query, context), keys=SORT_KEYS, id_column=Project.id, query=query
     )
 
 

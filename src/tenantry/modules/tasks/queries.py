@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.listing import (
+    Listing,
     SortKey,
     created_at_key,
-    keyset_page,
-    offset_page,
+    list_rows,
     search_condition,
-    sort_key,
     updated_at_key,
 )
 from tenantry.core.tenancy import INCLUDE_DELETED, TenantContext
@@ -31,20 +29,27 @@ SORT_KEYS = (
 )
 
 
-def project_tasks(project: Project) -> Select[Task]:
-    return select(Task).where(Task.project_id == project.id)
+async def list_project_tasks(
+    session: AsyncSession, project: Project, query: TaskListQuery, context: TenantContext
+) -> Listing[Task]:
+    statement = select(Task).where(Task.project_id == project.id)
+    return await _list(session, _filtered(statement, query, context), query)
 
 
-def organization_tasks(query: OrgTaskListQuery) -> Select[Task]:
+async def list_organization_tasks(
+    session: AsyncSession, query: OrgTaskListQuery, context: TenantContext
+) -> Listing[Task]:
     # The join drops tasks of soft-deleted projects: the scoping adds `deleted_at IS NULL`
     # (and the organization) to `projects` too.
     statement = select(Task).join(Project, Project.id == Task.project_id)
     if query.project_id is not None:
         statement = statement.where(Task.project_id == query.project_id)
-    return statement
+    return await _list(session, _filtered(statement, query, context), query)
 
 
-def filtered(statement: Select[Task], query: TaskListQuery, context: TenantContext) -> Select[Task]:
+def _filtered(
+    statement: Select[Task], query: TaskListQuery, context: TenantContext
+) -> Select[Task]:
     if query.deleted == "only":
         own_only = require_trash_access(context, "tasks:delete")
         statement = statement.where(Task.deleted_at.is_not(None)).execution_options(
@@ -61,22 +66,7 @@ def filtered(statement: Select[Task], query: TaskListQuery, context: TenantConte
     return statement.where(*search_condition(query.search, Task.title, Task.description))
 
 
-async def list_tasks(
+async def _list(
     session: AsyncSession, statement: Select[Task], query: TaskListQuery
-) -> tuple[list[Task], int]:
-    return await offset_page(session, statement, offset=query.offset, **_paging(query))
-
-
-async def list_tasks_after(
-    session: AsyncSession, statement: Select[Task], query: TaskListQuery
-) -> tuple[list[Task], str | None]:
-    return await keyset_page(session, statement, cursor=query.cursor or "", **_paging(query))
-
-
-def _paging(query: TaskListQuery) -> dict[str, Any]:
-    return {
-        "key": sort_key(SORT_KEYS, query.sort_by),
-        "id_column": Task.id,
-        "descending": query.sort_order == "desc",
-        "limit": query.limit,
-    }
+) -> Listing[Task]:
+    return await list_rows(session, statement, keys=SORT_KEYS, id_column=Task.id, query=query)

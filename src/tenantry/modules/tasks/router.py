@@ -9,18 +9,16 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response, status
-from sqlalchemy import Select
 
 from tenantry.core.authz import require
 from tenantry.core.concurrency import Expectation, IfMatchHeader, set_etag
 from tenantry.core.idempotency import IdempotencyDep
-from tenantry.core.responses import CursorPage, Envelope, Page, cursor_page, ok, page
+from tenantry.core.responses import CursorPage, Envelope, Page, ok
 from tenantry.core.routing import SessionDep, UnitOfWorkRoute
 from tenantry.core.tenancy import TenantContext
 from tenantry.modules.projects.deps import ProjectDep
 from tenantry.modules.tasks import bulk, queries, service
 from tenantry.modules.tasks.deps import DeletedTaskDep, TaskDep
-from tenantry.modules.tasks.models import Task
 from tenantry.modules.tasks.schemas import (
     BulkResult,
     BulkUpdate,
@@ -42,23 +40,13 @@ CanDelete = Annotated[TenantContext, Depends(require("tasks:delete"))]
 TaskPage = Page[TaskOut] | CursorPage[TaskOut]
 
 
-async def _page(session: SessionDep, statement: Select[Task], query: TaskListQuery) -> TaskPage:
-    if query.uses_cursor:
-        rows, next_cursor = await queries.list_tasks_after(session, statement, query)
-        items = [TaskOut.model_validate(t) for t in rows]
-        return cursor_page(items, limit=query.limit, next_cursor=next_cursor)
-    tasks, total = await queries.list_tasks(session, statement, query)
-    items = [TaskOut.model_validate(t) for t in tasks]
-    return page(items, total=total, page=query.page, limit=query.limit)
-
-
 @org_router.get("")
 async def search_tasks(
     ctx: CanRead, query: Annotated[OrgTaskListQuery, Query()], session: SessionDep
 ) -> TaskPage:
     """Tasks across projects (status, assigneeId, projectId, dueBefore, search)."""
-    statement = queries.filtered(queries.organization_tasks(query), query, ctx)
-    return await _page(session, statement, query)
+    listing = await queries.list_organization_tasks(session, query, ctx)
+    return listing.as_page(TaskOut)
 
 
 @org_router.patch("/bulk")
@@ -77,8 +65,8 @@ async def list_tasks(
     session: SessionDep,
 ) -> TaskPage:
     """The project's tasks (status, assigneeId, dueBefore, search; sort; offset or cursor)."""
-    statement = queries.filtered(queries.project_tasks(project), query, ctx)
-    return await _page(session, statement, query)
+    listing = await queries.list_project_tasks(session, project, query, ctx)
+    return listing.as_page(TaskOut)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=Envelope[TaskOut])
