@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, Select, and_, func, or_
+from sqlalchemy import ColumnElement, Select, and_, func, or_, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -110,36 +110,49 @@ async def keyset_page(
     cursor: str,
     limit: int,
 ) -> tuple[list[M], str | None]:
-    """One keyset page after `cursor` (empty: the first page) and the next cursor."""
+    """One keyset page after `cursor` (empty: the first page) and the next cursor.
+
+    The position test is a row-value comparison, `(field, id) < (:field, :id)`, which
+    PostgreSQL turns into an index range start: the cost does not grow with the depth.
+    A nullable field's NULL block is its own segment (`field IS NULL AND id > :id`),
+    read only when the page reaches it: at most two statements per page.
+    """
+    order = _order(key, id_column, descending)
+    segments = [statement]
     if cursor:
         value, last_id = _read_cursor(cursor, key, descending)
-        statement = statement.where(_after(key, id_column, descending, value, last_id))
-    ordered = statement.order_by(*_order(key, id_column, descending)).limit(limit + 1)
-    rows = list(await session.scalars(ordered))
+        segments = [
+            statement.where(c) for c in _segments(key, id_column, descending, value, last_id)
+        ]
+    rows: list[M] = []
+    for segment in segments:
+        rows += await session.scalars(segment.order_by(*order).limit(limit + 1 - len(rows)))
+        if len(rows) > limit:
+            break
     if len(rows) <= limit:
         return rows, None
     last = rows[limit - 1]
     return rows[:limit], _write_cursor(key, descending, last, id_column)
 
 
-def _after(
+def _segments(
     key: SortKey,
     id_column: InstrumentedAttribute[Any],
     descending: bool,
     value: Any,
     last_id: uuid.UUID,
-) -> ColumnElement[bool]:
+) -> list[ColumnElement[bool]]:
+    """The conditions of what follows the cursor, in page order (NULLs sort greatest)."""
     column = key.column
-    beyond_id = id_column < last_id if descending else id_column > last_id
-    if value is None:  # inside the NULL block, which comes last (asc) or first (desc)
-        if descending:
-            return or_(and_(column.is_(None), beyond_id), column.is_not(None))
-        return and_(column.is_(None), beyond_id)
-    beyond = column < value if descending else column > value
-    condition = or_(beyond, and_(column == value, beyond_id))
-    if key.nullable and not descending:
-        return or_(condition, column.is_(None))
-    return condition
+    if value is None:  # inside the NULL block: last when ascending, first when descending
+        beyond_id = id_column < last_id if descending else id_column > last_id
+        rest = [column.is_not(None)] if descending else []
+        return [and_(column.is_(None), beyond_id), *rest]
+    position = tuple_(column, id_column)
+    after = position < (value, last_id) if descending else position > (value, last_id)
+    # A comparison with NULL is never true: the NULL block is a segment of its own.
+    nulls = [column.is_(None)] if key.nullable and not descending else []
+    return [after, *nulls]
 
 
 def _write_cursor(
