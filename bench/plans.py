@@ -1,7 +1,7 @@
 """Print the PostgreSQL query plans of the tenant-resource list/get paths.
 
-    uv run python -m bench.plans --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/tenantry_bench \\
-        --organization-id <id from bench.seed>
+    uv run python -m bench.plans --organization-id <id printed by bench.seed> \\
+        --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/tenantry_bench
 
 Runs the real service functions (the same SQL the API sends) on a session bound to the
 organization, as the application role (`tenantry_app`, so row-level security is part of
@@ -46,7 +46,9 @@ async def _sample(session: AsyncSession) -> tuple[Project, Task, uuid.UUID]:
 
 async def _deep_cursor(session: AsyncSession, ctx: TenantContext) -> str:
     """A cursor 150,000 rows deep (walked with a big page, like a client would)."""
-    listing = await tasks.list_organization_tasks(session, OrgTaskListQuery(cursor="", limit=100), ctx)
+    listing = await tasks.list_organization_tasks(
+        session, OrgTaskListQuery(cursor="", limit=100), ctx
+    )
     cursor = listing.next_cursor or ""
     for _ in range(1500 - 1):
         listing = await tasks.list_organization_tasks(
@@ -78,8 +80,11 @@ def scenarios(project: Project, task: Task, assignee: uuid.UUID, deep: str) -> d
         "tasks: dueBefore, sorted by dueDate asc (cursor)": org_tasks(
             due_before=dt.date.today(), sort_by="dueDate", sort_order="asc", cursor=""
         ),
-        "tasks: sort by title asc (cursor)": org_tasks(sort_by="title", sort_order="asc", cursor=""),
+        "tasks: sort by title asc (cursor)": org_tasks(
+            sort_by="title", sort_order="asc", cursor=""
+        ),
         "tasks: search 'billing' (cursor)": org_tasks(search="billing", cursor=""),
+        "tasks: search '#12345' (rare term, cursor)": org_tasks(search="#12345", cursor=""),
         "tasks: trash (deleted=only)": org_tasks(deleted="only"),
     }
 
