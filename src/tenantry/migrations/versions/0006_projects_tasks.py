@@ -117,18 +117,6 @@ def upgrade() -> None:
     _live_index("tasks", "status", "created_at", "id")
     _live_index("tasks", "assignee_id", "created_at", "id")
     _trash_index("tasks")
-    if op.get_bind().dialect.name == "postgresql":
-        # pg_trgm is a trusted extension (PostgreSQL 13+): the database owner may create it.
-        op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
-    op.create_index(
-        "ix_tasks_live_search",
-        "tasks",
-        ["title", "description"],
-        postgresql_using="gin",
-        postgresql_ops={"title": "gin_trgm_ops", "description": "gin_trgm_ops"},
-        postgresql_where=sa.text("deleted_at IS NULL"),
-        sqlite_where=sa.text("deleted_at IS NULL"),
-    )
 
     op.create_table(
         "idempotency_keys",

@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from enum import StrEnum
 
-from sqlalchemy import CheckConstraint, Date, ForeignKey, Index, String, Text, text
+from sqlalchemy import CheckConstraint, Date, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tenantry.core.db import (
@@ -58,18 +58,6 @@ class Task(UUIDPrimaryKey, TenantOwned, Timestamped, SoftDeletable, AuditColumns
         live_index("tasks", "status", "created_at", "id"),
         live_index("tasks", "assignee_id", "created_at", "id"),
         trash_index("tasks"),
-        # `search`: on PostgreSQL a trigram GIN index makes `ILIKE '%term%'` on title or
-        # description an index lookup (docs/performance.md: why it does not lead with the
-        # organization). SQLite gets a plain partial index of the same name and columns.
-        Index(
-            "ix_tasks_live_search",
-            "title",
-            "description",
-            postgresql_using="gin",
-            postgresql_ops={"title": "gin_trgm_ops", "description": "gin_trgm_ops"},
-            postgresql_where=text("deleted_at IS NULL"),
-            sqlite_where=text("deleted_at IS NULL"),
-        ),
     )
 
     project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
