@@ -24,7 +24,7 @@ def test_dockerfile_is_multi_stage_locked_and_non_root() -> None:
 def test_compose_services_are_health_checked_and_wired() -> None:
     spec = yaml.safe_load((ROOT / "compose.yaml").read_text())
     services = spec["services"]
-    assert {"api", "migrate", "postgres", "redis"} <= set(services)
+    assert {"api", "worker", "migrate", "postgres", "redis"} <= set(services)
     for name in ("api", "postgres", "redis"):
         assert "healthcheck" in services[name], name
     api = services["api"]
@@ -32,6 +32,10 @@ def test_compose_services_are_health_checked_and_wired() -> None:
     assert api["environment"]["DATABASE_URL"].startswith("postgresql+asyncpg://")
     assert api["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert api["depends_on"]["redis"]["condition"] == "service_healthy"
+    assert "--no-worker" in api["command"]
+    worker = services["worker"]
+    assert worker["command"][:2] == ["tenantry", "worker"]
+    assert worker["environment"] == api["environment"]
 
 
 def test_readme_configuration_table_lists_every_setting() -> None:
