@@ -35,7 +35,6 @@ from tenantry.core.db import Base, TenantOwned, UUIDPrimaryKey, utcnow
 from tenantry.core.errors import Conflict, ValidationFailed
 from tenantry.core.responses import JSONResponse
 from tenantry.core.routing import SessionDep
-from tenantry.core.tenancy import TenantContext
 
 IDEMPOTENCY_TTL = dt.timedelta(hours=24)
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -71,11 +70,8 @@ def request_fingerprint(method: str, path: str, body: bytes) -> str:
 class IdempotentRequest:
     """The `Idempotency-Key` of one create request (or none) and how to answer it."""
 
-    def __init__(
-        self, session: AsyncSession, context: TenantContext, key: str | None, fingerprint: str
-    ) -> None:
-        self.session = session
-        self.context = context
+    def __init__(self, session: AsyncSession, key: str | None, fingerprint: str) -> None:
+        self.session = session  # bound to the organization: keys are looked up per tenant
         self.key = key
         self.fingerprint = fingerprint
 
@@ -128,7 +124,7 @@ def _json(status_code: int, model: BaseModel) -> JSONResponse:
 async def get_idempotent_request(
     request: Request,
     session: SessionDep,
-    context: TenantContextDep,
+    _context: TenantContextDep,  # binds the session to the organization first
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -143,7 +139,7 @@ async def get_idempotent_request(
             details=[{"field": "Idempotency-Key", "message": "1 to 255 visible ASCII characters"}]
         )
     fingerprint = request_fingerprint(request.method, request.url.path, await request.body())
-    return IdempotentRequest(session, context, idempotency_key, fingerprint)
+    return IdempotentRequest(session, idempotency_key, fingerprint)
 
 
 IdempotencyDep = Annotated[IdempotentRequest, Depends(get_idempotent_request)]
