@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 
+import pytest
 from sqlalchemy import update
 
 from tenantry.core.idempotency import IdempotencyKey
@@ -91,3 +93,21 @@ async def test_a_malformed_key_is_400(tenants: Tenants) -> None:
     headers = {**org.owner.headers, "Idempotency-Key": "x" * 256}
     response = await tenants.client.post(org.url("/projects"), json={"name": "K"}, headers=headers)
     assert response.status_code == 400
+
+
+@pytest.mark.services
+async def test_concurrent_first_uses_of_a_key_create_once(tenants: Tenants) -> None:
+    org = await tenants.org()
+    headers = {**org.owner.headers, "Idempotency-Key": uuid.uuid4().hex}
+    responses = await asyncio.gather(
+        *(
+            tenants.client.post(org.url("/projects"), json={"name": "Race"}, headers=headers)
+            for _ in range(3)
+        )
+    )
+    statuses = sorted(r.status_code for r in responses)
+    assert statuses[0] == 201, [r.text for r in responses]
+    assert set(statuses[1:]) <= {201, 409}
+    created = {r.json()["data"]["id"] for r in responses if r.status_code == 201}
+    assert len(created) == 1  # any other 201 is the replay of the same project
+    assert await _count(tenants, org.url("/projects"), org.owner.headers) == 1

@@ -27,6 +27,7 @@ from fastapi import Depends, Header, Request
 from pydantic import BaseModel
 from sqlalchemy import JSON, Integer, String, UniqueConstraint, select
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -95,8 +96,13 @@ class IdempotentRequest:
                 response_body=orjson.loads(response.body),
             )
         )
-        # A concurrent twin with the same key fails here on the unique constraint (409).
-        await self.session.flush()
+        try:
+            await self.session.flush()
+        except IntegrityError:  # a concurrent twin with the same key committed first
+            raise Conflict(
+                "A request with this Idempotency-Key was processed concurrently; retry it",
+                details=[{"field": "Idempotency-Key", "message": "Used concurrently"}],
+            ) from None
         return response
 
     async def _stored(self) -> IdempotencyKey | None:
