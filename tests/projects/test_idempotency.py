@@ -7,7 +7,7 @@ import datetime as dt
 import uuid
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from tenantry.core.idempotency import IdempotencyKey
 from tenantry.core.tenancy import TenantContext, bind_tenant
@@ -86,6 +86,29 @@ async def test_a_key_older_than_24_hours_creates_again(tenants: Tenants) -> None
     assert second.status_code == 201
     assert second.json()["data"]["id"] != first.json()["data"]["id"]
     assert await _count(tenants, org.url("/projects"), org.owner.headers) == 2
+
+
+async def test_a_new_key_sweeps_the_organizations_expired_keys(tenants: Tenants) -> None:
+    org, other = await tenants.org(), await tenants.org()
+    for owner_org in (org, other):
+        headers = {**owner_org.owner.headers, "Idempotency-Key": "stale"}
+        await tenants.client.post(owner_org.url("/projects"), json={"name": "S"}, headers=headers)
+        async with tenants.app.state.database.transaction() as session:
+            bind_tenant(session, TenantContext(organization_id=owner_org.id))
+            await session.execute(
+                update(IdempotencyKey).values(
+                    created_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=25)
+                )
+            )
+    headers = {**org.owner.headers, "Idempotency-Key": "fresh"}
+    await tenants.client.post(org.url("/projects"), json={"name": "F"}, headers=headers)
+    remaining = {}
+    for owner_org in (org, other):
+        async with tenants.app.state.database.transaction() as session:
+            bind_tenant(session, TenantContext(organization_id=owner_org.id))
+            keys = await session.scalars(select(IdempotencyKey.key))
+            remaining[owner_org.id] = sorted(keys)
+    assert remaining == {org.id: ["fresh"], other.id: ["stale"]}
 
 
 async def test_a_malformed_key_is_400(tenants: Tenants) -> None:

@@ -5,7 +5,8 @@ with the same `Idempotency-Key` header. Within `IDEMPOTENCY_TTL` the repeat gets
 first response back — same status, same body — and nothing is created again; the same
 key with a different request (body, method or path) is a 409. Keys are stored per
 organization (the table is tenant-owned: automatic scoping, RLS), in the request's own
-transaction, so a create that rolls back leaves no key behind.
+transaction, so a create that rolls back leaves no key behind. Each new key deletes its
+organization's expired ones (index on `(organization_id, created_at)`).
 
 One line in a create route:
 
@@ -25,7 +26,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import Depends, Header, Request
 from pydantic import BaseModel
-from sqlalchemy import JSON, Integer, String, UniqueConstraint, select
+from sqlalchemy import JSON, Index, Integer, String, UniqueConstraint, delete, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -46,7 +47,10 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 class IdempotencyKey(UUIDPrimaryKey, TenantOwned, Base):
     __tablename__ = "idempotency_keys"
-    __table_args__ = (UniqueConstraint("organization_id", "key"),)
+    __table_args__ = (
+        UniqueConstraint("organization_id", "key"),
+        Index("ix_idempotency_keys_organization_id_created_at", "organization_id", "created_at"),
+    )
 
     key: Mapped[str] = mapped_column(String(255))
     fingerprint: Mapped[str] = mapped_column(String(64))
@@ -88,6 +92,11 @@ class IdempotentRequest:
             response.headers[REPLAYED_HEADER] = "true"
             return response
         response = _json(status_code, await produce())
+        # Keys expire after 24 h: each new key sweeps its organization's expired ones, so
+        # the table stays small without a cross-tenant cleanup job.
+        await self.session.execute(
+            delete(IdempotencyKey).where(IdempotencyKey.created_at < utcnow() - IDEMPOTENCY_TTL)
+        )
         self.session.add(
             IdempotencyKey(
                 key=self.key,

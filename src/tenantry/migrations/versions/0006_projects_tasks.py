@@ -131,6 +131,11 @@ def upgrade() -> None:
             "organization_id", "key", name=op.f("uq_idempotency_keys_organization_id_key")
         ),
     )
+    op.create_index(
+        "ix_idempotency_keys_organization_id_created_at",
+        "idempotency_keys",
+        ["organization_id", "created_at"],
+    )
     for table in TENANT_TABLES:
         enable_rls(op, table)
 
