@@ -130,7 +130,7 @@ async def record(
         request_id=meta.request_id,
     )
     session.add(entry)
-    await session.flush([entry])
+    await session.flush()
     return entry
 
 

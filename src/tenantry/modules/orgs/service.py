@@ -69,7 +69,7 @@ async def create_organization(
     )
     session.add(org)
     try:
-        await session.flush([org])
+        await session.flush()
     except IntegrityError:
         raise Conflict("This slug is already taken") from None
     session.add(Membership(organization_id=org.id, user_id=user_id, role=Role.OWNER.value))
