@@ -218,3 +218,36 @@ async def mark_email_verified(app: FastAPI, account: Account) -> None:
         await session.execute(
             update(User).where(User.id == uuid.UUID(account.id)).values(email_verified_at=utcnow())
         )
+
+
+TEST_JOB_TYPE = "test.orgs.noop"
+
+
+def _register_test_job() -> None:
+    from tenantry.core.jobs import JobContext, job_handler
+    from tenantry.core.jobs.registry import get_handler
+
+    if get_handler(TEST_JOB_TYPE) is None:
+
+        @job_handler(TEST_JOB_TYPE)
+        async def noop(_ctx: JobContext) -> dict[str, Any]:
+            return {}
+
+
+async def create_org_job(app: FastAPI, org: Org) -> str:
+    """A queued job of `org`, due tomorrow (no worker of the test run claims it meanwhile)."""
+    import datetime as dt
+
+    from tenantry.core.jobs import enqueue
+
+    _register_test_job()
+    async with app.state.database.transaction() as session:
+        job = await enqueue(
+            session,
+            TEST_JOB_TYPE,
+            {},
+            organization_id=uuid.UUID(org.id),
+            created_by=uuid.UUID(org.owner.id),
+            run_at=dt.datetime.now(dt.UTC) + dt.timedelta(days=1),
+        )
+        return str(job.id)
