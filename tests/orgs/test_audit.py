@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import Any
 
 import httpx
 import pytest
@@ -17,8 +18,12 @@ from tenantry.modules.audit.service import redact
 from tests.factories import add_member, create_api_key, create_org, register
 
 
-async def entries(client: httpx.AsyncClient, org_path: str, headers: dict[str, str], **params: str) -> list[dict]:  # type: ignore[type-arg]
-    response = await client.get(f"{org_path}/audit-logs", params={"limit": "100", **params}, headers=headers)
+async def entries(
+    client: httpx.AsyncClient, org_path: str, headers: dict[str, str], **params: str
+) -> list[dict]:  # type: ignore[type-arg]
+    response = await client.get(
+        f"{org_path}/audit-logs", params={"limit": "100", **params}, headers=headers
+    )
     assert response.status_code == 200, response.text
     data: list[dict] = response.json()["data"]  # type: ignore[type-arg]
     return data
@@ -39,7 +44,8 @@ async def test_a_role_change_writes_one_entry_with_actor_changes_and_request_fac
     found = await entries(client, org.path, org.owner.headers, action="member.role_changed")
     assert len(found) == 1
     entry = found[0]
-    assert entry["actorUserId"] == org.owner.id and entry["actorApiKeyId"] is None
+    assert entry["actorUserId"] == org.owner.id
+    assert entry["actorApiKeyId"] is None
     assert entry["changes"]["role"] == ["member", "viewer"]
     assert entry["entityType"] == "membership"
     assert (entry["requestId"], entry["userAgent"]) == (request_id, "audit-test/1")
@@ -56,7 +62,8 @@ async def test_every_org_membership_invitation_and_key_change_is_logged(
     await client.patch(f"{org.path}/members/{member.id}", json={"role": "admin"}, headers=headers)
     await client.post(f"{org.path}/transfer-ownership", json={"userId": member.id}, headers=headers)
     invited = await client.post(
-        f"{org.path}/invitations", json={"email": f"a-{uuid.uuid4().hex[:6]}@example.com", "role": "viewer"},
+        f"{org.path}/invitations",
+        json={"email": f"a-{uuid.uuid4().hex[:6]}@example.com", "role": "viewer"},
         headers=headers,
     )
     await client.delete(f"{org.path}/invitations/{invited.json()['data']['id']}", headers=headers)
@@ -85,7 +92,8 @@ async def test_secrets_and_hashes_are_redacted(client: httpx.AsyncClient) -> Non
     key = await create_api_key(client, org, ["members:read"])
     [entry] = await entries(client, org.path, org.owner.headers, action="api_key.created")
     assert entry["changes"]["key_hash"] == ["[redacted]", "[redacted]"]
-    assert key not in str(entry) and key[12:] not in str(entry)
+    assert key not in str(entry)
+    assert key[12:] not in str(entry)
     assert redact({"password": ("a", "b"), "token_hash": ("c", "d"), "name": ("e", "f")}) == {
         "password": ["[redacted]", "[redacted]"],
         "token_hash": ["[redacted]", "[redacted]"],
@@ -97,21 +105,32 @@ async def test_filters_and_pagination(app: FastAPI, client: httpx.AsyncClient) -
     org = await create_org(client, await register(client))
     members = [await add_member(app, client, org, "member") for _ in range(3)]
     for m in members:
-        await client.patch(f"{org.path}/members/{m.id}", json={"role": "viewer"}, headers=org.owner.headers)
+        await client.patch(
+            f"{org.path}/members/{m.id}", json={"role": "viewer"}, headers=org.owner.headers
+        )
     changed = await entries(client, org.path, org.owner.headers, action="member.role_changed")
     assert len(changed) == 3
     one = changed[0]["entityId"]
-    assert [e["entityId"] for e in await entries(client, org.path, org.owner.headers, entityId=one)] == [one]
+    assert [
+        e["entityId"] for e in await entries(client, org.path, org.owner.headers, entityId=one)
+    ] == [one]
     assert len(await entries(client, org.path, org.owner.headers, entityType="organization")) == 1
     assert len(await entries(client, org.path, org.owner.headers, actorUserId=org.owner.id)) == 4
     assert await entries(client, org.path, org.owner.headers, actorUserId=str(uuid.uuid4())) == []
     future = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)).isoformat().replace("+00:00", "Z")
     past = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)).isoformat().replace("+00:00", "Z")
     assert await entries(client, org.path, org.owner.headers, **{"from": future}) == []
-    assert len(await entries(client, org.path, org.owner.headers, **{"from": past, "to": future})) == 4
-    paged = await client.get(f"{org.path}/audit-logs", params={"limit": "2", "page": "2"}, headers=org.owner.headers)
-    assert paged.json()["meta"]["total"] == 4 and len(paged.json()["data"]) == 2
-    bad = await client.get(f"{org.path}/audit-logs", params={"entityId": "nope"}, headers=org.owner.headers)
+    assert (
+        len(await entries(client, org.path, org.owner.headers, **{"from": past, "to": future})) == 4
+    )
+    paged = await client.get(
+        f"{org.path}/audit-logs", params={"limit": "2", "page": "2"}, headers=org.owner.headers
+    )
+    assert paged.json()["meta"]["total"] == 4
+    assert len(paged.json()["data"]) == 2
+    bad = await client.get(
+        f"{org.path}/audit-logs", params={"entityId": "nope"}, headers=org.owner.headers
+    )
     assert bad.status_code == 400
 
 
@@ -119,6 +138,36 @@ async def test_reading_needs_audit_read(app: FastAPI, client: httpx.AsyncClient)
     org = await create_org(client, await register(client))
     viewer = await add_member(app, client, org, "viewer")
     assert (await client.get(f"{org.path}/audit-logs", headers=viewer.headers)).status_code == 403
+
+
+async def _change_an_entry(app: FastAPI, org_id: uuid.UUID) -> None:
+    async with app.state.database.transaction() as session:
+        bind_tenant(session, TenantContext(organization_id=org_id))
+        entry = await session.scalar(select(AuditLog))
+        assert entry is not None
+        entry.action = "forged"
+
+
+async def _delete_an_entry(app: FastAPI, org_id: uuid.UUID) -> None:
+    async with app.state.database.transaction() as session:
+        bind_tenant(session, TenantContext(organization_id=org_id))
+        await session.delete(await session.scalar(select(AuditLog)))
+
+
+async def _execute_bound(app: FastAPI, org_id: uuid.UUID, statement: Any) -> None:
+    async with app.state.database.transaction() as session:
+        bind_tenant(session, TenantContext(organization_id=org_id))
+        await session.execute(statement)
+
+
+async def _raw(app: FastAPI, org_id: uuid.UUID, sql: str, *, as_app_role: bool) -> None:
+    async with app.state.database.engine.begin() as conn:
+        if as_app_role:
+            await conn.execute(text("SET LOCAL ROLE tenantry_app"))
+            await conn.execute(
+                text("SELECT set_config('app.org_id', :org, true)"), {"org": str(org_id)}
+            )
+        await conn.execute(text(sql), {"org": org_id})
 
 
 async def test_entries_cannot_be_changed_or_deleted_through_the_application(
@@ -130,21 +179,12 @@ async def test_entries_cannot_be_changed_or_deleted_through_the_application(
         assert (await client.request(method, path, headers=org.owner.headers)).status_code == 405
     org_id = uuid.UUID(org.id)
     with pytest.raises(AuditLogImmutable):
-        async with app.state.database.transaction() as session:
-            bind_tenant(session, TenantContext(organization_id=org_id))
-            entry = await session.scalar(select(AuditLog))
-            assert entry is not None
-            entry.action = "forged"
+        await _change_an_entry(app, org_id)
     with pytest.raises(AuditLogImmutable):
-        async with app.state.database.transaction() as session:
-            bind_tenant(session, TenantContext(organization_id=org_id))
-            entry = await session.scalar(select(AuditLog))
-            await session.delete(entry)
+        await _delete_an_entry(app, org_id)
     for statement in (update(AuditLog).values(action="forged"), delete(AuditLog)):
         with pytest.raises(AuditLogImmutable):
-            async with app.state.database.transaction() as session:
-                bind_tenant(session, TenantContext(organization_id=org_id))
-                await session.execute(statement)
+            await _execute_bound(app, org_id, statement)
     assert [e["action"] for e in await entries(client, org.path, org.owner.headers)] == [
         "organization.created"
     ]
@@ -162,10 +202,6 @@ async def test_postgresql_refuses_updates_and_deletes_of_audit_rows(
         "DELETE FROM audit_logs WHERE organization_id = :org",
     ):
         with pytest.raises(DBAPIError, match="append-only"):
-            async with app.state.database.engine.begin() as conn:
-                await conn.execute(text(sql), {"org": uuid.UUID(org.id)})
+            await _raw(app, uuid.UUID(org.id), sql, as_app_role=False)
         with pytest.raises(DBAPIError, match="permission denied"):
-            async with app.state.database.engine.begin() as conn:
-                await conn.execute(text("SET LOCAL ROLE tenantry_app"))
-                await conn.execute(text("SELECT set_config('app.org_id', :org, true)"), {"org": org.id})
-                await conn.execute(text(sql), {"org": uuid.UUID(org.id)})
+            await _raw(app, uuid.UUID(org.id), sql, as_app_role=True)

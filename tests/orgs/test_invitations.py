@@ -36,7 +36,9 @@ TOKEN = re.compile(r"accept-invitation\?token=([0-9a-f]{32}\.[A-Za-z0-9_\-]+)")
 @pytest.fixture
 async def mail_app(build_app, tmp_path: Path) -> FastAPI:  # type: ignore[no-untyped-def]
     app: FastAPI = await build_app(
-        var_dir=tmp_path, jobs_embedded_worker=True, jobs_poll_seconds=0.05,
+        var_dir=tmp_path,
+        jobs_embedded_worker=True,
+        jobs_poll_seconds=0.05,
         rate_limit_enabled=False,
     )
     return app
@@ -64,7 +66,9 @@ async def emailed_token(tmp_path: Path, to: str, within: float = 10) -> str:
     raise AssertionError(f"no invitation mailed to {to}")
 
 
-async def invite(http: httpx.AsyncClient, org: Org, to: str, role: str = "member") -> dict[str, object]:
+async def invite(
+    http: httpx.AsyncClient, org: Org, to: str, role: str = "member"
+) -> dict[str, object]:
     response = await http.post(
         f"{org.path}/invitations", json={"email": to, "role": role}, headers=org.owner.headers
     )
@@ -98,7 +102,8 @@ async def test_invitee_joins_with_the_invitations_role_once(
     assert response.json()["data"]["role"] == "manager"
     assert (await http.get(org.path, headers=invitee.headers)).json()["data"]["myRole"] == "manager"
     again = await accept(http, invitee, token)
-    assert again.status_code == 400 and again.json()["code"] == "invalid_token"
+    assert again.status_code == 400
+    assert again.json()["code"] == "invalid_token"
 
 
 async def test_the_email_must_match_and_be_verified(
@@ -158,7 +163,8 @@ async def test_inviting_an_existing_member_is_409(
     org = await create_org(http, await register(http))
     member = await add_member(mail_app, http, org, "viewer")
     response = await http.post(
-        f"{org.path}/invitations", json={"email": member.email, "role": "member"},
+        f"{org.path}/invitations",
+        json={"email": member.email, "role": "member"},
         headers=org.owner.headers,
     )
     assert response.status_code == 409
@@ -170,7 +176,8 @@ async def test_nobody_invites_to_a_role_they_cannot_grant(
     org = await create_org(http, await register(http))
     admin = await add_member(mail_app, http, org, "admin")
     response = await http.post(
-        f"{org.path}/invitations", json={"email": unique_email("x"), "role": "owner"},
+        f"{org.path}/invitations",
+        json={"email": unique_email("x"), "role": "owner"},
         headers=admin.headers,
     )
     assert response.status_code == 403

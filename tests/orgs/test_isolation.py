@@ -33,7 +33,11 @@ COUNTS: dict[str, int] = {}
 
 
 async def _call(
-    client: httpx.AsyncClient, route: TenantRoute, org_id: str, ids: dict[str, str], headers: dict[str, str]
+    client: httpx.AsyncClient,
+    route: TenantRoute,
+    org_id: str,
+    ids: dict[str, str],
+    headers: dict[str, str],
 ) -> httpx.Response:
     return await client.request(
         route.method, route.url(org_id, ids), json=route.body(ids), headers=headers
@@ -50,7 +54,9 @@ async def test_every_tenant_route_can_be_walked(app: FastAPI) -> None:
 
 
 async def _two_orgs(client: httpx.AsyncClient) -> tuple[Org, Org]:
-    return await create_org(client, await register(client)), await create_org(client, await register(client))
+    return await create_org(client, await register(client)), await create_org(
+        client, await register(client)
+    )
 
 
 async def test_other_organizations_paths_answer_like_a_missing_organization(
@@ -98,9 +104,12 @@ async def test_other_organizations_ids_under_my_path_answer_like_random_ids(
 
 
 def _reader_for(param: str) -> str | None:
-    return {"userId": "members", "invitationId": "invitations", "keyId": "api-keys", "jobId": "jobs"}.get(
-        param
-    )
+    return {
+        "userId": "members",
+        "invitationId": "invitations",
+        "keyId": "api-keys",
+        "jobId": "jobs",
+    }.get(param)
 
 
 async def test_lists_under_my_organization_never_show_another_organizations_rows(

@@ -18,10 +18,21 @@ async def test_list_get_and_cancel_own_jobs(app: FastAPI, client: httpx.AsyncCli
     assert [j["id"] for j in listed.json()["data"]] == [job_id]
     job = (await client.get(f"{org.path}/jobs/{job_id}", headers=viewer.headers)).json()["data"]
     assert (job["status"], job["progress"], job["attempts"]) == ("queued", 0, 0)
-    assert set(job) >= {"type", "message", "result", "error", "createdAt", "startedAt", "finishedAt"}
+    assert set(job) >= {
+        "type",
+        "message",
+        "result",
+        "error",
+        "createdAt",
+        "startedAt",
+        "finishedAt",
+    }
     cancelled = await client.post(f"{org.path}/jobs/{job_id}/cancel", headers=viewer.headers)
-    assert cancelled.status_code == 200 and cancelled.json()["data"]["status"] == "cancelled"
-    filtered = await client.get(f"{org.path}/jobs", params={"status": "queued"}, headers=viewer.headers)
+    assert cancelled.status_code == 200
+    assert cancelled.json()["data"]["status"] == "cancelled"
+    filtered = await client.get(
+        f"{org.path}/jobs", params={"status": "queued"}, headers=viewer.headers
+    )
     assert filtered.json()["data"] == []
 
 

@@ -14,7 +14,9 @@ async def _role_of(client: httpx.AsyncClient, org: Org, account: Account) -> str
     return roles.get(account.id)
 
 
-async def test_member_objects_have_the_contract_fields(app: FastAPI, client: httpx.AsyncClient) -> None:
+async def test_member_objects_have_the_contract_fields(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
     org = await create_org(client, await register(client))
     viewer = await add_member(app, client, org, "viewer")
     response = await client.get(f"{org.path}/members", headers=viewer.headers)
@@ -33,12 +35,15 @@ async def test_role_change_applies_on_the_very_next_request(
     response = await client.patch(
         f"{org.path}/members/{member.id}", json={"role": "viewer"}, headers=org.owner.headers
     )
-    assert response.status_code == 200 and response.json()["data"]["role"] == "viewer"
+    assert response.status_code == 200
+    assert response.json()["data"]["role"] == "viewer"
     # Same access token (its claims never carried org roles): the cache was invalidated.
     assert (await client.get(f"{org.path}/audit-logs", headers=member.headers)).status_code == 403
 
 
-async def test_admin_cannot_make_an_owner_nor_touch_one(app: FastAPI, client: httpx.AsyncClient) -> None:
+async def test_admin_cannot_make_an_owner_nor_touch_one(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
     org = await create_org(client, await register(client))
     admin = await add_member(app, client, org, "admin")
     member = await add_member(app, client, org, "member")
@@ -59,7 +64,9 @@ async def test_admin_cannot_make_an_owner_nor_touch_one(app: FastAPI, client: ht
     assert await _role_of(client, org, member) == "manager"
 
 
-async def test_last_owner_can_be_neither_demoted_nor_removed_nor_leave(client: httpx.AsyncClient) -> None:
+async def test_last_owner_can_be_neither_demoted_nor_removed_nor_leave(
+    client: httpx.AsyncClient,
+) -> None:
     owner = await register(client)
     org = await create_org(client, owner)
     demote = await client.patch(
@@ -87,11 +94,15 @@ async def test_one_of_two_owners_may_step_down(app: FastAPI, client: httpx.Async
 async def test_a_member_can_leave_and_loses_access(app: FastAPI, client: httpx.AsyncClient) -> None:
     org = await create_org(client, await register(client))
     viewer = await add_member(app, client, org, "viewer")
-    assert (await client.delete(f"{org.path}/members/{viewer.id}", headers=viewer.headers)).status_code == 204
+    assert (
+        await client.delete(f"{org.path}/members/{viewer.id}", headers=viewer.headers)
+    ).status_code == 204
     assert (await client.get(org.path, headers=viewer.headers)).status_code == 404
 
 
-async def test_removing_someone_else_needs_members_manage(app: FastAPI, client: httpx.AsyncClient) -> None:
+async def test_removing_someone_else_needs_members_manage(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
     org = await create_org(client, await register(client))
     manager = await add_member(app, client, org, "manager")
     viewer = await add_member(app, client, org, "viewer")

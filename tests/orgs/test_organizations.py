@@ -15,11 +15,14 @@ async def test_create_makes_the_caller_owner_and_starts_a_30_day_trial(
     client: httpx.AsyncClient,
 ) -> None:
     owner = await register(client)
-    response = await client.post("/api/v1/orgs", json={"name": "Acme Widgets"}, headers=owner.headers)
+    response = await client.post(
+        "/api/v1/orgs", json={"name": "Acme Widgets"}, headers=owner.headers
+    )
     assert response.status_code == 201, response.text
     data = response.json()["data"]
     assert data["myRole"] == "owner"
-    assert data["plan"] == "trial" and data["subscriptionStatus"] == "trialing"
+    assert data["plan"] == "trial"
+    assert data["subscriptionStatus"] == "trialing"
     ends = dt.datetime.fromisoformat(data["trialEndsAt"].replace("Z", "+00:00"))
     assert abs(ends - (dt.datetime.now(dt.UTC) + dt.timedelta(days=30))) < dt.timedelta(minutes=1)
     assert data["slug"].startswith("acme-widgets")
@@ -46,10 +49,13 @@ async def test_explicit_taken_slug_is_409_derived_slug_is_made_unique(
     slug = f"team-{uuid.uuid4().hex[:8]}"
     first = await create_org(client, owner, name=slug, slug=slug)
     assert first.slug == slug
-    taken = await client.post("/api/v1/orgs", json={"name": "x", "slug": slug}, headers=owner.headers)
+    taken = await client.post(
+        "/api/v1/orgs", json={"name": "x", "slug": slug}, headers=owner.headers
+    )
     assert taken.status_code == 409
     derived = await create_org(client, owner, name=slug)
-    assert derived.slug != slug and derived.slug.startswith(slug)
+    assert derived.slug != slug
+    assert derived.slug.startswith(slug)
 
 
 async def test_invalid_slugs_are_400(client: httpx.AsyncClient) -> None:
@@ -120,4 +126,5 @@ async def test_roles_table_is_served(client: httpx.AsyncClient) -> None:
     response = await client.get("/api/v1/roles", headers=owner.headers)
     table = {row["role"]: row["permissions"] for row in response.json()["data"]}
     assert set(table) == {"owner", "admin", "manager", "member", "viewer", "billing"}
-    assert "tasks:delete:own" in table["member"] and "org:delete" not in table["admin"]
+    assert "tasks:delete:own" in table["member"]
+    assert "org:delete" not in table["admin"]

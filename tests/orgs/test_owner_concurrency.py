@@ -20,8 +20,12 @@ async def test_two_concurrent_demotions_of_the_last_two_owners_leave_one_owner(
         org = await create_org(client, first)
         second = await add_member(app, client, org, "owner")
         results = await asyncio.gather(
-            client.patch(f"{org.path}/members/{first.id}", json={"role": "admin"}, headers=first.headers),
-            client.patch(f"{org.path}/members/{second.id}", json={"role": "admin"}, headers=second.headers),
+            client.patch(
+                f"{org.path}/members/{first.id}", json={"role": "admin"}, headers=first.headers
+            ),
+            client.patch(
+                f"{org.path}/members/{second.id}", json={"role": "admin"}, headers=second.headers
+            ),
         )
         assert sorted(r.status_code for r in results) == [200, 409], [r.text for r in results]
         members = await client.get(f"{org.path}/members?limit=100", headers=first.headers)

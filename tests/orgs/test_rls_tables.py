@@ -33,7 +33,10 @@ async def test_raw_sql_as_the_app_role_sees_only_the_bound_organizations_rows(
         await conn.execute(text("SELECT set_config('app.org_id', :org, true)"), {"org": b.id})
         for table in TENANT_TABLES:
             rows = await conn.execute(
-                text(f"SELECT DISTINCT organization_id FROM {table} WHERE organization_id IN (:a, :b)"),  # noqa: S608
+                text(
+                    f"SELECT DISTINCT organization_id FROM {table} "
+                    "WHERE organization_id IN (:a, :b)"
+                ),
                 {"a": uuid.UUID(a.id), "b": uuid.UUID(b.id)},
             )
             assert {str(r[0]) for r in rows} == {b.id}, table

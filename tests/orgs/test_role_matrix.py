@@ -1,4 +1,4 @@
-"""The role matrix: every mutating tenant route × every kind of caller, against the code.
+"""The role matrix: every mutating tenant route x every kind of caller, against the code.
 
 Principals: owner, admin, manager, member, viewer, billing (members of the org), a
 non-member, an anonymous caller, an API key holding the route's permission and one
@@ -36,7 +36,9 @@ def expected_status(rule: Rule, principal: str) -> str:
 
 
 def other_permission(permission: str) -> str:
-    return next(p for p in PERMISSIONS if p != permission and p.split(":")[0] != permission.split(":")[0])
+    return next(
+        p for p in PERMISSIONS if p != permission and p.split(":")[0] != permission.split(":")[0]
+    )
 
 
 async def _headers_for(
@@ -57,7 +59,9 @@ async def _headers_for(
     elif principal == "key-with":
         headers = api_key_headers(await create_api_key(client, org, [rule.permission]))
     else:
-        headers = api_key_headers(await create_api_key(client, org, [other_permission(rule.permission)]))
+        headers = api_key_headers(
+            await create_api_key(client, org, [other_permission(rule.permission)])
+        )
     return org.id, ids, headers
 
 
@@ -81,7 +85,10 @@ async def test_every_mutating_route_answers_every_principal_as_the_matrix_says(
             )
             want, got = expected_status(rule, principal), classify(response.status_code)
             if want != got:
-                mismatches.append(f"{route.method} {route.path} as {principal}: {got}, want {want} ({response.text[:120]})")
+                mismatches.append(
+                    f"{route.method} {route.path} as {principal}: {got}, want {want} "
+                    f"({response.text[:120]})"
+                )
             cells += 1
     assert mismatches == []
     assert cells == len(routes) * len(PRINCIPALS)
@@ -91,7 +98,16 @@ async def test_every_mutating_route_answers_every_principal_as_the_matrix_says(
 def test_the_expectation_follows_the_permission_table() -> None:
     rule = Rule("members:manage")
     assert [expected_status(rule, p) for p in PRINCIPALS] == [
-        "2xx", "2xx", "403", "403", "403", "403", "404", "401", "2xx", "403",
+        "2xx",
+        "2xx",
+        "403",
+        "403",
+        "403",
+        "403",
+        "404",
+        "401",
+        "2xx",
+        "403",
     ]
     own = Rule("tasks:delete")
     assert expected_status(own, "member") == "2xx"  # tasks:delete:own passes `require`
