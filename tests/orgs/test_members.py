@@ -139,3 +139,28 @@ async def test_transfer_to_a_non_member_is_404(client: httpx.AsyncClient) -> Non
         f"{org.path}/transfer-ownership", json={"userId": stranger.id}, headers=org.owner.headers
     )
     assert response.status_code == 404
+
+
+async def test_deactivated_or_signed_out_member_is_refused_on_tenant_routes(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    from tests.factories import deactivate
+
+    org = await create_org(client, await register(client))
+    viewer = await add_member(app, client, org, "viewer")
+    leaver = await add_member(app, client, org, "viewer")
+    assert (await client.get(org.path, headers=viewer.headers)).status_code == 200
+    await deactivate(app, client, viewer)
+    assert (await client.get(org.path, headers=viewer.headers)).status_code == 401
+    logout = await client.post(
+        "/api/v1/auth/logout", json={"refreshToken": leaver.refresh_token}, headers=leaver.headers
+    )
+    assert logout.status_code in (200, 204), logout.text
+    assert (await client.get(org.path, headers=leaver.headers)).status_code == 401
+
+
+async def test_no_credentials_is_401_and_a_garbage_token_too(client: httpx.AsyncClient) -> None:
+    org = await create_org(client, await register(client))
+    assert (await client.get(org.path)).status_code == 401
+    garbage = {"Authorization": "Bearer not-a-token"}
+    assert (await client.get(org.path, headers=garbage)).status_code == 401

@@ -7,8 +7,9 @@ a session already bound to `orgId`). The principal is
   query parameter): looked up in this organization only; a key of another organization
   is simply not found here → 404; revoked or expired → 401. It acts with its own
   permissions, narrowed to what its creator still holds, and as its creator (user id);
-- otherwise a user's access token (JWT): verified, then the user's session and account
-  are checked in the database, then the membership is read (cached, see access.py).
+- otherwise a user's access token (JWT): verified and checked against the cached
+  revocations (no query, like `AccessClaimsDep`), then the membership is read (cached,
+  see access.py).
   Permissions always come from the membership's role, never from the token.
 
 No credentials → 401. Not a member, unknown or deleted organization → the same 404.
@@ -28,12 +29,7 @@ from tenantry.core.permissions import covers, role_permissions
 from tenantry.core.tenancy import TenantContext
 from tenantry.modules.api_keys import service as api_keys
 from tenantry.modules.audit.service import remember_request
-from tenantry.modules.auth.deps import (
-    get_access_claims,
-    get_revocations,
-    get_security,
-    load_principal,
-)
+from tenantry.modules.auth.deps import get_access_claims, get_revocations, get_security
 from tenantry.modules.orgs.access import organization_access
 
 ORG_NOT_FOUND = "Organization not found"
@@ -65,16 +61,18 @@ async def resolve_tenant(
     raw_key = presented_api_key(request)
     if raw_key is not None:
         return await _api_key_context(request, session, cache, org_id, raw_key)
+    # The hot path: the token is verified and checked against the cached revocations
+    # (logout, password change, deactivation) without a query; then the cached membership.
     claims = await get_access_claims(
         get_security(request), get_revocations(request), _bearer(request)
     )
-    user = await load_principal(session, claims)
-    access = await organization_access(cache, session, org_id, user.id)
+    user_id = claims.user_id
+    access = await organization_access(cache, session, org_id, user_id)
     if access is None:
         raise NotFound(ORG_NOT_FOUND)
     return TenantContext(
         organization_id=org_id,
-        user_id=user.id,
+        user_id=user_id,
         role=access.role,
         permissions=role_permissions(access.role),
         plan=access.plan,
