@@ -162,6 +162,8 @@ async def _execute_bound(app: FastAPI, org_id: uuid.UUID, statement: Any) -> Non
 
 async def _raw(app: FastAPI, org_id: uuid.UUID, sql: str, *, as_app_role: bool) -> None:
     async with app.state.database.engine.begin() as conn:
+        # The session user (a superuser in tests), whatever DATABASE_APP_ROLE says.
+        await conn.execute(text("SET LOCAL ROLE NONE"))
         if as_app_role:
             await conn.execute(text("SET LOCAL ROLE tenantry_app"))
             await conn.execute(

@@ -40,3 +40,33 @@ async def test_raw_sql_as_the_app_role_sees_only_the_bound_organizations_rows(
                 {"a": uuid.UUID(a.id), "b": uuid.UUID(b.id)},
             )
             assert {str(r[0]) for r in rows} == {b.id}, table
+
+
+@pytest.mark.services
+async def test_the_organization_flows_work_as_the_app_role_under_rls(build_app) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import client_for
+    from tests.factories import add_member, api_key_headers
+
+    app: FastAPI = await build_app(database_app_role="tenantry_app", rate_limit_enabled=False)
+    async with client_for(app) as http:
+        org = await create_org(http, await register(http))
+        member = await add_member(app, http, org, "member")
+        changed = await http.patch(
+            f"{org.path}/members/{member.id}", json={"role": "admin"}, headers=org.owner.headers
+        )
+        assert changed.status_code == 200
+        invited = await http.post(
+            f"{org.path}/invitations",
+            json={"email": unique_email("rls"), "role": "viewer"},
+            headers=member.headers,
+        )
+        assert invited.status_code == 201
+        key = await create_api_key(http, org, ["audit:read"], by=member)
+        log = await http.get(f"{org.path}/audit-logs", headers=api_key_headers(key))
+        assert log.status_code == 200
+        assert {e["action"] for e in log.json()["data"]} >= {
+            "organization.created",
+            "member.role_changed",
+            "invitation.created",
+            "api_key.created",
+        }
