@@ -193,3 +193,16 @@ async def test_list_shows_pending_invitations_without_tokens(
     rows = response.json()["data"]
     assert [(r["email"], r["role"], r["status"]) for r in rows] == [(to, "viewer", "pending")]
     assert "token" not in response.text.lower()
+
+
+async def test_accepting_when_already_a_member_is_409(
+    mail_app: FastAPI, http: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    org = await create_org(http, await register(http))
+    to = unique_email("twice")
+    await invite(http, org, to, "viewer")
+    token = await emailed_token(tmp_path, to)
+    account = await verified(mail_app, http, to)
+    await add_member(mail_app, http, org, "member", account=account)
+    response = await accept(http, account, token)
+    assert response.status_code == 409

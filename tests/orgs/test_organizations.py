@@ -107,7 +107,10 @@ async def test_soft_deleted_organization_answers_404_everywhere(client: httpx.As
     owner = await register(client)
     org = await create_org(client, owner)
     assert (await client.delete(org.path, headers=owner.headers)).status_code == 204
-    assert (await client.get(org.path, headers=owner.headers)).status_code == 404
+    deleted = await client.get(org.path, headers=owner.headers)
+    missing = await client.get(f"/api/v1/orgs/{uuid.uuid4()}", headers=owner.headers)
+    assert deleted.status_code == missing.status_code == 404
+    assert deleted.json()["message"] == missing.json()["message"]
     assert (await client.get(f"{org.path}/members", headers=owner.headers)).status_code == 404
     listed = await client.get("/api/v1/orgs?limit=100", headers=owner.headers)
     assert org.id not in {o["id"] for o in listed.json()["data"]}

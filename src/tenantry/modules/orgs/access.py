@@ -1,10 +1,11 @@
 """Who may act in an organization: memberships read once per request, cached.
 
 `organization_access(cache, session, org_id, user_id)` answers the caller's role in a live
-(not deleted) organization, or None. Answers are cached for `ACCESS_TTL_SECONDS` in
-`app.state.cache` (Redis when configured, so every process sees the same) and dropped on
-every membership, role or organization change — at once and again after the commit, so
-a role change applies on the very next request.
+(not deleted) organization, or None. Answers are cached in `app.state.cache` and dropped
+on every membership, role or organization change — at once and again after the commit,
+so a role change applies on the very next request. With Redis every process shares the
+cache (5 minutes); the in-process cache of the embedded mode keeps answers 5 seconds,
+the bound on what another `--workers` process can still see.
 """
 
 from __future__ import annotations
@@ -15,11 +16,14 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tenantry.core.cache import Cache
+from tenantry.core.cache import Cache, MemoryCache
 from tenantry.core.routing import after_commit
 from tenantry.modules.orgs.models import Membership, Organization
 
 ACCESS_TTL_SECONDS = 300
+# An in-process cache is not shared by `tenantry serve --workers N`: another process keeps
+# its answer until it expires, so it expires quickly.
+LOCAL_ACCESS_TTL_SECONDS = 5
 _PREFIX = "orgs:access:"
 
 
@@ -54,7 +58,8 @@ async def organization_access(
     ).first()
     access = Access(role=row[0], plan=row[1]) if row is not None else None
     value = {"role": access.role, "plan": access.plan} if access else {"role": None}
-    await cache.set_json(key, value, ttl=ACCESS_TTL_SECONDS)
+    ttl = LOCAL_ACCESS_TTL_SECONDS if isinstance(cache, MemoryCache) else ACCESS_TTL_SECONDS
+    await cache.set_json(key, value, ttl=ttl)
     return access
 
 
