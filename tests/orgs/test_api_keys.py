@@ -184,3 +184,14 @@ async def test_key_acts_as_its_creator_and_is_named_in_the_audit_log(
     entry = log.json()["data"][0]
     assert entry["actorUserId"] == org.owner.id
     assert entry["actorApiKeyId"] is not None
+
+
+async def test_expiry_without_a_timezone_is_400(client: httpx.AsyncClient) -> None:
+    org = await create_org(client, await register(client))
+    response = await client.post(
+        f"{org.path}/api-keys",
+        json={"name": "k", "permissions": ["org:read"], "expiresAt": "2099-01-01T00:00:00"},
+        headers=org.owner.headers,
+    )
+    assert response.status_code == 400
+    assert response.json()["details"][0]["field"] == "expiresAt"

@@ -7,7 +7,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, status
-from pydantic import Field
+from pydantic import AwareDatetime, Field
 from starlette.responses import Response
 
 from tenantry.core.authz import require
@@ -16,7 +16,6 @@ from tenantry.core.routing import SessionDep, UnitOfWorkRoute
 from tenantry.core.tenancy import TenantContext
 from tenantry.modules.api_keys import service
 from tenantry.modules.api_keys.models import ApiKey
-from tenantry.modules.orgs.deps import CacheDep
 
 router = APIRouter(prefix="/orgs/{orgId}/api-keys", tags=["api keys"], route_class=UnitOfWorkRoute)
 Manager = Annotated[TenantContext, Depends(require("api_keys:manage"))]
@@ -26,7 +25,7 @@ KeyId = Annotated[uuid.UUID, Path(alias="keyId")]
 class CreateApiKey(RequestSchema):
     name: str = Field(min_length=1, max_length=100)
     permissions: list[str] = Field(min_length=1, max_length=100)
-    expires_at: dt.datetime | None = None
+    expires_at: AwareDatetime | None = None
 
 
 class ApiKeyOut(Schema):
@@ -69,8 +68,6 @@ def _out(rows: list[ApiKey]) -> list[ApiKeyOut]:
 
 
 @router.delete("/{keyId}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
-async def revoke_api_key(
-    key_id: KeyId, _ctx: Manager, session: SessionDep, cache: CacheDep
-) -> None:
+async def revoke_api_key(key_id: KeyId, _ctx: Manager, session: SessionDep) -> None:
     """Revoke a key: it answers 401 from the next request on."""
-    await service.revoke_key(session, cache, key_id)
+    await service.revoke_key(session, key_id)

@@ -14,7 +14,7 @@ import secrets
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.cache import Cache
@@ -91,8 +91,6 @@ async def create_key(
 
 
 async def list_keys(session: AsyncSession, *, offset: int, limit: int) -> tuple[list[ApiKey], int]:
-    from sqlalchemy import func
-
     total = (await session.execute(select(func.count()).select_from(ApiKey))).scalar_one()
     rows = await session.scalars(
         select(ApiKey)
@@ -103,7 +101,7 @@ async def list_keys(session: AsyncSession, *, offset: int, limit: int) -> tuple[
     return list(rows), total
 
 
-async def revoke_key(session: AsyncSession, cache: Cache, key_id: uuid.UUID) -> None:
+async def revoke_key(session: AsyncSession, key_id: uuid.UUID) -> None:
     key = await session.scalar(select(ApiKey).where(ApiKey.id == key_id))
     if key is None:
         raise NotFound("API key not found")
