@@ -74,6 +74,7 @@ async def test_other_organizations_paths_answer_like_a_missing_organization(
         assert comparable(foreign) == comparable(missing), route.key
         checked += 1
     COUNTS["foreign org path"] = checked
+    print(f"isolation: {checked} tenant routes under another organization's path")
     assert checked >= 15
 
 
@@ -100,6 +101,7 @@ async def test_other_organizations_ids_under_my_path_answer_like_random_ids(
                 assert ids[name] in listed.text, (route.key, name)
         checked += 1
     COUNTS["foreign ids under own path"] = checked
+    print(f"isolation: {checked} routes with object ids, foreign ids under the own path")
     assert checked >= 5
 
 
@@ -131,4 +133,20 @@ async def test_lists_under_my_organization_never_show_another_organizations_rows
         assert leaked == [], (route.key, leaked)
         checked += 1
     COUNTS["lists"] = checked
+    print(f"isolation: {checked} list routes show no foreign rows")
     assert checked >= 5
+
+
+def test_a_route_the_walker_cannot_call_is_reported() -> None:
+    route = TenantRoute(
+        method="POST",
+        path="/api/v1/orgs/{orgId}/widgets/{widgetId}/polish",
+        params=["orgId", "widgetId"],
+        permissions=["projects:write"],
+        has_body=True,
+    )
+    assert missing_support(route) == [
+        "POST /api/v1/orgs/{orgId}/widgets/{widgetId}/polish: "
+        "no object factory for path parameter {widgetId}",
+        "POST /api/v1/orgs/{orgId}/widgets/{widgetId}/polish: no sample body in BODIES",
+    ]

@@ -70,3 +70,33 @@ async def test_the_organization_flows_work_as_the_app_role_under_rls(build_app) 
             "invitation.created",
             "api_key.created",
         }
+
+
+def tenant_tables() -> list[str]:
+    from tenantry.core.db import Base, TenantOwned
+    from tenantry.models import import_all_models
+
+    import_all_models()
+    return sorted(
+        mapper.class_.__table__.name
+        for mapper in Base.registry.mappers
+        if issubclass(mapper.class_, TenantOwned)
+    )
+
+
+def test_the_tenant_tables_are_known() -> None:
+    assert set(TENANT_TABLES) <= set(tenant_tables())
+
+
+@pytest.mark.services
+async def test_every_tenant_table_has_forced_row_level_security(app: FastAPI) -> None:
+    async with app.state.database.engine.connect() as conn:
+        rows = await conn.execute(
+            text(
+                "SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class "
+                "WHERE relkind = 'r' AND relname = ANY(:names)"
+            ),
+            {"names": tenant_tables()},
+        )
+        found = {name: (enabled, forced) for name, enabled, forced in rows}
+    assert found == {name: (True, True) for name in tenant_tables()}
