@@ -99,4 +99,4 @@ async def test_every_tenant_table_has_forced_row_level_security(app: FastAPI) ->
             {"names": tenant_tables()},
         )
         found = {name: (enabled, forced) for name, enabled, forced in rows}
-    assert found == {name: (True, True) for name in tenant_tables()}
+    assert found == dict.fromkeys(tenant_tables(), (True, True))
