@@ -1,7 +1,7 @@
 """Forgot/reset/change password and email verification (API.md: Auth, password flows).
 
-The mailed token is created through the same service function the route uses (the mail
-module is not wired yet); everything else goes through HTTP.
+Here the mailed token is created through the same service function the route uses, so
+these tests need no worker; `test_emailed_flows.py` reads the delivered emails instead.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import logging
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -14,7 +15,6 @@ from typing import Any
 
 import jinja2
 import pytest
-import structlog
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword
 
 from tenantry.core.mail import (
@@ -118,10 +118,11 @@ def file_mailer(tmp_path: Path, make_settings) -> FileMailer:
 
 
 async def test_the_file_backend_writes_one_eml_per_message_and_logs_subject_and_recipient(
-    file_mailer: FileMailer,
+    file_mailer: FileMailer, caplog: pytest.LogCaptureFixture
 ) -> None:
     message = render_email("verify_email", "first@example.com", CONTEXTS["verify_email"])
-    with structlog.testing.capture_logs() as logs:
+    # caplog, not structlog's capture_logs: loggers cached by earlier tests bypass the latter.
+    with caplog.at_level(logging.INFO, logger="tenantry.mail"):
         await file_mailer.send(message)
         await file_mailer.send(
             render_email("password_reset", "second@example.com", CONTEXTS["password_reset"])
@@ -134,6 +135,7 @@ async def test_the_file_backend_writes_one_eml_per_message_and_logs_subject_and_
     assert all(p["Message-ID"].endswith("@example.com>") for p in parsed)
     assert parsed[0]["Message-ID"] != parsed[1]["Message-ID"]
     assert not list(file_mailer.directory.glob(".*.partial"))
+    logs = [r.msg for r in caplog.records if isinstance(r.msg, dict)]
     written = [entry for entry in logs if entry["event"] == "mail written"]
     assert {entry["to"] for entry in written} == {"first@example.com", "second@example.com"}
     assert written[0]["subject"] == "Verify your email address for tenantry"

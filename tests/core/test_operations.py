@@ -6,7 +6,10 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+from fastapi import FastAPI
+from fastapi.routing import APIRoute, iter_route_contexts
 
+from tenantry.core.routing import UnitOfWorkRoute
 from tests.conftest import USES_SERVICES, client_for
 
 CLOSED_PORT_DATABASE = "postgresql+asyncpg://postgres@127.0.0.1:1/nowhere"
@@ -79,3 +82,20 @@ async def test_openapi_documents_error_envelopes_and_no_422(client: httpx.AsyncC
             assert "422" not in operation["responses"], (method, path)
             if path.startswith("/api/v1"):
                 assert {"400", "500", "503"} <= set(operation["responses"]), (method, path)
+
+
+def test_every_api_route_runs_in_a_unit_of_work(app: FastAPI) -> None:
+    # An included router keeps its own route class: one declared without
+    # `route_class=UnitOfWorkRoute` would have endpoints that silently never commit.
+    api_routes = [
+        context
+        for context in iter_route_contexts(app.routes)
+        if isinstance(context.original_route, APIRoute) and context.path.startswith("/api/v1")
+    ]
+    assert len(api_routes) >= 25
+    plain = [
+        context.path
+        for context in api_routes
+        if not isinstance(context.original_route, UnitOfWorkRoute)
+    ]
+    assert plain == []

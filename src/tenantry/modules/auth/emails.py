@@ -1,5 +1,5 @@
 """The one place identity flows send email (verify_email, password_reset, password_changed,
-security_notice). Wiring the jobs module is a change to `send_auth_email` alone.
+security_notice): through `queue_email`, a durable job committed with the flow's changes.
 """
 
 from __future__ import annotations
@@ -10,10 +10,8 @@ from urllib.parse import urlencode
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.config import Settings
-from tenantry.core.logging import get_logger
+from tenantry.core.mail import queue_email
 from tenantry.modules.users.models import User
-
-log = get_logger("tenantry.auth.email")
 
 
 def token_link(settings: Settings, path: str, token: str) -> str:
@@ -34,12 +32,10 @@ def duration_text(seconds: int) -> str:
 
 async def send_auth_email(
     session: AsyncSession, *, to: str, template: str, context: dict[str, Any]
-) -> str | None:
+) -> str:
     """Queue `template` to `to` inside the caller's transaction; returns the job id.
 
-    Until `tenantry.core.mail.queue_email` (durable jobs) is on main, the message is
-    only announced in the log (never its context: it holds tokens) and no job id is
-    returned.
+    The job payload is sealed by the mail module (the links carry one-time tokens).
     """
-    log.info("auth_email_not_sent_jobs_module_missing", template=template)
-    return None
+    job_id = await queue_email(session, to=to, template=template, context=context)
+    return str(job_id)

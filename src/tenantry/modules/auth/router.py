@@ -7,6 +7,7 @@ import uuid
 from fastapi import APIRouter, Depends, Request, status
 from starlette.responses import Response
 
+from tenantry.core.db import new_id
 from tenantry.core.responses import Envelope, JobAccepted, ok
 from tenantry.core.routing import SessionDep, UnitOfWorkRoute
 from tenantry.core.security import AccessClaims
@@ -66,8 +67,8 @@ def _result(issued: IssuedTokens) -> Envelope[AuthResult]:
 
 
 def _accepted(job_id: str | None) -> Envelope[JobAccepted]:
-    # Without a job (no account, mail not wired) the answer looks the same: no enumeration.
-    return ok(JobAccepted(job_id=job_id or str(uuid.uuid4())))
+    # No account, no job: a fresh time-ordered id like a real job's, so nothing tells.
+    return ok(JobAccepted(job_id=job_id or str(new_id())))
 
 
 @router.post(
