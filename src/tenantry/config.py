@@ -109,6 +109,10 @@ class Settings(BaseSettings):
     rate_limit_login_ip: str = "30/minute"
     rate_limit_auth: str = "5/minute"
 
+    # organizations (modules/orgs): trial length of a new organization, invitation lifetime
+    trial_days: int = Field(default=30, ge=1, le=365)
+    invitation_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=3600, le=30 * 24 * 3600)
+
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.CONSOLE
 
