@@ -4,7 +4,8 @@
         --database-url postgresql://postgres@127.0.0.1:5432/tenantry_bench
 
 `--create` creates the database (dropped first when it exists) and migrates it to head.
-Each organization gets `--users` accounts (assignees, unusable password), `--projects`
+Each organization (a row on the `pro` plan, active) gets `--users` members (the first
+is the owner; unusable password), `--projects`
 projects and `--tasks` tasks spread over them, with realistic spreads: creation times
 over the last year, every status and priority, a third unassigned, half without due date,
 5 % soft-deleted. Rows are written with COPY in batches (`--batch`), as the migrating
@@ -88,6 +89,30 @@ async def seed_users(
     return ids
 
 
+async def seed_tenant(
+    connection: asyncpg.Connection,
+    organization_id: uuid.UUID,
+    user_ids: Sequence[uuid.UUID],
+    now: dt.datetime,
+) -> None:
+    """The organization row (an active paid plan) and its members: the first user owns it."""
+    slug = f"seed-{organization_id.hex[:12]}"
+    await _copy(
+        connection,
+        "organizations",
+        ("id", "name", "slug", "plan", "subscription_status", "created_by", "created_at",
+         "updated_at"),
+        [(organization_id, f"Seed {slug}", slug, "pro", "active", user_ids[0], now, now)],
+    )  # fmt: skip
+    roles = ["owner", *(["member"] * (len(user_ids) - 1))]
+    await _copy(
+        connection,
+        "memberships",
+        ("id", "organization_id", "user_id", "role", "created_at", "updated_at"),
+        [(uuid7(), organization_id, u, r, now, now) for u, r in zip(user_ids, roles, strict=True)],
+    )
+
+
 PROJECT_COLUMNS = (
     "id", "organization_id", "name", "description", "status", "created_at", "updated_at",
     "deleted_at", "created_by", "updated_by", "version",
@@ -135,6 +160,7 @@ async def seed_organization(
     organization_id = organization_id or uuid7()
     user_ids = await seed_users(connection, users, rng, now)
     owner = user_ids[0]
+    await seed_tenant(connection, organization_id, user_ids, now)
     project_moments = _moments(projects, rng, now)
     project_rows = [
         (_time_ordered_id(m, rng), organization_id, f"Project {i} {rng.choice(WORDS)}", None,
@@ -191,7 +217,9 @@ async def run(args: argparse.Namespace) -> list[SeededOrganization]:
                 f"organization {index + 1}: {args.tasks} tasks in {elapsed:.1f}s", file=sys.stderr
             )
         # The steady state autovacuum would reach: statistics and a set visibility map.
-        await connection.execute("VACUUM ANALYZE users, projects, tasks")
+        await connection.execute(
+            "VACUUM ANALYZE users, organizations, memberships, projects, tasks"
+        )
     finally:
         await connection.close()
     return seeded

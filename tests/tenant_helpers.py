@@ -1,76 +1,48 @@
 """Organizations and members for the tenant-resource tests.
 
-`Tenants.org()` makes an organization with an owner; `org.join(role)` adds a member.
-Until the organizations module is on this branch, membership lives in a registry
-here and the app's tenant resolver (`app.state.tenant_resolver`, the extension point of
-core/authz.py) reads it: the bearer token is verified for real, the role comes from the
-registry, a non-member gets 404 — exactly the contract of the real resolver.
+`Tenants.org()` makes an organization (over HTTP, with a fresh owner); `org.join(role)`
+adds a member; `org.key(permissions)` the headers of an API key the owner created;
+`org.project()` / `org.task(project)` create resources over HTTP.
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI, Request
-from sqlalchemy.ext.asyncio import AsyncSession
+from fastapi import FastAPI
 
-from tenantry.app import create_app
-from tenantry.config import Settings
-from tenantry.core.errors import NotFound, Unauthorized
-from tenantry.core.permissions import role_permissions
-from tenantry.core.security import InvalidAccessToken
-from tenantry.core.tenancy import TenantContext
-from tenantry.modules.auth.deps import get_security
+from tests import factories
 from tests.conftest import client_for
-from tests.factories import Account, register
-
-# (organization, user) → a role, or an explicit permission set (what an API key carries).
-MEMBERSHIPS: dict[tuple[uuid.UUID, uuid.UUID], str | frozenset[str]] = {}
-
-
-async def registry_resolver(
-    request: Request, _session: AsyncSession, org_id: uuid.UUID
-) -> TenantContext:
-    header = request.headers.get("authorization", "")
-    if not header.lower().startswith("bearer "):
-        raise Unauthorized()
-    try:
-        claims = get_security(request).tokens.verify(header[7:])
-    except InvalidAccessToken:
-        raise Unauthorized() from None
-    role = MEMBERSHIPS.get((org_id, claims.user_id))
-    if role is None:
-        raise NotFound("Organization not found")
-    if isinstance(role, frozenset):
-        return TenantContext(organization_id=org_id, user_id=claims.user_id, permissions=role)
-    return TenantContext(
-        organization_id=org_id,
-        user_id=claims.user_id,
-        role=role,
-        permissions=role_permissions(role),
-    )
+from tests.factories import Account, add_member, api_key_headers, create_api_key, register
 
 
 @dataclass
 class Org:
     tenants: Tenants
-    id: uuid.UUID
-    owner: Account
-    members: list[Account] = field(default_factory=list)
+    org: factories.Org
+
+    @property
+    def id(self) -> uuid.UUID:
+        return uuid.UUID(self.org.id)
+
+    @property
+    def owner(self) -> Account:
+        return self.org.owner
 
     def url(self, path: str = "") -> str:
-        return f"/api/v1/orgs/{self.id}{path}"
+        return f"{self.org.path}{path}"
 
-    async def join(self, role: str | frozenset[str]) -> Account:
-        account = await register(self.tenants.client)
-        MEMBERSHIPS[(self.id, uuid.UUID(account.id))] = role
-        self.members.append(account)
-        return account
+    async def join(self, role: str) -> Account:
+        return await add_member(self.tenants.app, self.tenants.client, self.org, role)
+
+    async def key(self, permissions: list[str]) -> dict[str, str]:
+        """Headers of an API key with `permissions`, created by the owner (acts for them)."""
+        return api_key_headers(await create_api_key(self.tenants.client, self.org, permissions))
 
     async def project(self, as_: Account | None = None, **fields: Any) -> dict[str, Any]:
         body = {"name": f"Project {uuid.uuid4().hex[:8]}", **fields}
@@ -102,20 +74,10 @@ class Tenants:
 
     async def org(self) -> Org:
         owner = await register(self.client)
-        org_id = uuid.uuid4()
-        MEMBERSHIPS[(org_id, uuid.UUID(owner.id))] = "owner"
-        return Org(self, org_id, owner)
-
-
-@pytest.fixture(scope="session")
-async def tenant_app(settings: Settings) -> AsyncIterator[FastAPI]:
-    application = create_app(settings)
-    application.state.tenant_resolver = registry_resolver
-    async with application.router.lifespan_context(application):
-        yield application
+        return Org(self, await factories.create_org(self.client, owner))
 
 
 @pytest.fixture
-async def tenants(tenant_app: FastAPI) -> AsyncIterator[Tenants]:
-    async with client_for(tenant_app) as http:
-        yield Tenants(tenant_app, http)
+async def tenants(app: FastAPI) -> AsyncIterator[Tenants]:
+    async with client_for(app) as http:
+        yield Tenants(app, http)

@@ -1,3 +1,3 @@
-from tests.tenant_helpers import tenant_app, tenants
+from tests.tenant_helpers import tenants
 
-__all__ = ["tenant_app", "tenants"]
+__all__ = ["tenants"]

@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 
+from tests.factories import create_org, register
 from tests.tenant_helpers import Tenants
 
 
@@ -127,6 +128,12 @@ async def test_assignee_must_be_a_member(tenants: Tenants) -> None:
         f"{url}/{task['id']}", json={"assigneeId": stranger}, headers=org.owner.headers
     )
     assert patch.status_code == 400
+    outsider = await register(tenants.client)  # a real account, member of another org only
+    await create_org(tenants.client, outsider)
+    response = await tenants.client.post(
+        url, json={"title": "t", "assigneeId": outsider.id}, headers=org.owner.headers
+    )
+    assert response.status_code == 400
     cleared = await tenants.client.patch(
         f"{url}/{task['id']}", json={"assigneeId": None}, headers=org.owner.headers
     )

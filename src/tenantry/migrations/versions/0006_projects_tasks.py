@@ -5,7 +5,7 @@ rows (`deleted_at IS NULL`), plus one partial index for the trash (docs/performa
 Row-level security on all three tables (PostgreSQL).
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0005
 Create Date: 2026-11-23
 """
 
@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql
 from tenantry.core.rls import disable_rls, enable_rls
 
 revision: str = "0006"
-down_revision: str | None = "0003"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -31,6 +31,15 @@ def _tenant_columns() -> list[sa.Column[object]]:
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("organization_id", sa.Uuid(), nullable=False),
     ]
+
+
+def _org_fk(table: str) -> sa.ForeignKeyConstraint:
+    return sa.ForeignKeyConstraint(
+        ["organization_id"],
+        ["organizations.id"],
+        name=f"fk_{table}_organization_id_organizations",
+        ondelete="CASCADE",
+    )
 
 
 def _record_columns() -> list[sa.Column[object]]:
@@ -73,6 +82,7 @@ def upgrade() -> None:
         *_record_columns(),
         sa.CheckConstraint("status IN ('active', 'archived')", name=op.f("ck_projects_status")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_projects")),
+        _org_fk("projects"),
     )
     for columns in (("created_at", "id"), ("updated_at", "id"), ("name", "id")):
         _live_index("projects", *columns)
@@ -109,6 +119,7 @@ def upgrade() -> None:
             ondelete="SET NULL",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_tasks")),
+        _org_fk("tasks"),
     )
     for columns in (("created_at", "id"), ("updated_at", "id"), ("title", "id")):
         _live_index("tasks", *columns)
@@ -127,6 +138,7 @@ def upgrade() -> None:
         sa.Column("response_body", JSONType, nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_idempotency_keys")),
+        _org_fk("idempotency_keys"),
         sa.UniqueConstraint(
             "organization_id", "key", name=op.f("uq_idempotency_keys_organization_id_key")
         ),

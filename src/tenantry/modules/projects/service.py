@@ -21,8 +21,11 @@ from tenantry.core.listing import (
 )
 from tenantry.core.tenancy import INCLUDE_DELETED, TenantContext
 from tenantry.core.trash import require_trash_access
+from tenantry.modules.audit.service import created, diff, record, snapshot
 from tenantry.modules.projects.models import Project
 from tenantry.modules.projects.schemas import ProjectCreate, ProjectListQuery, ProjectUpdate
+
+AUDITED_FIELDS = ("name", "description", "status")
 
 SORT_KEYS = (
     created_at_key(Project.created_at),
@@ -35,7 +38,12 @@ async def create_project(session: AsyncSession, body: ProjectCreate) -> Project:
     project = Project(**body.model_dump())
     session.add(project)
     await session.flush()
+    await record(session, "project.created", "project", project.id, created(_audited(project)))
     return project
+
+
+def _audited(project: Project) -> dict[str, object]:
+    return snapshot(project, AUDITED_FIELDS)
 
 
 async def get_project(session: AsyncSession, project_id: uuid.UUID) -> Project:
@@ -80,18 +88,26 @@ async def update_project(
     session: AsyncSession, project: Project, body: ProjectUpdate, expectation: Expectation
 ) -> Project:
     expectation.check(project.version)
+    before = _audited(project)
     for field, value in body.model_dump(exclude_unset=True, exclude={"version"}).items():
         setattr(project, field, value)
     await flush_versioned(session, expectation)
+    changes = diff(before, _audited(project))
+    if changes:  # nothing changed: no UPDATE was sent, the version stays, nothing to audit
+        await record(session, "project.updated", "project", project.id, changes)
     return project
 
 
 async def delete_project(session: AsyncSession, project: Project) -> None:
     project.deleted_at = utcnow()  # `updated_by` is stamped by the tenancy layer
     await flush_versioned(session)
+    changes = {"deleted_at": (None, project.deleted_at)}
+    await record(session, "project.deleted", "project", project.id, changes)
 
 
 async def restore_project(session: AsyncSession, project: Project) -> Project:
+    changes = {"deleted_at": (project.deleted_at, None)}
     project.deleted_at = None
     await flush_versioned(session)
+    await record(session, "project.restored", "project", project.id, changes)
     return project

@@ -1,6 +1,6 @@
 """Who may be assigned a task: a current member of the organization.
 
-The one place the rule lives; `TaskService` asks it before any assignment.
+The one place the rule lives; the task services ask it before any assignment.
 """
 
 from __future__ import annotations
@@ -9,18 +9,14 @@ import uuid
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tenantry.core.errors import NotFound, ValidationFailed
-from tenantry.modules.users.service import get_user
+from tenantry.core.errors import ValidationFailed
+from tenantry.core.tenancy import require_tenant
+from tenantry.modules.orgs.members import find_member
 
 
 async def is_current_member(session: AsyncSession, user_id: uuid.UUID) -> bool:
-    # Memberships arrive with the organizations module; until then an assignee must be
-    # an existing, active account. Switch to the membership lookup when it lands.
-    try:
-        user = await get_user(session, user_id)
-    except NotFound:
-        return False
-    return user.is_active
+    organization_id = require_tenant(session).organization_id
+    return await find_member(session, organization_id, user_id) is not None
 
 
 async def require_assignable(session: AsyncSession, user_id: uuid.UUID | None) -> None:

@@ -22,7 +22,7 @@ from tenantry.modules.projects.models import Project
 from tenantry.modules.tasks.assignees import require_assignable
 from tenantry.modules.tasks.models import Task
 from tenantry.modules.tasks.schemas import BulkFailure, BulkResult, BulkUpdate
-from tenantry.modules.tasks.service import apply_changes
+from tenantry.modules.tasks.service import apply_changes, audited, record_update
 
 
 async def bulk_update(
@@ -60,8 +60,11 @@ async def _update_one(
     session: AsyncSession, context: TenantContext, task: Task, changes: dict[str, object]
 ) -> None:
     authorize_row(context, "tasks:write", task.created_by)
+    before = audited(task)
     try:
         async with session.begin_nested():
             apply_changes(task, dict(changes))
+            await session.flush()
+            await record_update(session, task, before)
     except StaleDataError:
         raise VersionConflict() from None

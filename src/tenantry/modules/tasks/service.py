@@ -17,10 +17,25 @@ from tenantry.core.concurrency import Expectation, flush_versioned
 from tenantry.core.db import utcnow
 from tenantry.core.errors import Conflict, NotFound
 from tenantry.core.tenancy import INCLUDE_DELETED, TenantContext
+from tenantry.modules.audit.service import created, diff, record, snapshot
 from tenantry.modules.projects.models import Project
 from tenantry.modules.tasks.assignees import require_assignable
 from tenantry.modules.tasks.models import TRANSITIONS, Task, TaskStatus
 from tenantry.modules.tasks.schemas import TaskChanges, TaskCreate, TaskUpdate
+
+AUDITED_FIELDS = (
+    "project_id", "title", "description", "status", "priority", "assignee_id", "due_date",
+)  # fmt: skip
+
+
+def audited(task: Task) -> dict[str, object]:
+    return snapshot(task, AUDITED_FIELDS)
+
+
+async def record_update(session: AsyncSession, task: Task, before: dict[str, object]) -> None:
+    changes = diff(before, audited(task))
+    if changes:  # nothing changed: no UPDATE was sent, the version stays, nothing to audit
+        await record(session, "task.updated", "task", task.id, changes)
 
 
 def check_transition(current: str, new: str) -> None:
@@ -46,6 +61,7 @@ async def create_task(session: AsyncSession, project: Project, body: TaskCreate)
     task = Task(project_id=project.id, **body.model_dump())
     session.add(task)
     await session.flush()
+    await record(session, "task.created", "task", task.id, created(audited(task)))
     return task
 
 
@@ -91,8 +107,10 @@ async def update_task(
     changes = _changes(body)
     if "assignee_id" in changes:
         await require_assignable(session, changes["assignee_id"])
+    before = audited(task)
     apply_changes(task, changes)
     await flush_versioned(session, expectation)
+    await record_update(session, task, before)
     return task
 
 
@@ -100,10 +118,14 @@ async def delete_task(session: AsyncSession, context: TenantContext, task: Task)
     authorize_row(context, "tasks:delete", task.created_by)
     task.deleted_at = utcnow()
     await flush_versioned(session)
+    changes = {"deleted_at": (None, task.deleted_at)}
+    await record(session, "task.deleted", "task", task.id, changes)
 
 
 async def restore_task(session: AsyncSession, context: TenantContext, task: Task) -> Task:
     authorize_row(context, "tasks:delete", task.created_by)
+    changes = {"deleted_at": (task.deleted_at, None)}
     task.deleted_at = None
     await flush_versioned(session)
+    await record(session, "task.restored", "task", task.id, changes)
     return task
