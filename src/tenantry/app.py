@@ -35,6 +35,7 @@ from tenantry.core.routing import UnitOfWorkRoute
 from tenantry.core.storage import create_storage
 from tenantry.modules.auth.mfa_router import router as mfa_router
 from tenantry.modules.auth.router import router as auth_router
+from tenantry.modules.files.router import router as files_router
 from tenantry.modules.health.router import router as health_router
 from tenantry.modules.users.router import router as users_router
 
@@ -108,6 +109,7 @@ def build_api_router() -> APIRouter:
     api.include_router(auth_router)
     api.include_router(mfa_router)
     api.include_router(users_router)
+    api.include_router(files_router)
     return api
 
 
