@@ -238,8 +238,7 @@ class Settings(BaseSettings):
         unknown = [item for item in types if item not in SNIFFABLE_UPLOAD_TYPES]
         if unknown:
             raise ValueError(
-                f"unknown type(s) {', '.join(unknown)}; "
-                f"known: {', '.join(SNIFFABLE_UPLOAD_TYPES)}"
+                f"unknown type(s) {', '.join(unknown)}; known: {', '.join(SNIFFABLE_UPLOAD_TYPES)}"
             )
         if not types:
             raise ValueError("must list at least one type")

@@ -119,14 +119,17 @@ async def test_a_client_filename_is_only_a_display_name(
     assert len(keys) == 1
     prefix, name = keys[0].rsplit("/", 1)
     assert prefix == f"orgs/{org.id}/files"
-    assert len(name) == 32 and all(c in "0123456789abcdef" for c in name)
+    assert len(name) == 32
+    assert all(c in "0123456789abcdef" for c in name)
 
     response = await http.get(f"{org.files}/{data['id']}/download", headers=org.owner)
     disposition = response.headers["content-disposition"]
-    assert "\r" not in disposition and "\n" not in disposition
+    assert "\r" not in disposition
+    assert "\n" not in disposition
     disposition.encode("ascii")  # header stays ASCII; the exact name is in filename*
     fallback = disposition.split('filename="', 1)[1].split('"; filename*=', 1)[0]
-    assert '"' not in fallback and "\\" not in fallback
+    assert '"' not in fallback
+    assert "\\" not in fallback
     encoded = disposition.split("filename*=UTF-8''", 1)[1]
     assert urllib.parse.unquote(encoded) == shown
 

@@ -44,10 +44,14 @@ async def small(small_app: FastAPI) -> AsyncIterator[tuple[httpx.AsyncClient, Te
 
 def multipart(data: bytes, filename: str = "big.png", boundary: str = "b0undary") -> bytes:
     return (
-        f"--{boundary}\r\n"
-        f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'
-        "Content-Type: application/octet-stream\r\n\r\n"
-    ).encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        (
+            f"--{boundary}\r\n"
+            f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
 
 
 MULTIPART = {"content-type": "multipart/form-data; boundary=b0undary"}
@@ -213,3 +217,21 @@ async def test_an_upload_whose_transaction_fails_leaves_no_object_behind(
     again = await upload(http, org.files, org.owner, PNG, filename="fine.png")
     assert again.status_code == 201
     assert len(await org.stored_keys()) == 1
+
+
+async def test_the_allow_list_setting_decides_which_detected_types_are_kept(
+    make_settings: Callable[..., Any],
+) -> None:
+    settings = make_settings(
+        rate_limit_enabled=False, upload_allowed_types="image/png,application/octet-stream"
+    )
+    async for application in start_files_app(settings):
+        async with client_for(application) as http:
+            org = await make_tenant(application, http)
+            assert (await upload(http, org.files, org.owner, PNG)).status_code == 201
+            blob = await upload(http, org.files, org.owner, b"\x00\x01" * 100)
+            assert blob.status_code == 201
+            assert blob.json()["data"]["contentType"] == "application/octet-stream"
+            refused = await upload(http, org.files, org.owner, TEXT, declared="text/plain")
+            assert refused.status_code == 415
+            assert await org.usage() == (len(PNG) + 200, 2)

@@ -74,9 +74,7 @@ async def upload_file(
         )
     key = make_key("orgs", str(context.organization_id), "files")
     body = _checked_text(head, rest) if content_type in TEXT_TYPES else _chain(head, rest)
-    stored = await storage.put(
-        key, body, max_bytes=policy.max_bytes, content_type=content_type
-    )
+    stored = await storage.put(key, body, max_bytes=policy.max_bytes, content_type=content_type)
 
     async def remove_orphan() -> None:
         await storage.delete(key)

@@ -44,9 +44,7 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
 
 # The WHATWG MIME-sniffing patterns for HTML (a tag name followed by space or `>`),
 # plus XML and SVG, after optional whitespace.
-_HTML_TAGS = (
-    "!doctype html|html|head|script|iframe|h1|div|font|table|a|style|title|b|body|br|p|!--"
-)
+_HTML_TAGS = "!doctype html|html|head|script|iframe|h1|div|font|table|a|style|title|b|body|br|p|!--"
 _HTML = re.compile(rf"^\s*<(?:{_HTML_TAGS})(?:[\s>/]|$)", re.IGNORECASE)
 _XML = re.compile(r"^\s*<\?xml", re.IGNORECASE)
 _SVG = re.compile(r"<svg[\s>]", re.IGNORECASE)
