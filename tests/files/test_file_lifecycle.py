@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
@@ -180,3 +182,18 @@ async def test_another_organizations_member_gets_404(
     assert await org.usage() == (len(PNG), 1)
     listed = await http.get(other.files, headers=outsider)
     assert listed.json()["data"] == []
+
+
+async def test_two_concurrent_deletes_free_the_bytes_once(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    org = await new_tenant()
+    file = await upload_ok(http, org, PDF, "twice.pdf", org.owner)
+    kept = await upload_ok(http, org, PNG, "kept.png", org.owner)
+    url = f"{org.files}/{file['id']}"
+    first, second = await asyncio.gather(
+        http.delete(url, headers=org.owner), http.delete(url, headers=org.owner)
+    )
+    assert sorted([first.status_code, second.status_code]) == [204, 404]
+    assert await org.usage() == (len(PNG), 1)
+    assert (await http.get(f"{org.files}/{kept['id']}", headers=org.owner)).status_code == 200

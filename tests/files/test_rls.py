@@ -38,9 +38,7 @@ async def test_files_work_as_the_app_role_and_raw_sql_sees_one_organization(
                     text("SELECT set_config('app.org_id', :org, true)"), {"org": b.id}
                 )
                 for table in ("files", "storage_usage"):
-                    rows = await conn.execute(
-                        text(f"SELECT DISTINCT organization_id FROM {table}")  # noqa: S608
-                    )
+                    rows = await conn.execute(text(f"SELECT DISTINCT organization_id FROM {table}"))
                     assert {str(r[0]) for r in rows} == {b.id}, table
                 foreign = await conn.execute(
                     text("UPDATE storage_usage SET bytes_used = 0 WHERE organization_id = :a"),

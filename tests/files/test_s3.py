@@ -1,4 +1,4 @@
-"""The same upload rules with storage on S3 (moto's server on 127.0.0.1): run by make test-services."""
+"""The upload rules with storage on S3 (moto's server on 127.0.0.1), under make test-services."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import httpx
 import pytest
 from fastapi import FastAPI
 from sqlalchemy import event

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
 
 from tenantry.core.authz import authorize_row
 from tenantry.core.db import utcnow
@@ -220,8 +221,11 @@ async def delete_file(
     """Soft-delete `file` (`files:delete`, or `files:delete:own` for the uploader)."""
     authorize_row(context, "files:delete", created_by=file.created_by)
     file.deleted_at = utcnow()
+    try:
+        await session.flush()  # UPDATE ... WHERE version = :seen
+    except StaleDataError:
+        raise NotFound("File not found") from None  # deleted by a concurrent request
     await change_usage(session, bytes_delta=-file.size, files_delta=-1)
-    await session.flush()
     key = file.storage_key
 
     async def remove_object() -> None:
