@@ -4,6 +4,7 @@ or failed upload leaves nothing behind (no row, no object, no usage)."""
 from __future__ import annotations
 
 import os
+import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -235,3 +236,33 @@ async def test_the_allow_list_setting_decides_which_detected_types_are_kept(
             refused = await upload(http, org.files, org.owner, TEXT, declared="text/plain")
             assert refused.status_code == 415
             assert await org.usage() == (len(PNG) + 200, 2)
+
+
+async def test_a_large_upload_streams_through_without_being_held_in_memory(
+    make_settings: Callable[..., Any],
+) -> None:
+    size = 24 * 1024 * 1024
+    settings = make_settings(rate_limit_enabled=False, max_upload_bytes=size)
+    block = os.urandom(64 * 1024)
+    head = b'--b0undary\r\nContent-Disposition: form-data; name="file"; filename="big.zip"\r\n\r\n'
+
+    async def generated() -> AsyncIterator[bytes]:
+        yield head + b"PK\x03\x04"
+        for _ in range(size // len(block) - 1):
+            yield block
+        yield block[:-4] + b"\r\n--b0undary--\r\n"
+
+    async for application in start_files_app(settings):
+        async with client_for(application) as http:
+            org = await make_tenant(application, http)
+            tracemalloc.start()
+            try:
+                response = await http.post(
+                    org.files, content=generated(), headers={**org.owner, **MULTIPART}
+                )
+                _, peak = tracemalloc.get_traced_memory()
+            finally:
+                tracemalloc.stop()
+            assert response.status_code == 201, response.text
+            assert response.json()["data"]["size"] == size
+            assert peak < size // 4, f"peak Python allocations {peak} bytes"
