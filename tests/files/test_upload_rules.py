@@ -196,22 +196,46 @@ async def test_a_truncated_multipart_body_is_400_and_nothing_is_kept(
     await assert_nothing_stored(http, org)
 
 
+def faults_for(org: Tenant, stage: str) -> list[tuple[str, Callable[..., None]]]:
+    """Session listeners that fail `org`'s upload at its flush, or at the commit after it."""
+
+    def mine(session: Session) -> bool:
+        return any(
+            isinstance(obj, StoredFile) and str(obj.organization_id) == org.id
+            for obj in session.new
+        )
+
+    def at_flush(session: Session, _context: Any, _instances: Any) -> None:
+        if mine(session):
+            raise RuntimeError("database fault injected by the test")
+
+    def remember(session: Session, _context: Any, _instances: Any) -> None:
+        if mine(session):
+            session.info["fail_commit"] = True
+
+    def at_commit(session: Session) -> None:
+        if session.info.pop("fail_commit", False):
+            raise RuntimeError("database fault injected by the test")
+
+    if stage == "flush":
+        return [("before_flush", at_flush)]
+    return [("before_flush", remember), ("before_commit", at_commit)]
+
+
+@pytest.mark.parametrize("stage", ["flush", "commit"])
 async def test_an_upload_whose_transaction_fails_leaves_no_object_behind(
-    http: httpx.AsyncClient, new_tenant: NewTenant
+    http: httpx.AsyncClient, new_tenant: NewTenant, stage: str
 ) -> None:
-    """The object is written before the row; the rollback must delete it again."""
+    """The object is written before the row; the rollback (or failed commit) deletes it."""
     org = await new_tenant()
-
-    def fail_this_insert(session: Session, _context: Any, _instances: Any) -> None:
-        for obj in session.new:
-            if isinstance(obj, StoredFile) and str(obj.organization_id) == org.id:
-                raise RuntimeError("database fault injected by the test")
-
-    event.listen(Session, "before_flush", fail_this_insert)
+    faults = faults_for(org, stage)
+    for name, listener in faults:
+        event.listen(Session, name, listener)
     try:
         response = await upload(http, org.files, org.owner, PNG, filename="doomed.png")
     finally:
-        event.remove(Session, "before_flush", fail_this_insert)
+        for name, listener in faults:
+            event.remove(Session, name, listener)
     assert response.status_code == 500
     assert "injected" not in response.text
     await assert_nothing_stored(http, org)
