@@ -1,4 +1,4 @@
-"""Users and authenticated clients for every test module.
+"""Users, organizations, members, API keys and authenticated clients for every test module.
 
 - `await register(client)` → `Account` (unique email, a password, the user JSON, tokens);
 - `await create_account(app, client, role=PlatformRole.ADMIN)` → an `Account` with a
@@ -130,3 +130,124 @@ async def soft_delete(app: FastAPI, client: httpx.AsyncClient, account: Account)
     headers = await _super_admin_client(app, client)
     response = await client.delete(f"/api/v1/users/{account.id}", headers=headers)
     assert response.status_code == 204, response.text
+
+
+# --- organizations, members, API keys (modules/orgs, modules/api_keys) ------------------
+#
+# - `await create_org(client, owner)` → `Org` (created over HTTP; `owner` is its owner);
+# - `await add_member(app, client, org, "member")` → a new signed-in `Account` with that
+#   role in `org` (membership written directly; `account=` adds an existing account);
+# - `await create_api_key(client, org, ["projects:read"])` → the raw `tnt_...` key
+#   (created over HTTP by the org's owner); `api_key_headers(key)` to use it;
+# - `await mark_email_verified(app, account)`.
+
+
+@dataclass
+class Org:
+    id: str
+    slug: str
+    name: str
+    owner: Account
+
+    @property
+    def path(self) -> str:
+        return f"/api/v1/orgs/{self.id}"
+
+
+async def create_org(
+    client: httpx.AsyncClient, owner: Account, *, name: str | None = None, **fields: Any
+) -> Org:
+    name = name or f"Org {uuid.uuid4().hex[:8]}"
+    response = await client.post(
+        "/api/v1/orgs", json={"name": name, **fields}, headers=owner.headers
+    )
+    assert response.status_code == 201, response.text
+    data = response.json()["data"]
+    return Org(id=data["id"], slug=data["slug"], name=data["name"], owner=owner)
+
+
+async def add_member(
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    org: Org,
+    role: str = "member",
+    *,
+    account: Account | None = None,
+) -> Account:
+    """A member of `org` with `role` (a freshly registered user unless `account` is given)."""
+    from tenantry.modules.orgs.members import add_member as add_membership
+
+    account = account or await register(client)
+    async with app.state.database.transaction() as session:
+        await add_membership(
+            session, app.state.cache, uuid.UUID(org.id), uuid.UUID(account.id), role
+        )
+    return account
+
+
+async def create_api_key(
+    client: httpx.AsyncClient,
+    org: Org,
+    permissions: list[str],
+    *,
+    by: Account | None = None,
+    **fields: Any,
+) -> str:
+    response = await client.post(
+        f"{org.path}/api-keys",
+        json={"name": f"key-{uuid.uuid4().hex[:6]}", "permissions": permissions, **fields},
+        headers=(by or org.owner).headers,
+    )
+    assert response.status_code == 201, response.text
+    key = str(response.json()["data"]["key"])
+    remember_secret(key)
+    return key
+
+
+def api_key_headers(key: str) -> dict[str, str]:
+    return {"X-API-Key": key}
+
+
+async def mark_email_verified(app: FastAPI, account: Account) -> None:
+    from sqlalchemy import update
+
+    from tenantry.core.db import utcnow
+    from tenantry.modules.users.models import User
+
+    async with app.state.database.transaction() as session:
+        await session.execute(
+            update(User).where(User.id == uuid.UUID(account.id)).values(email_verified_at=utcnow())
+        )
+
+
+TEST_JOB_TYPE = "test.orgs.noop"
+
+
+def _register_test_job() -> None:
+    from tenantry.core.jobs import JobContext, job_handler
+    from tenantry.core.jobs.registry import get_handler
+
+    if get_handler(TEST_JOB_TYPE) is None:
+
+        @job_handler(TEST_JOB_TYPE)
+        async def noop(_ctx: JobContext) -> dict[str, Any]:
+            return {}
+
+
+async def create_org_job(app: FastAPI, org: Org) -> str:
+    """A queued job of `org`, due tomorrow (no worker of the test run claims it meanwhile)."""
+    import datetime as dt
+
+    from tenantry.core.jobs import enqueue
+
+    _register_test_job()
+    async with app.state.database.transaction() as session:
+        job = await enqueue(
+            session,
+            TEST_JOB_TYPE,
+            {},
+            organization_id=uuid.UUID(org.id),
+            created_by=uuid.UUID(org.owner.id),
+            run_at=dt.datetime.now(dt.UTC) + dt.timedelta(days=1),
+        )
+        return str(job.id)

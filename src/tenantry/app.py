@@ -33,10 +33,17 @@ from tenantry.core.openapi import ERROR_RESPONSES, finalize_openapi
 from tenantry.core.ratelimit import create_rate_limiter
 from tenantry.core.routing import UnitOfWorkRoute
 from tenantry.core.storage import create_storage
+from tenantry.modules.api_keys.router import router as api_keys_router
+from tenantry.modules.audit.router import router as audit_router
 from tenantry.modules.auth.mfa_router import router as mfa_router
 from tenantry.modules.auth.router import router as auth_router
 from tenantry.modules.files.router import router as files_router
 from tenantry.modules.health.router import router as health_router
+from tenantry.modules.orgs.resolver import resolve_tenant
+from tenantry.modules.orgs.routers.invitations import router as invitations_router
+from tenantry.modules.orgs.routers.jobs import router as org_jobs_router
+from tenantry.modules.orgs.routers.members import router as members_router
+from tenantry.modules.orgs.routers.orgs import router as orgs_router
 from tenantry.modules.users.router import router as users_router
 
 API_PREFIX = "/api/v1"
@@ -90,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.events = events
     app.state.jobs = jobs
     app.state.metrics = Metrics(database)
+    app.state.tenant_resolver = resolve_tenant  # principal + membership → TenantContext
     app.state.health_checks = {
         "database": database.ping,
         "redis": redis.ping if redis is not None else None,
@@ -109,6 +117,12 @@ def build_api_router() -> APIRouter:
     api.include_router(auth_router)
     api.include_router(mfa_router)
     api.include_router(users_router)
+    api.include_router(orgs_router)
+    api.include_router(members_router)
+    api.include_router(invitations_router)
+    api.include_router(api_keys_router)
+    api.include_router(audit_router)
+    api.include_router(org_jobs_router)
     api.include_router(files_router)
     return api
 

@@ -130,6 +130,9 @@ class Settings(BaseSettings):
 
     # files (modules/files): content types accepted by uploads, sniffed from the bytes
     upload_allowed_types: CommaList = Field(default_factory=lambda: list(DEFAULT_UPLOAD_TYPES))
+    # organizations (modules/orgs): trial length of a new organization, invitation lifetime
+    trial_days: int = Field(default=30, ge=1, le=365)
+    invitation_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=3600, le=30 * 24 * 3600)
 
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.CONSOLE

@@ -80,8 +80,8 @@ async def start(settings: Settings, *, with_resolver: bool) -> AsyncIterator[Fas
     application = create_app(settings)
     application.include_router(router)
     application.include_router(audit_router)
-    if with_resolver:
-        application.state.tenant_resolver = header_resolver
+    # create_app registers the real resolver (modules/orgs); replaced or removed here.
+    application.state.tenant_resolver = header_resolver if with_resolver else None
     async with application.router.lifespan_context(application):
         yield application
 

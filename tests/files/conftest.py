@@ -1,8 +1,4 @@
-"""Files tests: an app, organizations with members of each role, storage inspection.
-
-`Tenant` hides how an organization and its members come to exist, so the tests read the
-same whichever way that is.
-"""
+"""Files tests: organizations with members of each role, usage and storage inspection."""
 
 from __future__ import annotations
 
@@ -14,40 +10,29 @@ from typing import Any
 import httpx
 import obstore
 import pytest
-from fastapi import FastAPI, Request
-from sqlalchemy.ext.asyncio import AsyncSession
+from fastapi import FastAPI
 
 from tenantry.app import create_app
 from tenantry.config import Settings
-from tenantry.core.errors import NotFound
-from tenantry.core.permissions import role_permissions
 from tenantry.core.tenancy import TenantContext, bind_tenant
 from tenantry.modules.files.usage import files_stored, storage_used
 from tests.conftest import client_for
-
-
-async def membership_resolver(
-    request: Request, _session: AsyncSession, org_id: uuid.UUID
-) -> TenantContext:
-    """Stand-in for the organizations module: members are whoever `Tenant` said they are."""
-    members: dict[tuple[str, str], str] = request.app.state.test_members
-    user = request.headers.get("x-test-user", "")
-    role = members.get((str(org_id), user))
-    if role is None:
-        raise NotFound("Organization not found")
-    return TenantContext(
-        organization_id=org_id,
-        user_id=uuid.UUID(user),
-        role=role,
-        permissions=role_permissions(role),
-    )
+from tests.factories import Org, add_member, create_org, register
 
 
 @dataclass
 class Tenant:
     app: FastAPI
-    id: str
-    owner: dict[str, str]
+    client: httpx.AsyncClient
+    org: Org
+
+    @property
+    def id(self) -> str:
+        return self.org.id
+
+    @property
+    def owner(self) -> dict[str, str]:
+        return self.org.owner.headers
 
     @property
     def path(self) -> str:
@@ -59,9 +44,7 @@ class Tenant:
 
     async def member(self, role: str) -> dict[str, str]:
         """Headers of a new member of this organization with `role`."""
-        user = str(uuid.uuid4())
-        self.app.state.test_members[(self.id, user)] = role
-        return {"x-test-user": user}
+        return (await add_member(self.app, self.client, self.org, role)).headers
 
     async def usage(self) -> tuple[int, int]:
         """(bytes, files) the organization's usage counter holds."""
@@ -80,17 +63,15 @@ class Tenant:
 
 
 async def start_files_app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """An app of its own (other settings), started for the duration of the iteration."""
     application = create_app(settings)
-    application.state.tenant_resolver = membership_resolver
-    application.state.test_members = {}
     async with application.router.lifespan_context(application):
         yield application
 
 
 @pytest.fixture(scope="session")
-async def files_app(settings: Settings) -> AsyncIterator[FastAPI]:
-    async for application in start_files_app(settings):
-        yield application
+def files_app(app: FastAPI) -> FastAPI:
+    return app
 
 
 @pytest.fixture
@@ -102,10 +83,9 @@ async def http(files_app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 NewTenant = Callable[..., Any]
 
 
-async def make_tenant(app: FastAPI, _client: httpx.AsyncClient) -> Tenant:
-    tenant = Tenant(app=app, id=str(uuid.uuid4()), owner={})
-    tenant.owner = await tenant.member("owner")
-    return tenant
+async def make_tenant(app: FastAPI, client: httpx.AsyncClient) -> Tenant:
+    """A new organization (created over HTTP by a newly registered owner)."""
+    return Tenant(app=app, client=client, org=await create_org(client, await register(client)))
 
 
 @pytest.fixture

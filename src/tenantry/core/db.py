@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Integer, MetaData, TypeDecorator, Uuid, event, text
+from sqlalchemy import DateTime, ForeignKey, Integer, MetaData, TypeDecorator, Uuid, event, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -119,6 +119,15 @@ class TenantOwned:
 
     @declared_attr
     def organization_id(cls) -> Mapped[uuid.UUID]:
+        # A foreign key to the tenant for the product's models. Models on another metadata
+        # (the tenancy tests' probe tables) have no `organizations` table to point to.
+        if getattr(cls, "metadata", None) is Base.metadata:
+            return mapped_column(
+                ForeignKey("organizations.id", ondelete="CASCADE"),
+                index=False,
+                nullable=False,
+                sort_order=-90,
+            )
         return mapped_column(index=False, nullable=False, sort_order=-90)
 
 

@@ -1,7 +1,7 @@
 """Files: uploaded files' metadata and each organization's storage usage.
 
 Revision ID: 0007
-Revises: 0003
+Revises: 0005
 Create Date: 2026-11-23
 """
 
@@ -14,7 +14,7 @@ from tenantry.core.db import UTCDateTime
 from tenantry.core.rls import disable_rls, enable_rls
 
 revision: str = "0007"
-down_revision: str | None = "0003"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -37,6 +37,12 @@ def upgrade() -> None:
         sa.Column("created_by", sa.Uuid(), nullable=True),
         sa.Column("updated_by", sa.Uuid(), nullable=True),
         sa.Column("version", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["organization_id"],
+            ["organizations.id"],
+            name=op.f("fk_files_organization_id_organizations"),
+            ondelete="CASCADE",
+        ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_files")),
         sa.UniqueConstraint("storage_key", name=op.f("uq_files_storage_key")),
     )
@@ -65,6 +71,12 @@ def upgrade() -> None:
         sa.Column("organization_id", sa.Uuid(), nullable=False),
         sa.Column("bytes_used", sa.BigInteger(), nullable=False),
         sa.Column("files_count", sa.Integer(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["organization_id"],
+            ["organizations.id"],
+            name=op.f("fk_storage_usage_organization_id_organizations"),
+            ondelete="CASCADE",
+        ),
         sa.PrimaryKeyConstraint("organization_id", name=op.f("pk_storage_usage")),
     )
     enable_rls(op, "storage_usage")

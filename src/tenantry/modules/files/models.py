@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import BigInteger, Index, Integer, String, text
+from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tenantry.core.db import (
@@ -59,6 +59,8 @@ class StorageUsage(Base, TenantOwned):
 
     __tablename__ = "storage_usage"
 
-    organization_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True
+    )
     bytes_used: Mapped[int] = mapped_column(BigInteger, default=0)
     files_count: Mapped[int] = mapped_column(Integer, default=0)

@@ -26,6 +26,7 @@ from tenantry.core.responses import decode_cursor, encode_cursor
 from tenantry.core.routing import after_commit, after_rollback
 from tenantry.core.storage import ObjectStream, Storage, make_key
 from tenantry.core.tenancy import TenantContext
+from tenantry.modules.audit.service import created, deleted, record
 from tenantry.modules.files.models import StoredFile
 from tenantry.modules.files.naming import display_filename
 from tenantry.modules.files.sniffing import SNIFF_BYTES, TEXT_TYPES, TextCheck, sniff
@@ -92,7 +93,17 @@ async def upload_file(
     session.add(file)
     await change_usage(session, bytes_delta=stored.size, files_delta=1)
     await session.flush()
+    await record(session, "file.created", "file", file.id, created(_audited(file)))
     return file
+
+
+def _audited(file: StoredFile) -> dict[str, object]:
+    return {
+        "filename": file.filename,
+        "content_type": file.content_type,
+        "size": file.size,
+        "sha256": file.sha256,
+    }
 
 
 async def _read_head(chunks: AsyncIterator[bytes]) -> tuple[bytes, AsyncIterator[bytes]]:
@@ -226,6 +237,7 @@ async def delete_file(
     except StaleDataError:
         raise NotFound("File not found") from None  # deleted by a concurrent request
     await change_usage(session, bytes_delta=-file.size, files_delta=-1)
+    await record(session, "file.deleted", "file", file.id, deleted(_audited(file)))
     key = file.storage_key
 
     async def remove_object() -> None:

@@ -1,0 +1,173 @@
+"""`record(...)`: append one audit entry in the caller's transaction.
+
+Every tenant mutation calls it once, after making its change:
+
+    await record(session, "project.updated", "project", project.id,
+                 changes=diff(before, snapshot(project, FIELDS)))
+
+The actor (user and/or API key) comes from the session's `TenantContext`; the IP, user
+agent and request id from the request (`remember_request`, done by the tenant resolver
+for every `/orgs/{orgId}/...` route). Values of secret-looking fields are redacted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tenantry.core.ratelimit import client_ip
+from tenantry.core.tenancy import require_tenant
+from tenantry.modules.audit.models import AuditLog
+
+REDACTED = "[redacted]"
+SECRET_FIELD = re.compile(r"password|secret|token|hash|(^|_)key$|^key", re.IGNORECASE)
+_REQUEST_KEY = "audit_request"
+USER_AGENT_MAX = 512
+
+
+@dataclass(frozen=True, slots=True)
+class RequestMeta:
+    ip: str | None = None
+    user_agent: str | None = None
+    request_id: str | None = None
+
+
+def request_meta(request: Request) -> RequestMeta:
+    agent = request.headers.get("user-agent")
+    return RequestMeta(
+        ip=client_ip(request) or None,
+        user_agent=agent[:USER_AGENT_MAX] if agent else None,
+        request_id=getattr(request.state, "request_id", None),
+    )
+
+
+def remember_request(session: AsyncSession, request: Request) -> None:
+    """Attach the request's IP, user agent and id to the session for later entries."""
+    session.info[_REQUEST_KEY] = request_meta(request)
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, enum.Enum):
+        return _jsonable(value.value)
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, dt.datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, Iterable):
+        return [_jsonable(v) for v in value]
+    return str(value)
+
+
+def redact(changes: Mapping[str, Any]) -> dict[str, Any]:
+    """`{field: [old, new]}` with the values of secret-looking fields replaced."""
+    cleaned: dict[str, Any] = {}
+    for field, pair in changes.items():
+        if SECRET_FIELD.search(field):
+            cleaned[field] = [REDACTED, REDACTED]
+        else:
+            old, new = pair
+            cleaned[field] = [_jsonable(old), _jsonable(new)]
+    return cleaned
+
+
+def snapshot(obj: object, fields: Iterable[str]) -> dict[str, Any]:
+    """The current values of `fields` on `obj` (to diff against after a change)."""
+    return {field: getattr(obj, field) for field in fields}
+
+
+def diff(before: Mapping[str, Any], after: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """`{field: (old, new)}` for the fields whose value changed (missing = None)."""
+    return {
+        field: (before.get(field), after.get(field))
+        for field in dict.fromkeys([*before, *after])
+        if before.get(field) != after.get(field)
+    }
+
+
+def created(after: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    return diff({}, after)
+
+
+def deleted(before: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    return diff(before, {})
+
+
+async def record(
+    session: AsyncSession,
+    action: str,
+    entity_type: str,
+    entity_id: uuid.UUID | None,
+    changes: Mapping[str, Any] | None = None,
+) -> AuditLog:
+    """Append one entry for the session's organization and actor (same transaction)."""
+    context = require_tenant(session)
+    meta: RequestMeta = session.info.get(_REQUEST_KEY) or RequestMeta()
+    entry = AuditLog(
+        organization_id=context.organization_id,
+        action=action,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        actor_user_id=context.user_id,
+        actor_api_key_id=context.api_key_id,
+        changes=redact(changes or {}),
+        ip=meta.ip,
+        user_agent=meta.user_agent,
+        request_id=meta.request_id,
+    )
+    session.add(entry)
+    await session.flush()
+    return entry
+
+
+@dataclass(frozen=True, slots=True)
+class AuditFilters:
+    action: str | None = None
+    entity_type: str | None = None
+    entity_id: uuid.UUID | None = None
+    actor_user_id: uuid.UUID | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+
+
+async def list_entries(
+    session: AsyncSession, filters: AuditFilters, *, offset: int, limit: int, newest_first: bool
+) -> tuple[list[AuditLog], int]:
+    """The bound organization's entries (scoped automatically), filtered, newest first."""
+    conditions = []
+    if filters.action is not None:
+        conditions.append(AuditLog.action == filters.action)
+    if filters.entity_type is not None:
+        conditions.append(AuditLog.entity_type == filters.entity_type)
+    if filters.entity_id is not None:
+        conditions.append(AuditLog.entity_id == filters.entity_id)
+    if filters.actor_user_id is not None:
+        conditions.append(AuditLog.actor_user_id == filters.actor_user_id)
+    if filters.since is not None:
+        conditions.append(AuditLog.created_at >= filters.since)
+    if filters.until is not None:
+        conditions.append(AuditLog.created_at <= filters.until)
+    total = (
+        await session.execute(select(func.count()).select_from(AuditLog).where(*conditions))
+    ).scalar_one()
+    order = (AuditLog.created_at.desc(), AuditLog.id.desc())
+    if not newest_first:
+        order = (AuditLog.created_at.asc(), AuditLog.id.asc())
+    rows = await session.scalars(
+        select(AuditLog).where(*conditions).order_by(*order).offset(offset).limit(limit)
+    )
+    return list(rows), total

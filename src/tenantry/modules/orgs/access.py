@@ -1,0 +1,87 @@
+"""Who may act in an organization: memberships read once per request, cached.
+
+`organization_access(cache, session, org_id, user_id)` answers the caller's role in a live
+(not deleted) organization, or None. Answers are cached in `app.state.cache` and dropped
+on every membership, role or organization change — at once and again after the commit,
+so a role change applies on the very next request. With Redis every process shares the
+cache (5 minutes); the in-process cache of the embedded mode keeps answers 5 seconds,
+the bound on what another `--workers` process can still see.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tenantry.core.cache import Cache, MemoryCache
+from tenantry.core.routing import after_commit
+from tenantry.modules.orgs.models import Membership, Organization
+
+ACCESS_TTL_SECONDS = 300
+# An in-process cache is not shared by `tenantry serve --workers N`: another process keeps
+# its answer until it expires, so it expires quickly.
+LOCAL_ACCESS_TTL_SECONDS = 5
+_PREFIX = "orgs:access:"
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    role: str
+    plan: str
+
+
+def _key(org_id: uuid.UUID, user_id: uuid.UUID) -> str:
+    return f"{_PREFIX}{org_id}:{user_id}"
+
+
+async def organization_access(
+    cache: Cache, session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UUID
+) -> Access | None:
+    key = _key(org_id, user_id)
+    cached = await cache.get_json(key)
+    if isinstance(cached, dict):
+        role, plan = cached.get("role"), cached.get("plan")
+        return Access(role=role, plan=plan) if role and plan else None
+    row = (
+        await session.execute(
+            select(Membership.role, Organization.plan)
+            .join(Organization, Organization.id == Membership.organization_id)
+            .where(
+                Membership.organization_id == org_id,
+                Membership.user_id == user_id,
+                Organization.deleted_at.is_(None),
+            )
+        )
+    ).first()
+    access = Access(role=row[0], plan=row[1]) if row is not None else None
+    value = {"role": access.role, "plan": access.plan} if access else {"role": None}
+    ttl = LOCAL_ACCESS_TTL_SECONDS if isinstance(cache, MemoryCache) else ACCESS_TTL_SECONDS
+    await cache.set_json(key, value, ttl=ttl)
+    return access
+
+
+async def forget_member(
+    cache: Cache, session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UUID
+) -> None:
+    """Drop one cached answer now and once more after the commit."""
+    key = _key(org_id, user_id)
+    await cache.delete(key)
+
+    async def again() -> None:
+        await cache.delete(key)
+
+    after_commit(session, again)
+
+
+async def forget_organization(cache: Cache, session: AsyncSession, org_id: uuid.UUID) -> None:
+    """Drop every cached answer about an organization now and after the commit."""
+    prefix = f"{_PREFIX}{org_id}:"
+    await cache.delete_prefix(prefix)
+
+    async def again() -> None:
+        await cache.delete_prefix(prefix)
+
+    after_commit(session, again)

@@ -1,0 +1,55 @@
+"""The tenant view of the jobs table: list, read, cancel the organization's own jobs.
+
+`jobs` belongs to core and is not `TenantOwned` (the worker claims jobs of every
+organization, and platform jobs have no organization), so the automatic criteria do not
+apply. Every query here filters by the bound context's organization explicitly, and
+`cancel` runs only after the job was found that way; the isolation test walks these
+routes like any other.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tenantry.core.errors import NotFound
+from tenantry.core.jobs import cancel
+from tenantry.core.jobs.models import Job
+from tenantry.core.tenancy import require_tenant
+
+
+async def list_jobs(
+    session: AsyncSession, *, status: str | None, offset: int, limit: int
+) -> tuple[list[Job], int]:
+    conditions = [Job.organization_id == require_tenant(session).organization_id]
+    if status is not None:
+        conditions.append(Job.status == status)
+    total = (
+        await session.execute(select(func.count()).select_from(Job).where(*conditions))
+    ).scalar_one()
+    rows = await session.scalars(
+        select(Job)
+        .where(*conditions)
+        .order_by(Job.created_at.desc(), Job.id.desc())
+        .offset(offset)
+        .limit(limit)
+    )
+    return list(rows), total
+
+
+async def get_job(session: AsyncSession, job_id: uuid.UUID) -> Job:
+    job = await session.scalar(
+        select(Job).where(
+            Job.id == job_id, Job.organization_id == require_tenant(session).organization_id
+        )
+    )
+    if job is None:
+        raise NotFound("Job not found")
+    return job
+
+
+async def cancel_job(session: AsyncSession, job_id: uuid.UUID) -> Job:
+    await get_job(session, job_id)  # 404 for another organization's job, before any write
+    return await cancel(session, job_id)

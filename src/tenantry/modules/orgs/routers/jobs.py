@@ -1,0 +1,63 @@
+"""Jobs of an organization (API.md, Jobs): list, read, cancel (`jobs:read`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query
+
+from tenantry.core.authz import require
+from tenantry.core.jobs.models import Job
+from tenantry.core.responses import Envelope, ListQuery, Page, Schema, ok, page
+from tenantry.core.routing import SessionDep, UnitOfWorkRoute
+from tenantry.core.tenancy import TenantContext
+from tenantry.modules.orgs import jobs
+
+router = APIRouter(prefix="/orgs/{orgId}/jobs", tags=["jobs"], route_class=UnitOfWorkRoute)
+Reader = Annotated[TenantContext, Depends(require("jobs:read"))]
+JobId = Annotated[uuid.UUID, Path(alias="jobId")]
+
+
+class JobListQuery(ListQuery):
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"] | None = None
+
+
+class JobOut(Schema):
+    id: uuid.UUID
+    type: str
+    status: str
+    progress: int
+    message: str | None
+    attempts: int
+    result: Any | None
+    error: str | None
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+
+def _out(job: Job) -> JobOut:
+    return JobOut.model_validate(job)
+
+
+@router.get("")
+async def list_jobs(
+    _ctx: Reader, session: SessionDep, query: Annotated[JobListQuery, Query()]
+) -> Page[JobOut]:
+    rows, total = await jobs.list_jobs(
+        session, status=query.status, offset=query.offset, limit=query.limit
+    )
+    return page([_out(j) for j in rows], total=total, page=query.page, limit=query.limit)
+
+
+@router.get("/{jobId}")
+async def get_job(job_id: JobId, _ctx: Reader, session: SessionDep) -> Envelope[JobOut]:
+    return ok(_out(await jobs.get_job(session, job_id)))
+
+
+@router.post("/{jobId}/cancel")
+async def cancel_job(job_id: JobId, _ctx: Reader, session: SessionDep) -> Envelope[JobOut]:
+    """Cancel a queued job now; a running one stops at its next progress report."""
+    return ok(_out(await jobs.cancel_job(session, job_id)))

@@ -1,0 +1,87 @@
+"""Request and response bodies of the organizations API (API.md, Organizations)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+from pydantic import Field
+
+from tenantry.core.permissions import Role
+from tenantry.core.responses import ListQuery, RequestSchema, Schema
+from tenantry.modules.orgs.slugs import SLUG_PATTERN
+from tenantry.modules.users.schemas import Email
+
+
+class CreateOrganization(RequestSchema):
+    name: str = Field(min_length=1, max_length=100)
+    slug: str | None = Field(default=None, pattern=SLUG_PATTERN)
+
+
+class UpdateOrganization(RequestSchema):
+    name: str | None = Field(default=None, min_length=1, max_length=100)
+    slug: str | None = Field(default=None, pattern=SLUG_PATTERN)
+
+
+class OrganizationOut(Schema):
+    id: uuid.UUID
+    name: str
+    slug: str
+    plan: str
+    subscription_status: str
+    trial_ends_at: dt.datetime | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class MyOrganizationOut(OrganizationOut):
+    my_role: str
+
+
+class OrganizationListQuery(ListQuery):
+    sort_fields = ("createdAt", "name")
+
+
+class MemberOut(Schema):
+    user_id: uuid.UUID
+    email: str
+    first_name: str | None
+    last_name: str | None
+    role: str
+    joined_at: dt.datetime
+
+
+class MemberListQuery(ListQuery):
+    sort_fields = ("createdAt", "joinedAt", "email")
+
+
+class ChangeRole(RequestSchema):
+    role: Role
+
+
+class TransferOwnership(RequestSchema):
+    user_id: uuid.UUID
+
+
+class CreateInvitation(RequestSchema):
+    email: Email
+    role: Role
+
+
+class InvitationOut(Schema):
+    id: uuid.UUID
+    email: str
+    role: str
+    status: str
+    expires_at: dt.datetime
+    invited_by: uuid.UUID | None
+    created_at: dt.datetime
+
+
+class AcceptInvitation(RequestSchema):
+    token: str = Field(min_length=1, max_length=200)
+
+
+class RoleOut(Schema):
+    role: str
+    permissions: list[str]

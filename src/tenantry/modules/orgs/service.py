@@ -1,0 +1,180 @@
+"""Organizations: create (with the owner membership), list mine, read, update, soft delete."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import ColumnElement, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tenantry.config import Settings
+from tenantry.core.cache import Cache
+from tenantry.core.db import utcnow
+from tenantry.core.errors import Conflict, NotFound
+from tenantry.core.permissions import Role, role_permissions
+from tenantry.core.tenancy import TenantContext, bind_tenant, require_tenant
+from tenantry.modules.audit.service import created, diff, record, snapshot
+from tenantry.modules.orgs.access import forget_organization
+from tenantry.modules.orgs.models import (
+    TRIAL_PLAN,
+    Membership,
+    Organization,
+    SubscriptionStatus,
+)
+from tenantry.modules.orgs.schemas import (
+    CreateOrganization,
+    OrganizationListQuery,
+    UpdateOrganization,
+)
+from tenantry.modules.orgs.slugs import slugify, with_suffix
+
+AUDITED_FIELDS = ("name", "slug", "plan", "subscription_status", "trial_ends_at")
+SORT_COLUMNS = {"createdAt": Organization.created_at, "name": Organization.name}
+SLUG_ATTEMPTS = 5
+
+
+async def _slug_taken(session: AsyncSession, slug: str) -> bool:
+    found = await session.scalar(select(Organization.id).where(Organization.slug == slug))
+    return found is not None
+
+
+async def _free_slug(session: AsyncSession, body: CreateOrganization) -> str:
+    if body.slug is not None:
+        if await _slug_taken(session, body.slug):
+            raise Conflict("This slug is already taken")
+        return body.slug
+    slug = slugify(body.name)
+    for _ in range(SLUG_ATTEMPTS):
+        if not await _slug_taken(session, slug):
+            return slug
+        slug = with_suffix(slugify(body.name))
+    raise Conflict("Could not derive a free slug; give one explicitly")
+
+
+async def create_organization(
+    session: AsyncSession, settings: Settings, user_id: uuid.UUID, body: CreateOrganization
+) -> Organization:
+    """The organization and the caller's owner membership, in the caller's transaction."""
+    now = utcnow()
+    org = Organization(
+        name=body.name,
+        slug=await _free_slug(session, body),
+        plan=TRIAL_PLAN,
+        subscription_status=SubscriptionStatus.TRIALING.value,
+        trial_ends_at=now + dt.timedelta(days=settings.trial_days),
+        created_by=user_id,
+    )
+    session.add(org)
+    try:
+        await session.flush()
+    except IntegrityError:
+        raise Conflict("This slug is already taken") from None
+    session.add(Membership(organization_id=org.id, user_id=user_id, role=Role.OWNER.value))
+    await session.flush()
+    bind_tenant(
+        session,
+        TenantContext(
+            organization_id=org.id,
+            user_id=user_id,
+            role=Role.OWNER.value,
+            permissions=role_permissions(Role.OWNER),
+            plan=org.plan,
+        ),
+    )
+    await record(
+        session,
+        "organization.created",
+        "organization",
+        org.id,
+        created(snapshot(org, AUDITED_FIELDS)),
+    )
+    return org
+
+
+async def list_my_organizations(
+    session: AsyncSession, user_id: uuid.UUID, query: OrganizationListQuery
+) -> tuple[Sequence[tuple[Organization, str]], int]:
+    conditions: list[ColumnElement[bool]] = [
+        Membership.user_id == user_id,
+        Organization.deleted_at.is_(None),
+    ]
+    base = select(Organization, Membership.role).join(
+        Membership, Membership.organization_id == Organization.id
+    )
+    if query.search:
+        pattern = f"%{query.search.lower()}%"
+        conditions.append(func.lower(Organization.name).like(pattern))
+    total = (
+        await session.execute(
+            select(func.count())
+            .select_from(Organization)
+            .join(Membership, Membership.organization_id == Organization.id)
+            .where(*conditions)
+        )
+    ).scalar_one()
+    column = SORT_COLUMNS[query.sort_by]
+    order = column.asc() if query.sort_order == "asc" else column.desc()
+    rows = await session.execute(
+        base.where(*conditions)
+        .order_by(order, Organization.id)
+        .offset(query.offset)
+        .limit(query.limit)
+    )
+    return [(org, role) for org, role in rows.all()], total
+
+
+async def current_organization(session: AsyncSession) -> Organization:
+    """The bound organization (the resolver already proved it exists and is live)."""
+    context = require_tenant(session)
+    org = await session.scalar(
+        select(Organization).where(
+            Organization.id == context.organization_id, Organization.deleted_at.is_(None)
+        )
+    )
+    if org is None:
+        raise NotFound("Organization not found")
+    return org
+
+
+async def update_organization(
+    session: AsyncSession, cache: Cache, body: UpdateOrganization
+) -> Organization:
+    org = await current_organization(session)
+    before = snapshot(org, AUDITED_FIELDS)
+    fields = body.model_dump(exclude_unset=True)
+    if fields.get("name") is None:
+        fields.pop("name", None)
+    if "slug" in fields:
+        slug = fields.pop("slug")
+        if slug is not None and slug != org.slug:
+            if await _slug_taken(session, slug):
+                raise Conflict("This slug is already taken")
+            org.slug = slug
+    for name, value in fields.items():
+        setattr(org, name, value)
+    try:
+        await session.flush()
+    except IntegrityError:
+        raise Conflict("This slug is already taken") from None
+    changes = diff(before, snapshot(org, AUDITED_FIELDS))
+    if changes:
+        await record(session, "organization.updated", "organization", org.id, changes)
+        await forget_organization(cache, session, org.id)
+    return org
+
+
+async def delete_organization(session: AsyncSession, cache: Cache) -> None:
+    org = await current_organization(session)
+    org.deleted_at = utcnow()
+    await session.flush()
+    await record(
+        session,
+        "organization.deleted",
+        "organization",
+        org.id,
+        {"deleted_at": (None, org.deleted_at)},
+    )
+    await forget_organization(cache, session, org.id)

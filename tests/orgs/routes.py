@@ -1,0 +1,218 @@
+"""What the OpenAPI-walking tests (isolation, role matrix) need to exercise a tenant route.
+
+Every route under `/orgs/{orgId}/` is found in the OpenAPI document; to call it the tests
+need, for each other path parameter, a way to create such an object in an organization
+(`OBJECTS`) and, for a route with a JSON body, a valid body (`BODIES`). A new route whose
+parameter or body is missing here makes both tests fail: add an entry (or, only when the
+walker truly cannot exercise a route, list it in `NOT_WALKED` with the reason).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from fastapi import FastAPI
+
+from tests.factories import Org, add_member, create_api_key, create_org_job, unique_email
+
+ObjectFactory = Callable[[FastAPI, httpx.AsyncClient, Org], Awaitable[str]]
+BodyFactory = Callable[[dict[str, str]], dict[str, Any]]
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+async def _member(app: FastAPI, client: httpx.AsyncClient, org: Org) -> str:
+    return (await add_member(app, client, org, "member")).id
+
+
+async def _invitation(_app: FastAPI, client: httpx.AsyncClient, org: Org) -> str:
+    response = await client.post(
+        f"{org.path}/invitations",
+        json={"email": unique_email("walk"), "role": "viewer"},
+        headers=org.owner.headers,
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["data"]["id"])
+
+
+async def _api_key(_app: FastAPI, client: httpx.AsyncClient, org: Org) -> str:
+    key = await create_api_key(client, org, ["org:read"])
+    listed = await client.get(f"{org.path}/api-keys?limit=100", headers=org.owner.headers)
+    return str(next(k["id"] for k in listed.json()["data"] if key.startswith(k["prefix"])))
+
+
+async def _job(app: FastAPI, _client: httpx.AsyncClient, org: Org) -> str:
+    return await create_org_job(app, org)
+
+
+SAMPLE_PNG = b"\x89PNG\r\n\x1a\n" + b"walker" * 20
+
+
+async def _file(_app: FastAPI, client: httpx.AsyncClient, org: Org) -> str:
+    response = await client.post(
+        f"{org.path}/files",
+        files={"file": ("walker.png", SAMPLE_PNG, "image/png")},
+        headers=org.owner.headers,
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["data"]["id"])
+
+
+# Path parameter → how to create one such object in an organization (returns its id).
+OBJECTS: dict[str, ObjectFactory] = {
+    "userId": _member,
+    "invitationId": _invitation,
+    "keyId": _api_key,
+    "jobId": _job,
+    "fileId": _file,
+}
+
+# (method, path) → a valid JSON body; `ids` holds the objects created for the call and,
+# under "userId", a member of the organization that is not the caller.
+BODIES: dict[tuple[str, str], BodyFactory] = {
+    ("PATCH", "/api/v1/orgs/{orgId}"): lambda ids: {"name": "Renamed by the walker"},
+    ("PATCH", "/api/v1/orgs/{orgId}/members/{userId}"): lambda ids: {"role": "viewer"},
+    ("POST", "/api/v1/orgs/{orgId}/transfer-ownership"): lambda ids: {"userId": ids["userId"]},
+    ("POST", "/api/v1/orgs/{orgId}/invitations"): lambda ids: {
+        "email": unique_email("walk"),
+        "role": "viewer",
+    },
+    ("POST", "/api/v1/orgs/{orgId}/api-keys"): lambda ids: {
+        "name": "walker",
+        "permissions": ["org:read"],
+    },
+}
+
+# (method, path) → the multipart files of an upload route (sent instead of a JSON body).
+UPLOADS: dict[tuple[str, str], Callable[[dict[str, str]], dict[str, Any]]] = {
+    ("POST", "/api/v1/orgs/{orgId}/files"): lambda ids: {
+        "file": ("walker.png", SAMPLE_PNG, "image/png")
+    },
+}
+
+# (method, path) → objects its body refers to (created like path parameters).
+BODY_OBJECTS: dict[tuple[str, str], list[str]] = {
+    ("POST", "/api/v1/orgs/{orgId}/transfer-ownership"): ["userId"],
+}
+
+# (method, path) → why the walker cannot call it. Keep this empty if at all possible.
+NOT_WALKED: dict[tuple[str, str], str] = {}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Who may call a mutating route, when more than its `require(...)` says."""
+
+    permission: str
+    owner_only: bool = False  # a check on the role in the service (transfer ownership)
+    keys_allowed: bool = True
+    # The walked object was created by someone else (the owner), so `x:y:own` is not enough.
+    others_rows: bool = False
+
+
+# Routes whose check lives in the service (documented in their docstrings).
+RULES: dict[tuple[str, str], Rule] = {
+    ("DELETE", "/api/v1/orgs/{orgId}/members/{userId}"): Rule("members:manage"),
+    ("POST", "/api/v1/orgs/{orgId}/transfer-ownership"): Rule(
+        "org:delete", owner_only=True, keys_allowed=False
+    ),
+    ("POST", "/api/v1/orgs/{orgId}/api-keys"): Rule("api_keys:manage", keys_allowed=False),
+    ("DELETE", "/api/v1/orgs/{orgId}/files/{fileId}"): Rule("files:delete", others_rows=True),
+}
+
+
+@dataclass
+class TenantRoute:
+    method: str
+    path: str
+    params: list[str]
+    permissions: list[str]
+    has_body: bool
+    rule: Rule | None = field(default=None)
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.method, self.path)
+
+    @property
+    def object_params(self) -> list[str]:
+        return [p for p in self.params if p != "orgId"]
+
+    def url(self, org_id: str, ids: dict[str, str]) -> str:
+        url = self.path.replace("{orgId}", org_id)
+        for name in self.object_params:
+            url = url.replace("{" + name + "}", ids[name])
+        return url
+
+    def body(self, ids: dict[str, str]) -> dict[str, Any] | None:
+        if not self.has_body or self.key in UPLOADS:
+            return None
+        return BODIES[self.key](ids)
+
+    def request_kwargs(self, ids: dict[str, str]) -> dict[str, Any]:
+        """`json=` the sample body, or `files=` for an upload route."""
+        if self.key in UPLOADS:
+            return {"files": UPLOADS[self.key](ids)}
+        return {"json": self.body(ids)}
+
+    def effective_rule(self) -> Rule:
+        if self.rule is not None:
+            return self.rule
+        assert self.permissions, f"{self.method} {self.path} declares no permission"
+        return Rule(self.permissions[0])
+
+
+def tenant_routes(app: FastAPI) -> list[TenantRoute]:
+    """Every operation of the OpenAPI document whose path has `{orgId}`."""
+    routes = []
+    for path, operations in sorted(app.openapi()["paths"].items()):
+        if "{orgId}" not in path:
+            continue
+        for method, operation in sorted(operations.items()):
+            params = [p["name"] for p in operation.get("parameters", []) if p["in"] == "path"]
+            routes.append(
+                TenantRoute(
+                    method=method.upper(),
+                    path=path,
+                    params=params,
+                    permissions=list(operation.get("x-permissions", [])),
+                    has_body="requestBody" in operation,
+                    rule=RULES.get((method.upper(), path)),
+                )
+            )
+    return routes
+
+
+def missing_support(route: TenantRoute) -> list[str]:
+    """Why the walker could not exercise `route` (empty when it can)."""
+    if route.key in NOT_WALKED:
+        return []
+    problems = [
+        f"{route.method} {route.path}: no object factory for path parameter {{{name}}}"
+        for name in route.object_params
+        if name not in OBJECTS
+    ]
+    if route.has_body and route.key not in BODIES and route.key not in UPLOADS:
+        problems.append(f"{route.method} {route.path}: no sample body in BODIES")
+    return problems
+
+
+async def create_objects(
+    app: FastAPI, client: httpx.AsyncClient, org: Org, route: TenantRoute
+) -> dict[str, str]:
+    names = [*route.object_params, *BODY_OBJECTS.get(route.key, [])]
+    return {name: await OBJECTS[name](app, client, org) for name in names}
+
+
+def random_ids(route: TenantRoute) -> dict[str, str]:
+    return {name: str(uuid.uuid4()) for name in route.object_params}
+
+
+def comparable(response: httpx.Response) -> dict[str, Any]:
+    body = dict(response.json())
+    for varying in ("path", "requestId", "timestamp"):
+        body.pop(varying, None)
+    return body
