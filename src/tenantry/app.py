@@ -37,6 +37,7 @@ from tenantry.modules.api_keys.router import router as api_keys_router
 from tenantry.modules.audit.router import router as audit_router
 from tenantry.modules.auth.mfa_router import router as mfa_router
 from tenantry.modules.auth.router import router as auth_router
+from tenantry.modules.files.router import router as files_router
 from tenantry.modules.health.router import router as health_router
 from tenantry.modules.orgs.resolver import resolve_tenant
 from tenantry.modules.orgs.routers.invitations import router as invitations_router
@@ -128,6 +129,7 @@ def build_api_router() -> APIRouter:
     api.include_router(projects_router)
     api.include_router(tasks_router)
     api.include_router(org_tasks_router)
+    api.include_router(files_router)
     return api
 
 

@@ -35,6 +35,25 @@ class LogFormat(StrEnum):
 
 CommaList = Annotated[list[str], NoDecode]
 
+# Types the upload sniffer recognises (modules/files/sniffing.py), and the default allow-list.
+SNIFFABLE_UPLOAD_TYPES = (
+    "image/png",
+    "image/jpeg",
+    "image/gif",
+    "image/webp",
+    "application/pdf",
+    "text/plain",
+    "text/csv",
+    "application/json",
+    "application/zip",
+    "text/html",
+    "application/xml",
+    "image/svg+xml",
+    "application/x-executable",
+    "application/octet-stream",
+)
+DEFAULT_UPLOAD_TYPES = SNIFFABLE_UPLOAD_TYPES[:9]
+
 
 class SettingsError(Exception):
     """A setting has a bad value; the message is one line naming it."""
@@ -109,6 +128,8 @@ class Settings(BaseSettings):
     rate_limit_login_ip: str = "30/minute"
     rate_limit_auth: str = "5/minute"
 
+    # files (modules/files): content types accepted by uploads, sniffed from the bytes
+    upload_allowed_types: CommaList = Field(default_factory=lambda: list(DEFAULT_UPLOAD_TYPES))
     # organizations (modules/orgs): trial length of a new organization, invitation lifetime
     trial_days: int = Field(default=30, ge=1, le=365)
     invitation_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=3600, le=30 * 24 * 3600)
@@ -116,7 +137,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.CONSOLE
 
-    @field_validator("cors_origins", "trusted_proxies", "jobs_import", mode="before")
+    @field_validator(
+        "cors_origins", "trusted_proxies", "jobs_import", "upload_allowed_types", mode="before"
+    )
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -210,6 +233,19 @@ class Settings(BaseSettings):
         if not value.startswith(("file://", "s3://")):
             raise ValueError("must start with file:// or s3://")
         return value
+
+    @field_validator("upload_allowed_types")
+    @classmethod
+    def _sniffable_types(cls, value: list[str]) -> list[str]:
+        types = [item.lower() for item in value]
+        unknown = [item for item in types if item not in SNIFFABLE_UPLOAD_TYPES]
+        if unknown:
+            raise ValueError(
+                f"unknown type(s) {', '.join(unknown)}; known: {', '.join(SNIFFABLE_UPLOAD_TYPES)}"
+            )
+        if not types:
+            raise ValueError("must list at least one type")
+        return types
 
     @field_validator("log_level")
     @classmethod

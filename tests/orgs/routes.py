@@ -89,6 +89,19 @@ async def _deleted_task(
     return task
 
 
+SAMPLE_PNG = b"\x89PNG\r\n\x1a\n" + b"walker" * 20
+
+
+async def _file(_app: FastAPI, client: httpx.AsyncClient, org: Org, _ids: dict[str, str]) -> str:
+    response = await client.post(
+        f"{org.path}/files",
+        files={"file": ("walker.png", SAMPLE_PNG, "image/png")},
+        headers=org.owner.headers,
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["data"]["id"])
+
+
 # Path parameter → how to create one such object in an organization (returns its id).
 OBJECTS: dict[str, ObjectFactory] = {
     "userId": _member,
@@ -97,6 +110,7 @@ OBJECTS: dict[str, ObjectFactory] = {
     "jobId": _job,
     "projectId": _project,
     "taskId": _task,
+    "fileId": _file,
 }
 
 _PROJECT = "/api/v1/orgs/{orgId}/projects/{projectId}"
@@ -132,6 +146,13 @@ BODIES: dict[tuple[str, str], BodyFactory] = {
     },
 }
 
+# (method, path) → the multipart files of an upload route (sent instead of a JSON body).
+UPLOADS: dict[tuple[str, str], Callable[[dict[str, str]], dict[str, Any]]] = {
+    ("POST", "/api/v1/orgs/{orgId}/files"): lambda ids: {
+        "file": ("walker.png", SAMPLE_PNG, "image/png")
+    },
+}
+
 # (method, path) → objects its body refers to (created like path parameters).
 BODY_OBJECTS: dict[tuple[str, str], list[str]] = {
     ("POST", "/api/v1/orgs/{orgId}/transfer-ownership"): ["userId"],
@@ -162,6 +183,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/api/v1/orgs/{orgId}/api-keys"): Rule("api_keys:manage", keys_allowed=False),
     ("DELETE", _TASK): Rule("tasks:delete", others_row=True),
     ("POST", _TASK + "/restore"): Rule("tasks:delete", others_row=True),
+    ("DELETE", "/api/v1/orgs/{orgId}/files/{fileId}"): Rule("files:delete", others_row=True),
 }
 
 
@@ -189,9 +211,15 @@ class TenantRoute:
         return url
 
     def body(self, ids: dict[str, str]) -> dict[str, Any] | None:
-        if not self.has_body:
+        if not self.has_body or self.key in UPLOADS:
             return None
         return BODIES[self.key](ids)
+
+    def request_kwargs(self, ids: dict[str, str]) -> dict[str, Any]:
+        """`json=` the sample body, or `files=` for an upload route."""
+        if self.key in UPLOADS:
+            return {"files": UPLOADS[self.key](ids)}
+        return {"json": self.body(ids)}
 
     def effective_rule(self) -> Rule:
         if self.rule is not None:
@@ -230,7 +258,7 @@ def missing_support(route: TenantRoute) -> list[str]:
         for name in route.object_params
         if name not in OBJECTS
     ]
-    if route.has_body and route.key not in BODIES:
+    if route.has_body and route.key not in BODIES and route.key not in UPLOADS:
         problems.append(f"{route.method} {route.path}: no sample body in BODIES")
     return problems
 

@@ -40,7 +40,7 @@ async def _call(
     headers: dict[str, str],
 ) -> httpx.Response:
     return await client.request(
-        route.method, route.url(org_id, ids), json=route.body(ids), headers=headers
+        route.method, route.url(org_id, ids), headers=headers, **route.request_kwargs(ids)
     )
 
 
@@ -111,6 +111,7 @@ def _reader_for(param: str) -> str | None:
         "invitationId": "invitations",
         "keyId": "api-keys",
         "jobId": "jobs",
+        "fileId": "files",
     }.get(param)
 
 

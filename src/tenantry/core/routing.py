@@ -7,6 +7,9 @@ back otherwise. A failing commit therefore becomes an error response, never a 20
 data that was not saved. (A commit in a `yield` dependency's exit would run after the
 response is sent in current FastAPI.) Callbacks registered with `after_commit` run
 once the commit succeeded: that is how jobs reach their transport only for real rows.
+Callbacks registered with `after_rollback` run when the transaction did not commit (an
+error response, an exception, a failing commit): that is how an uploaded object whose row
+was never saved is removed from storage again.
 """
 
 from __future__ import annotations
@@ -54,13 +57,29 @@ def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
     session.info.setdefault("after_commit", []).append(callback)
 
 
+def after_rollback(session: AsyncSession, callback: AfterCommit) -> None:
+    """Run `callback` if this session's transaction ends without committing."""
+    session.info.setdefault("after_rollback", []).append(callback)
+
+
 async def run_after_commit(session: AsyncSession) -> None:
+    session.info.pop("after_rollback", None)
     callbacks: list[AfterCommit] = session.info.pop("after_commit", [])
     for callback in callbacks:
         try:
             await callback()
         except Exception:  # the data is committed; a failed notification is retried by sweeps
             log.exception("after-commit callback failed")
+
+
+async def run_after_rollback(session: AsyncSession) -> None:
+    session.info.pop("after_commit", None)
+    callbacks: list[AfterCommit] = session.info.pop("after_rollback", [])
+    for callback in callbacks:
+        try:
+            await callback()
+        except Exception:  # compensation is best effort; the log line names what is left over
+            log.exception("after-rollback callback failed")
 
 
 class UnitOfWorkRoute(APIRoute):
@@ -111,7 +130,12 @@ async def _finish(request: Request, *, commit: bool) -> None:
             await session.commit()
         else:
             await session.rollback()
-    finally:
+    except BaseException:
         await session.close()
+        await run_after_rollback(session)
+        raise
+    await session.close()
     if commit:
         await run_after_commit(session)
+    else:
+        await run_after_rollback(session)

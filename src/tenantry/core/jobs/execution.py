@@ -21,7 +21,7 @@ from tenantry.core.jobs.context import JobCancelled, JobContext, JobError
 from tenantry.core.jobs.models import Job, JobStatus
 from tenantry.core.jobs.registry import get_handler
 from tenantry.core.jobs.session import open_job_session
-from tenantry.core.routing import run_after_commit
+from tenantry.core.routing import run_after_commit, run_after_rollback
 
 log = logging.getLogger("tenantry.jobs")
 
@@ -118,6 +118,8 @@ class JobExecutor:
             await self._failed(job, exc, retry_base=handler.retry_base_seconds)
         if committed:
             await run_after_commit(session)
+        else:
+            await run_after_rollback(session)  # e.g. a stored object whose row was not kept
 
     async def _failed(self, job: Job, exc: Exception, *, retry_base: float | None) -> None:
         log.error(

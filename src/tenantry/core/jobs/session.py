@@ -9,7 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.db import Database
 from tenantry.core.jobs.models import Job
-from tenantry.core.routing import run_after_commit
+from tenantry.core.routing import run_after_commit, run_after_rollback
 from tenantry.core.tenancy import TenantContext, bind_tenant
 
 
@@ -30,7 +30,8 @@ def open_job_session(database: Database, job: Job) -> AsyncSession:
 
 @asynccontextmanager
 async def unit_of_work(database: Database) -> AsyncIterator[AsyncSession]:
-    """Like a request's unit of work: commit at the end, then run the after-commit callbacks.
+    """Like a request's unit of work: commit at the end, then run the after-commit callbacks
+    (or, when it fails, roll back and run the after-rollback ones).
 
     For code outside requests (CLI commands, schedules, tests) that enqueues jobs.
     """
@@ -41,7 +42,8 @@ async def unit_of_work(database: Database) -> AsyncIterator[AsyncSession]:
         await session.commit()
     except BaseException:
         await session.rollback()
-        raise
-    finally:
         await session.close()
+        await run_after_rollback(session)
+        raise
+    await session.close()
     await run_after_commit(session)

@@ -1,0 +1,32 @@
+"""Loading dependencies of the files routes."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+
+from tenantry.core.authz import TenantContextDep
+from tenantry.core.routing import SessionDep
+from tenantry.core.storage import Storage
+from tenantry.modules.files import service
+from tenantry.modules.files.models import StoredFile
+
+
+def get_storage(request: Request) -> Storage:
+    storage: Storage = request.app.state.storage
+    return storage
+
+
+async def load_file(
+    _context: TenantContextDep,
+    session: SessionDep,
+    file_id: Annotated[uuid.UUID, Path(alias="fileId", description="The file's id")],
+) -> StoredFile:
+    """The organization's file `fileId` (404 when missing, deleted or another tenant's)."""
+    return await service.get_file(session, file_id)
+
+
+StorageDep = Annotated[Storage, Depends(get_storage)]
+FileDep = Annotated[StoredFile, Depends(load_file)]
