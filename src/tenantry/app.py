@@ -43,6 +43,9 @@ from tenantry.modules.orgs.routers.invitations import router as invitations_rout
 from tenantry.modules.orgs.routers.jobs import router as org_jobs_router
 from tenantry.modules.orgs.routers.members import router as members_router
 from tenantry.modules.orgs.routers.orgs import router as orgs_router
+from tenantry.modules.projects.router import router as projects_router
+from tenantry.modules.tasks.router import org_router as org_tasks_router
+from tenantry.modules.tasks.router import router as tasks_router
 from tenantry.modules.users.router import router as users_router
 
 API_PREFIX = "/api/v1"
@@ -122,6 +125,9 @@ def build_api_router() -> APIRouter:
     api.include_router(api_keys_router)
     api.include_router(audit_router)
     api.include_router(org_jobs_router)
+    api.include_router(projects_router)
+    api.include_router(tasks_router)
+    api.include_router(org_tasks_router)
     return api
 
 

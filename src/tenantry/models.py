@@ -9,7 +9,7 @@ import importlib
 import pkgutil
 
 # Infrastructure tables owned by core (the jobs outbox); features' models are found below.
-CORE_MODEL_MODULES = ("tenantry.core.jobs.models",)
+CORE_MODEL_MODULES = ("tenantry.core.jobs.models", "tenantry.core.idempotency")
 
 
 def import_feature_modules(kind: str) -> None:

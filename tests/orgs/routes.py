@@ -19,16 +19,19 @@ from fastapi import FastAPI
 
 from tests.factories import Org, add_member, create_api_key, create_org_job, unique_email
 
-ObjectFactory = Callable[[FastAPI, httpx.AsyncClient, Org], Awaitable[str]]
+# (app, client, organization, the objects created so far for this call) → a new object's id
+ObjectFactory = Callable[[FastAPI, httpx.AsyncClient, Org, dict[str, str]], Awaitable[str]]
 BodyFactory = Callable[[dict[str, str]], dict[str, Any]]
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-async def _member(app: FastAPI, client: httpx.AsyncClient, org: Org) -> str:
+async def _member(app: FastAPI, client: httpx.AsyncClient, org: Org, _ids: dict[str, str]) -> str:
     return (await add_member(app, client, org, "member")).id
 
 
-async def _invitation(_app: FastAPI, client: httpx.AsyncClient, org: Org) -> str:
+async def _invitation(
+    _app: FastAPI, client: httpx.AsyncClient, org: Org, _ids: dict[str, str]
+) -> str:
     response = await client.post(
         f"{org.path}/invitations",
         json={"email": unique_email("walk"), "role": "viewer"},
@@ -38,14 +41,52 @@ async def _invitation(_app: FastAPI, client: httpx.AsyncClient, org: Org) -> str
     return str(response.json()["data"]["id"])
 
 
-async def _api_key(_app: FastAPI, client: httpx.AsyncClient, org: Org) -> str:
+async def _api_key(_app: FastAPI, client: httpx.AsyncClient, org: Org, _ids: dict[str, str]) -> str:
     key = await create_api_key(client, org, ["org:read"])
     listed = await client.get(f"{org.path}/api-keys?limit=100", headers=org.owner.headers)
     return str(next(k["id"] for k in listed.json()["data"] if key.startswith(k["prefix"])))
 
 
-async def _job(app: FastAPI, _client: httpx.AsyncClient, org: Org) -> str:
+async def _job(app: FastAPI, _client: httpx.AsyncClient, org: Org, _ids: dict[str, str]) -> str:
     return await create_org_job(app, org)
+
+
+async def _project(_app: FastAPI, client: httpx.AsyncClient, org: Org, _ids: dict[str, str]) -> str:
+    response = await client.post(
+        f"{org.path}/projects", json={"name": "walked"}, headers=org.owner.headers
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["data"]["id"])
+
+
+async def _task(app: FastAPI, client: httpx.AsyncClient, org: Org, ids: dict[str, str]) -> str:
+    if "projectId" not in ids:  # the task's project, whichever parameter comes first
+        ids["projectId"] = await _project(app, client, org, ids)
+    project = ids["projectId"]
+    response = await client.post(
+        f"{org.path}/projects/{project}/tasks", json={"title": "walked"}, headers=org.owner.headers
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["data"]["id"])
+
+
+async def _deleted_project(
+    app: FastAPI, client: httpx.AsyncClient, org: Org, ids: dict[str, str]
+) -> str:
+    project = await _project(app, client, org, ids)
+    response = await client.delete(f"{org.path}/projects/{project}", headers=org.owner.headers)
+    assert response.status_code == 204, response.text
+    return project
+
+
+async def _deleted_task(
+    app: FastAPI, client: httpx.AsyncClient, org: Org, ids: dict[str, str]
+) -> str:
+    task = await _task(app, client, org, ids)
+    url = f"{org.path}/projects/{ids['projectId']}/tasks/{task}"
+    response = await client.delete(url, headers=org.owner.headers)
+    assert response.status_code == 204, response.text
+    return task
 
 
 # Path parameter → how to create one such object in an organization (returns its id).
@@ -54,6 +95,17 @@ OBJECTS: dict[str, ObjectFactory] = {
     "invitationId": _invitation,
     "keyId": _api_key,
     "jobId": _job,
+    "projectId": _project,
+    "taskId": _task,
+}
+
+_PROJECT = "/api/v1/orgs/{orgId}/projects/{projectId}"
+_TASK = _PROJECT + "/tasks/{taskId}"
+
+# (method, path) → factories that replace OBJECTS' for that route (restore needs the trash).
+ROUTE_OBJECTS: dict[tuple[str, str], dict[str, ObjectFactory]] = {
+    ("POST", _PROJECT + "/restore"): {"projectId": _deleted_project},
+    ("POST", _TASK + "/restore"): {"taskId": _deleted_task},
 }
 
 # (method, path) → a valid JSON body; `ids` holds the objects created for the call and,
@@ -70,11 +122,20 @@ BODIES: dict[tuple[str, str], BodyFactory] = {
         "name": "walker",
         "permissions": ["org:read"],
     },
+    ("POST", "/api/v1/orgs/{orgId}/projects"): lambda ids: {"name": "walker"},
+    ("PATCH", _PROJECT): lambda ids: {"name": "walked again"},
+    ("POST", _PROJECT + "/tasks"): lambda ids: {"title": "walker"},
+    ("PATCH", _TASK): lambda ids: {"title": "walked again"},
+    ("PATCH", "/api/v1/orgs/{orgId}/tasks/bulk"): lambda ids: {
+        "ids": [ids["taskId"]],
+        "changes": {"priority": "low"},
+    },
 }
 
 # (method, path) → objects its body refers to (created like path parameters).
 BODY_OBJECTS: dict[tuple[str, str], list[str]] = {
     ("POST", "/api/v1/orgs/{orgId}/transfer-ownership"): ["userId"],
+    ("PATCH", "/api/v1/orgs/{orgId}/tasks/bulk"): ["taskId"],
 }
 
 # (method, path) → why the walker cannot call it. Keep this empty if at all possible.
@@ -88,6 +149,8 @@ class Rule:
     permission: str
     owner_only: bool = False  # a check on the role in the service (transfer ownership)
     keys_allowed: bool = True
+    # The object was created by the owner: a caller holding only `permission:own` is refused.
+    others_row: bool = False
 
 
 # Routes whose check lives in the service (documented in their docstrings).
@@ -97,6 +160,8 @@ RULES: dict[tuple[str, str], Rule] = {
         "org:delete", owner_only=True, keys_allowed=False
     ),
     ("POST", "/api/v1/orgs/{orgId}/api-keys"): Rule("api_keys:manage", keys_allowed=False),
+    ("DELETE", _TASK): Rule("tasks:delete", others_row=True),
+    ("POST", _TASK + "/restore"): Rule("tasks:delete", others_row=True),
 }
 
 
@@ -173,8 +238,12 @@ def missing_support(route: TenantRoute) -> list[str]:
 async def create_objects(
     app: FastAPI, client: httpx.AsyncClient, org: Org, route: TenantRoute
 ) -> dict[str, str]:
-    names = [*route.object_params, *BODY_OBJECTS.get(route.key, [])]
-    return {name: await OBJECTS[name](app, client, org) for name in names}
+    factories = {**OBJECTS, **ROUTE_OBJECTS.get(route.key, {})}
+    ids: dict[str, str] = {}
+    for name in [*route.object_params, *BODY_OBJECTS.get(route.key, [])]:
+        if name not in ids:  # a factory may create what its object needs (a task's project)
+            ids[name] = await factories[name](app, client, org, ids)
+    return ids
 
 
 def random_ids(route: TenantRoute) -> dict[str, str]:

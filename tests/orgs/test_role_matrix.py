@@ -32,6 +32,8 @@ def expected_status(rule: Rule, principal: str) -> str:
         return "403"
     if rule.owner_only:
         return "2xx" if principal == Role.OWNER.value else "403"
+    if rule.others_row:
+        return "2xx" if rule.permission in role_permissions(principal) else "403"
     return "2xx" if grants(role_permissions(principal), rule.permission) else "403"
 
 

@@ -1,0 +1,239 @@
+"""List queries of tenant resources: sort allow-lists, offset pages, keyset pages, search.
+
+A resource names its sortable fields once (`SortKey`s, camelCase as clients send them)
+and hands its filtered statement to `offset_page` or `keyset_page`. Every page is
+ordered by `(sort field, id)`, so equal sort values still have one total order:
+
+- `offset_page`: `LIMIT/OFFSET` + one `COUNT` (the `meta.total` of API.md);
+- `keyset_page`: `WHERE (field, id) after the cursor ORDER BY field, id LIMIT n + 1`,
+  no count; with an index on `(organization_id, field, id)` the cost is the same at
+  page 1 and page 10,000, and every row appears exactly once even while rows are added.
+
+NULLs (optional fields such as a due date) sort as the greatest value in both
+directions (PostgreSQL's own default, so one B-tree serves `asc` and `desc`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+from sqlalchemy import ColumnElement, Select, and_, func, or_, tuple_
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
+
+from tenantry.core.errors import ValidationFailed
+from tenantry.core.responses import (
+    CursorPage,
+    ListQuery,
+    Page,
+    cursor_page,
+    decode_cursor,
+    encode_cursor,
+    page,
+)
+
+M = TypeVar("M")
+S = TypeVar("S", bound=BaseModel)
+
+
+def parse_datetime(value: str) -> dt.datetime:
+    moment = dt.datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        raise ValueError("naive datetime")
+    return moment
+
+
+@dataclass(frozen=True, slots=True)
+class SortKey:
+    """A sortable field: its API name, its column, how a cursor value is read back."""
+
+    name: str
+    column: InstrumentedAttribute[Any]
+    parse: Callable[[str], Any] = str
+    nullable: bool = False
+
+
+def created_at_key(column: InstrumentedAttribute[Any]) -> SortKey:
+    return SortKey("createdAt", column, parse_datetime)
+
+
+def updated_at_key(column: InstrumentedAttribute[Any]) -> SortKey:
+    return SortKey("updatedAt", column, parse_datetime)
+
+
+def search_condition(term: str | None, *columns: InstrumentedAttribute[Any]) -> list[Any]:
+    """Case-insensitive substring match on any of `columns` (`%` and `_` taken literally)."""
+    if not term:
+        return []
+    return [or_(*(column.icontains(term, autoescape=True) for column in columns))]
+
+
+def _order(key: SortKey, id_column: InstrumentedAttribute[Any], descending: bool) -> list[Any]:
+    column: Any = key.column.desc() if descending else key.column.asc()
+    if key.nullable:
+        column = column.nulls_first() if descending else column.nulls_last()
+    return [column, id_column.desc() if descending else id_column.asc()]
+
+
+async def offset_page(
+    session: AsyncSession,
+    statement: Select[M],
+    *,
+    key: SortKey,
+    id_column: InstrumentedAttribute[Any],
+    descending: bool,
+    offset: int,
+    limit: int,
+) -> tuple[list[M], int]:
+    """One page by offset and the total count (two statements, whatever the page size)."""
+    total = await session.scalar(
+        statement.with_only_columns(func.count(), maintain_column_froms=True).order_by(None)
+    )
+    rows = await session.scalars(
+        statement.order_by(*_order(key, id_column, descending)).offset(offset).limit(limit)
+    )
+    return list(rows), int(total or 0)
+
+
+async def keyset_page(
+    session: AsyncSession,
+    statement: Select[M],
+    *,
+    key: SortKey,
+    id_column: InstrumentedAttribute[Any],
+    descending: bool,
+    cursor: str,
+    limit: int,
+) -> tuple[list[M], str | None]:
+    """One keyset page after `cursor` (empty: the first page) and the next cursor.
+
+    The position test is a row-value comparison, `(field, id) < (:field, :id)`, which
+    PostgreSQL turns into an index range start: the cost does not grow with the depth.
+    A nullable field's NULL block is its own segment (`field IS NULL AND id > :id`),
+    read only when the page reaches it: at most two statements per page.
+    """
+    order = _order(key, id_column, descending)
+    segments = [statement]
+    if cursor:
+        value, last_id = _read_cursor(cursor, key, descending)
+        segments = [
+            statement.where(c) for c in _segments(key, id_column, descending, value, last_id)
+        ]
+    rows: list[M] = []
+    for segment in segments:
+        rows += await session.scalars(segment.order_by(*order).limit(limit + 1 - len(rows)))
+        if len(rows) > limit:
+            break
+    if len(rows) <= limit:
+        return rows, None
+    last = rows[limit - 1]
+    return rows[:limit], _write_cursor(key, descending, last, id_column)
+
+
+def _segments(
+    key: SortKey,
+    id_column: InstrumentedAttribute[Any],
+    descending: bool,
+    value: Any,
+    last_id: uuid.UUID,
+) -> list[ColumnElement[bool]]:
+    """The conditions of what follows the cursor, in page order (NULLs sort greatest)."""
+    column = key.column
+    if value is None:  # inside the NULL block: last when ascending, first when descending
+        beyond_id = id_column < last_id if descending else id_column > last_id
+        rest = [column.is_not(None)] if descending else []
+        return [and_(column.is_(None), beyond_id), *rest]
+    position = tuple_(column, id_column)
+    after = position < (value, last_id) if descending else position > (value, last_id)
+    # A comparison with NULL is never true: the NULL block is a segment of its own.
+    nulls = [column.is_(None)] if key.nullable and not descending else []
+    return [after, *nulls]
+
+
+def _write_cursor(
+    key: SortKey, descending: bool, row: Any, id_column: InstrumentedAttribute[Any]
+) -> str:
+    value = getattr(row, key.column.key)
+    shown = "" if value is None else value.isoformat() if hasattr(value, "isoformat") else value
+    order = "desc" if descending else "asc"
+    null = "1" if value is None else "0"
+    return encode_cursor([key.name, order, null, shown, getattr(row, id_column.key)])
+
+
+def _read_cursor(cursor: str, key: SortKey, descending: bool) -> tuple[Any, uuid.UUID]:
+    name, order, null, value, last_id = decode_cursor(cursor, 5)
+    if name != key.name or order != ("desc" if descending else "asc"):
+        raise ValidationFailed(
+            details=[{"field": "cursor", "message": "The cursor belongs to another sort order"}]
+        )
+    try:
+        parsed = None if null == "1" else key.parse(value)
+        return parsed, uuid.UUID(last_id)
+    except ValueError:
+        raise ValidationFailed(details=[{"field": "cursor", "message": "Invalid cursor"}]) from None
+
+
+def sort_key(keys: Sequence[SortKey], name: str) -> SortKey:
+    """The `SortKey` called `name` (the query model has validated it against the list)."""
+    for key in keys:
+        if key.name == name:
+            return key
+    raise ValidationFailed(details=[{"field": "sortBy", "message": "Unknown sort field"}])
+
+
+@dataclass(frozen=True, slots=True)
+class Listing(Generic[M]):
+    """One page of rows, as `list_rows` fetched it (offset: with a total; keyset: a cursor)."""
+
+    rows: list[M]
+    limit: int
+    uses_cursor: bool
+    page: int = 1
+    total: int = 0
+    next_cursor: str | None = None
+
+    def as_page(self, schema: type[S]) -> Page[S] | CursorPage[S]:
+        """The response: `Page` (offset) or `CursorPage` (keyset) of `schema` items."""
+        items = [schema.model_validate(row) for row in self.rows]
+        if self.uses_cursor:
+            return cursor_page(items, limit=self.limit, next_cursor=self.next_cursor)
+        return page(items, total=self.total, page=self.page, limit=self.limit)
+
+
+async def list_rows(
+    session: AsyncSession,
+    statement: Select[M],
+    *,
+    keys: Sequence[SortKey],
+    id_column: InstrumentedAttribute[Any],
+    query: ListQuery,
+) -> Listing[M]:
+    """The page `query` asks for: keyset when it carries a `cursor`, offset otherwise."""
+    key = sort_key(keys, query.sort_by)
+    descending = query.sort_order == "desc"
+    if query.cursor is not None:
+        rows, next_cursor = await keyset_page(
+            session,
+            statement,
+            key=key,
+            id_column=id_column,
+            descending=descending,
+            cursor=query.cursor,
+            limit=query.limit,
+        )
+        return Listing(rows, query.limit, uses_cursor=True, next_cursor=next_cursor)
+    rows, total = await offset_page(
+        session,
+        statement,
+        key=key,
+        id_column=id_column,
+        descending=descending,
+        offset=query.offset,
+        limit=query.limit,
+    )
+    return Listing(rows, query.limit, uses_cursor=False, page=query.page, total=total)

@@ -1,0 +1,72 @@
+"""Task listings: per project and across the organization's projects."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import Select, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tenantry.core.listing import (
+    Listing,
+    SortKey,
+    created_at_key,
+    list_rows,
+    search_condition,
+    updated_at_key,
+)
+from tenantry.core.tenancy import INCLUDE_DELETED, TenantContext
+from tenantry.core.trash import require_trash_access
+from tenantry.modules.projects.models import Project
+from tenantry.modules.tasks.models import Task
+from tenantry.modules.tasks.schemas import OrgTaskListQuery, TaskListQuery
+
+SORT_KEYS = (
+    created_at_key(Task.created_at),
+    updated_at_key(Task.updated_at),
+    SortKey("title", Task.title),
+    SortKey("dueDate", Task.due_date, dt.date.fromisoformat, nullable=True),
+)
+
+
+async def list_project_tasks(
+    session: AsyncSession, project: Project, query: TaskListQuery, context: TenantContext
+) -> Listing[Task]:
+    statement = select(Task).where(Task.project_id == project.id)
+    return await _list(session, _filtered(statement, query, context), query)
+
+
+async def list_organization_tasks(
+    session: AsyncSession, query: OrgTaskListQuery, context: TenantContext
+) -> Listing[Task]:
+    # The join drops tasks of soft-deleted projects: the scoping adds `deleted_at IS NULL`
+    # (and the organization) to `projects` too.
+    statement = select(Task).join(Project, Project.id == Task.project_id)
+    if query.project_id is not None:
+        statement = statement.where(Task.project_id == query.project_id)
+    return await _list(session, _filtered(statement, query, context), query)
+
+
+def _filtered(
+    statement: Select[Task], query: TaskListQuery, context: TenantContext
+) -> Select[Task]:
+    if query.deleted == "only":
+        own_only = require_trash_access(context, "tasks:delete")
+        statement = statement.where(Task.deleted_at.is_not(None)).execution_options(
+            **{INCLUDE_DELETED: True}
+        )
+        if own_only:
+            statement = statement.where(Task.created_by == context.actor_id)
+    if query.status is not None:
+        statement = statement.where(Task.status == query.status.value)
+    if query.assignee_id is not None:
+        statement = statement.where(Task.assignee_id == query.assignee_id)
+    if query.due_before is not None:
+        statement = statement.where(Task.due_date < query.due_before)
+    return statement.where(*search_condition(query.search, Task.title, Task.description))
+
+
+async def _list(
+    session: AsyncSession, statement: Select[Task], query: TaskListQuery
+) -> Listing[Task]:
+    return await list_rows(session, statement, keys=SORT_KEYS, id_column=Task.id, query=query)

@@ -1,0 +1,131 @@
+"""Task rules: the status workflow, assignees, `:own` permissions, soft delete.
+
+The session is bound to the request's organization: no query here filters by
+organization or `deleted_at` by hand (core/tenancy.py adds both, joins included).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from tenantry.core.authz import authorize_row
+from tenantry.core.concurrency import Expectation, flush_versioned
+from tenantry.core.db import utcnow
+from tenantry.core.errors import Conflict, NotFound
+from tenantry.core.tenancy import INCLUDE_DELETED, TenantContext
+from tenantry.modules.audit.service import created, diff, record, snapshot
+from tenantry.modules.projects.models import Project
+from tenantry.modules.tasks.assignees import require_assignable
+from tenantry.modules.tasks.models import TRANSITIONS, Task, TaskStatus
+from tenantry.modules.tasks.schemas import TaskChanges, TaskCreate, TaskUpdate
+
+AUDITED_FIELDS = (
+    "project_id", "title", "description", "status", "priority", "assignee_id", "due_date",
+)  # fmt: skip
+
+
+def audited(task: Task) -> dict[str, object]:
+    return snapshot(task, AUDITED_FIELDS)
+
+
+async def record_update(session: AsyncSession, task: Task, before: dict[str, object]) -> None:
+    changes = diff(before, audited(task))
+    if changes:  # nothing changed: no UPDATE was sent, the version stays, nothing to audit
+        await record(session, "task.updated", "task", task.id, changes)
+
+
+def check_transition(current: str, new: str) -> None:
+    """409 `conflict` unless the workflow allows `current → new` (staying put is no move)."""
+    if current == new:
+        return
+    allowed = TRANSITIONS[TaskStatus(current)]
+    if TaskStatus(new) not in allowed:
+        raise Conflict(
+            f"A task cannot move from {current} to {new}",
+            details=[
+                {
+                    "field": "status",
+                    "message": f"Allowed from {current}: {', '.join(allowed)}",
+                    "allowed": [status.value for status in allowed],
+                }
+            ],
+        )
+
+
+async def create_task(session: AsyncSession, project: Project, body: TaskCreate) -> Task:
+    await require_assignable(session, body.assignee_id)
+    task = Task(project_id=project.id, **body.model_dump())
+    session.add(task)
+    await session.flush()
+    await record(session, "task.created", "task", task.id, created(audited(task)))
+    return task
+
+
+async def get_task(session: AsyncSession, project: Project, task_id: uuid.UUID) -> Task:
+    task = await session.get(Task, task_id)
+    if task is None or task.project_id != project.id:
+        raise NotFound("Task not found")
+    return task
+
+
+async def get_deleted_task(session: AsyncSession, project: Project, task_id: uuid.UUID) -> Task:
+    task = await session.scalar(
+        select(Task)
+        .where(Task.id == task_id, Task.project_id == project.id, Task.deleted_at.is_not(None))
+        .execution_options(**{INCLUDE_DELETED: True})
+    )
+    if task is None:
+        raise NotFound("Task not found in the trash")
+    return task
+
+
+def apply_changes(task: Task, changes: dict[str, Any]) -> None:
+    """Validate the workflow, then set the fields (assignees are checked by the caller)."""
+    if "status" in changes:
+        check_transition(task.status, changes["status"])
+    for field, value in changes.items():
+        setattr(task, field, value)
+
+
+def _changes(body: TaskChanges) -> dict[str, Any]:
+    return body.model_dump(exclude_unset=True, exclude={"version"})
+
+
+async def update_task(
+    session: AsyncSession,
+    context: TenantContext,
+    task: Task,
+    body: TaskUpdate,
+    expectation: Expectation,
+) -> Task:
+    authorize_row(context, "tasks:write", task.created_by)
+    expectation.check(task.version)
+    changes = _changes(body)
+    if "assignee_id" in changes:
+        await require_assignable(session, changes["assignee_id"])
+    before = audited(task)
+    apply_changes(task, changes)
+    await flush_versioned(session, expectation)
+    await record_update(session, task, before)
+    return task
+
+
+async def delete_task(session: AsyncSession, context: TenantContext, task: Task) -> None:
+    authorize_row(context, "tasks:delete", task.created_by)
+    task.deleted_at = utcnow()
+    await flush_versioned(session)
+    changes = {"deleted_at": (None, task.deleted_at)}
+    await record(session, "task.deleted", "task", task.id, changes)
+
+
+async def restore_task(session: AsyncSession, context: TenantContext, task: Task) -> Task:
+    authorize_row(context, "tasks:delete", task.created_by)
+    changes = {"deleted_at": (task.deleted_at, None)}
+    task.deleted_at = None
+    await flush_versioned(session)
+    await record(session, "task.restored", "task", task.id, changes)
+    return task

@@ -1,0 +1,147 @@
+"""`PATCH /orgs/{orgId}/tasks/bulk`: each item authorized and reported on its own."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.tenant_helpers import Org, Tenants
+
+
+async def _bulk(
+    tenants: Tenants, org: Org, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> Any:
+    return await tenants.client.patch(
+        org.url("/tasks/bulk"), json=body, headers=headers or org.owner.headers
+    )
+
+
+async def _task(tenants: Tenants, org: Org, task: dict[str, Any]) -> dict[str, Any]:
+    url = org.url(f"/projects/{task['projectId']}/tasks/{task['id']}")
+    data: dict[str, Any] = (await tenants.client.get(url, headers=org.owner.headers)).json()["data"]
+    return data
+
+
+async def test_bulk_update_reports_updated_and_failed_items(tenants: Tenants) -> None:
+    org, other = await tenants.org(), await tenants.org()
+    project = await org.project()
+    todo = await org.task(project)
+    archived = await org.task(project, status="archived")  # archived → done is not allowed
+    deleted = await org.task(project)
+    await tenants.client.delete(
+        org.url(f"/projects/{project['id']}/tasks/{deleted['id']}"), headers=org.owner.headers
+    )
+    foreign = await other.task(await other.project())
+    missing = str(uuid.uuid4())
+    ids = [todo["id"], archived["id"], deleted["id"], foreign["id"], missing, todo["id"]]
+    response = await _bulk(
+        tenants, org, {"ids": ids, "changes": {"status": "done", "priority": "urgent"}}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["data"] == {
+        "updated": [todo["id"]],
+        "failed": [
+            {"id": archived["id"], "code": "conflict"},
+            {"id": deleted["id"], "code": "not_found"},
+            {"id": foreign["id"], "code": "not_found"},
+            {"id": missing, "code": "not_found"},
+        ],
+    }
+    now = await _task(tenants, org, todo)
+    assert (now["status"], now["priority"], now["isComplete"], now["version"]) == (
+        "done",
+        "urgent",
+        True,
+        2,
+    )
+    assert (await _task(tenants, org, archived))["status"] == "archived"
+    assert (await _task(tenants, other, foreign))["version"] == 1
+
+
+async def test_bulk_checks_own_row_permissions_item_by_item(tenants: Tenants) -> None:
+    org = await tenants.org()
+    project = await org.project()
+    member = await org.join("member")
+    mine = await org.task(project)  # created by the owner, for whom the key acts
+    theirs = await org.task(project, as_=member)
+    own_only = await org.key(["tasks:read", "tasks:write:own"])
+    body = {"ids": [mine["id"], theirs["id"]], "changes": {"priority": "low"}}
+    response = await _bulk(tenants, org, body, own_only)
+    assert response.json()["data"] == {
+        "updated": [mine["id"]],
+        "failed": [{"id": theirs["id"], "code": "forbidden"}],
+    }
+    assert (await _task(tenants, org, theirs))["priority"] == "medium"
+    assert (await _task(tenants, org, mine))["priority"] == "low"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"ids": [], "changes": {"priority": "low"}},
+        {"ids": [str(uuid.uuid4()) for _ in range(101)], "changes": {"priority": "low"}},
+        {"ids": [str(uuid.uuid4())], "changes": {}},
+        {"ids": [str(uuid.uuid4())], "changes": {"organizationId": str(uuid.uuid4())}},
+        {"ids": [str(uuid.uuid4())], "changes": {"status": None}},
+        {"ids": ["nope"], "changes": {"priority": "low"}},
+        {"ids": [str(uuid.uuid4())], "changes": {"priority": "low"}, "extra": 1},
+    ],
+)
+async def test_invalid_bulk_requests_are_400(tenants: Tenants, body: dict[str, Any]) -> None:
+    org = await tenants.org()
+    assert (await _bulk(tenants, org, body)).status_code == 400
+
+
+async def test_bulk_assignee_must_be_a_member(tenants: Tenants) -> None:
+    org = await tenants.org()
+    task = await org.task(await org.project())
+    response = await _bulk(
+        tenants, org, {"ids": [task["id"]], "changes": {"assigneeId": str(uuid.uuid4())}}
+    )
+    assert response.status_code == 400
+    helper = await org.join("member")
+    response = await _bulk(
+        tenants, org, {"ids": [task["id"]], "changes": {"assigneeId": helper.id}}
+    )
+    assert response.json()["data"]["updated"] == [task["id"]]
+
+
+async def test_task_create_honours_idempotency_keys(tenants: Tenants) -> None:
+    org = await tenants.org()
+    project = await org.project()
+    url = org.url(f"/projects/{project['id']}/tasks")
+    headers = {**org.owner.headers, "Idempotency-Key": "task-key"}
+    first = await tenants.client.post(url, json={"title": "once"}, headers=headers)
+    again = await tenants.client.post(url, json={"title": "once"}, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert first.json() == again.json()
+    other_project = await org.project()
+    elsewhere = await tenants.client.post(
+        org.url(f"/projects/{other_project['id']}/tasks"), json={"title": "once"}, headers=headers
+    )
+    assert elsewhere.status_code == 409  # same key, another request
+    listed = await tenants.client.get(org.url("/tasks"), headers=org.owner.headers)
+    assert listed.json()["meta"]["total"] == 1
+
+
+@pytest.mark.services
+async def test_concurrent_task_patches_with_the_same_version_exactly_one_wins(
+    tenants: Tenants,
+) -> None:
+    org = await tenants.org()
+    project = await org.project()
+    task = await org.task(project)
+    url = org.url(f"/projects/{project['id']}/tasks/{task['id']}")
+    responses = await asyncio.gather(
+        *(
+            tenants.client.patch(
+                url, json={"title": f"w{i}", "version": 1}, headers=org.owner.headers
+            )
+            for i in range(4)
+        )
+    )
+    assert sorted(r.status_code for r in responses) == [200, 409, 409, 409]
+    assert all(r.json()["code"] == "version_conflict" for r in responses if r.status_code == 409)
