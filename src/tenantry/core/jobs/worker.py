@@ -89,9 +89,7 @@ class Worker:
         """Stop claiming; let running jobs finish within `timeout`, release the rest."""
         self._stopping = True
         self.wake()
-        for loop in self._loops:
-            loop.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        await _cancel_until_done(self._loops)
         self._loops.clear()
         wait = self.settings.jobs_shutdown_timeout if grace_seconds is None else grace_seconds
         running = dict(self._running)
@@ -239,3 +237,25 @@ class Worker:
         self.executor.forget(job_id)
         self._slot_freed.set()
         self._wake.set()
+
+
+async def _cancel_until_done(
+    tasks: list[asyncio.Task[None]], *, interval: float = 0.5, attempts: int = 20
+) -> None:
+    """Cancel `tasks` and wait for them, cancelling again while any is still running.
+
+    One cancellation is not always enough on Python 3.11: when it lands together with a
+    timeout inside a library (redis-py's blocking XREADGROUP under taskiq's `listen`), it
+    can surface as a TimeoutError that the library retries, and the task runs on forever.
+    """
+    pending = {task for task in tasks if not task.done()}
+    for _ in range(attempts):
+        if not pending:
+            break
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=interval)
+    if pending:
+        log.error("%d job worker loop(s) did not stop after repeated cancellation", len(pending))
+        return
+    await asyncio.gather(*tasks, return_exceptions=True)  # collect outcomes: nothing unretrieved
