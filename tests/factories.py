@@ -89,10 +89,7 @@ async def login(
 
 
 def security_of(app: FastAPI) -> Security:
-    security: Security | None = getattr(app.state, "security", None)
-    if security is None:
-        security = Security.from_settings(app.state.settings)
-        app.state.security = security
+    security: Security = app.state.security
     return security
 
 

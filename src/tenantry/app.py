@@ -32,10 +32,12 @@ from tenantry.core.middleware import BodyLimitMiddleware, RequestContextMiddlewa
 from tenantry.core.openapi import ERROR_RESPONSES, finalize_openapi
 from tenantry.core.ratelimit import create_rate_limiter
 from tenantry.core.routing import UnitOfWorkRoute
+from tenantry.core.security import Security
 from tenantry.core.storage import create_storage
 from tenantry.modules.api_keys.router import router as api_keys_router
 from tenantry.modules.audit.router import router as audit_router
 from tenantry.modules.auth.mfa_router import router as mfa_router
+from tenantry.modules.auth.revocation import Revocations
 from tenantry.modules.auth.router import router as auth_router
 from tenantry.modules.files.router import router as files_router
 from tenantry.modules.health.router import router as health_router
@@ -100,6 +102,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.events = events
     app.state.jobs = jobs
     app.state.metrics = Metrics(database)
+    app.state.security = Security.from_settings(settings)  # hashing, JWTs, secret sealing
+    app.state.revocations = Revocations(
+        cache, access_token_ttl_seconds=settings.access_token_ttl_seconds
+    )
     app.state.tenant_resolver = resolve_tenant  # principal + membership → TenantContext
     app.state.health_checks = {
         "database": database.ping,

@@ -39,22 +39,12 @@ def get_settings(request: Request) -> Settings:
 
 
 def get_security(request: Request) -> Security:
-    state = request.app.state
-    security: Security | None = getattr(state, "security", None)
-    if security is None:
-        security = Security.from_settings(state.settings)
-        state.security = security
+    security: Security = request.app.state.security  # built by create_app
     return security
 
 
 def get_revocations(request: Request) -> Revocations:
-    state = request.app.state
-    revocations: Revocations | None = getattr(state, "revocations", None)
-    if revocations is None:
-        revocations = Revocations(
-            state.cache, access_token_ttl_seconds=state.settings.access_token_ttl_seconds
-        )
-        state.revocations = revocations
+    revocations: Revocations = request.app.state.revocations  # built by create_app
     return revocations
 
 
