@@ -144,6 +144,7 @@ BODIES: dict[tuple[str, str], BodyFactory] = {
         "ids": [ids["taskId"]],
         "changes": {"priority": "low"},
     },
+    ("POST", "/api/v1/orgs/{orgId}/exports"): lambda ids: {"format": "json"},
 }
 
 # (method, path) → the multipart files of an upload route (sent instead of a JSON body).
