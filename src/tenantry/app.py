@@ -33,12 +33,13 @@ from tenantry.core.openapi import ERROR_RESPONSES, finalize_openapi
 from tenantry.core.ratelimit import create_rate_limiter
 from tenantry.core.routing import UnitOfWorkRoute
 from tenantry.core.security import Security
-from tenantry.core.storage import create_storage
+from tenantry.core.storage import bind_storage, create_storage
 from tenantry.modules.api_keys.router import router as api_keys_router
 from tenantry.modules.audit.router import router as audit_router
 from tenantry.modules.auth.mfa_router import router as mfa_router
 from tenantry.modules.auth.revocation import Revocations
 from tenantry.modules.auth.router import router as auth_router
+from tenantry.modules.exports.router import router as exports_router
 from tenantry.modules.files.router import router as files_router
 from tenantry.modules.health.router import router as health_router
 from tenantry.modules.orgs.resolver import resolve_tenant
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     mailer = create_mailer(settings)
     bind_mail(database, mailer)  # requests queue email; the embedded worker sends it
     storage = create_storage(settings)
+    bind_storage(database, storage)  # job handlers (exports) write files too
     events = create_events(settings, redis)
     jobs = JobsRuntime(settings, database, run_worker=settings.runs_embedded_worker)
 
@@ -136,6 +138,7 @@ def build_api_router() -> APIRouter:
     api.include_router(tasks_router)
     api.include_router(org_tasks_router)
     api.include_router(files_router)
+    api.include_router(exports_router)
     return api
 
 

@@ -181,5 +181,42 @@ def seed() -> None:
         click.echo(f"tenantry: {line}")
 
 
+@main.command("new-resource")
+@click.argument("name")
+@click.option(
+    "--field",
+    "fields",
+    multiple=True,
+    metavar="NAME:TYPE",
+    help="A field (repeatable); TYPE is str, text, int, decimal, bool, date, datetime or uuid.",
+)
+@click.option(
+    "--root",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=Path(),
+    help="The project checkout to write into [current directory].",
+)
+def new_resource(name: str, fields: tuple[str, ...], root: Path) -> None:
+    """Generate a tenant resource NAME (plural snake_case) like projects.
+
+    Writes modules/NAME (model, schemas, service, router), a migration, tests, and
+    registers the router, the permissions and the walker entries
+    (docs/adding-a-resource.md).
+    """
+    from tenantry.generator import InvalidSpec, generate, parse_spec
+    from tenantry.generator.writer import GenerationError
+
+    root = root.resolve()
+    if not (root / "src" / "tenantry" / "app.py").exists():
+        raise click.UsageError(f"{root} is not a tenantry checkout (no src/tenantry/app.py)")
+    try:
+        spec = parse_spec(name, list(fields), modules_dir=root / "src" / "tenantry" / "modules")
+        written = generate(root, spec)
+    except (InvalidSpec, GenerationError) as exc:
+        raise click.UsageError(str(exc)) from None
+    for path in written:
+        click.echo(f"tenantry: wrote {path.relative_to(root)}")
+
+
 if __name__ == "__main__":
     main()

@@ -9,6 +9,7 @@ walker truly cannot exercise a route, list it in `NOT_WALKED` with the reason).
 
 from __future__ import annotations
 
+import importlib
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -144,6 +145,7 @@ BODIES: dict[tuple[str, str], BodyFactory] = {
         "ids": [ids["taskId"]],
         "changes": {"priority": "low"},
     },
+    ("POST", "/api/v1/orgs/{orgId}/exports"): lambda ids: {"format": "json"},
 }
 
 # (method, path) → the multipart files of an upload route (sent instead of a JSON body).
@@ -158,6 +160,17 @@ BODY_OBJECTS: dict[tuple[str, str], list[str]] = {
     ("POST", "/api/v1/orgs/{orgId}/transfer-ownership"): ["userId"],
     ("PATCH", "/api/v1/orgs/{orgId}/tasks/bulk"): ["taskId"],
 }
+
+# Resources made by `tenantry new-resource`: each has tests/<name>/walker.py with its
+# OBJECTS, ROUTE_OBJECTS and BODIES, merged into the tables above.
+GENERATED_RESOURCES: tuple[str, ...] = (
+    # new-resource: walker (the generator adds a line above this one)
+)
+for _resource in GENERATED_RESOURCES:
+    _walker = importlib.import_module(f"tests.{_resource}.walker")
+    OBJECTS.update(_walker.OBJECTS)
+    ROUTE_OBJECTS.update(_walker.ROUTE_OBJECTS)
+    BODIES.update(_walker.BODIES)
 
 # (method, path) → why the walker cannot call it. Keep this empty if at all possible.
 NOT_WALKED: dict[tuple[str, str], str] = {}

@@ -25,7 +25,7 @@ class Role(StrEnum):
 OWN_SUFFIX = ":own"
 
 # Every permission of API.md, in its order.
-PERMISSIONS: tuple[str, ...] = (
+CORE_PERMISSIONS: tuple[str, ...] = (
     "org:read",
     "org:update",
     "org:delete",
@@ -47,6 +47,17 @@ PERMISSIONS: tuple[str, ...] = (
     "billing:manage",
     "exports:create",
     "jobs:read",
+)
+
+# Resources added by `tenantry new-resource` (docs/adding-a-resource.md). Each one gets
+# `<name>:read`, `<name>:write` and `<name>:delete`, granted by RESOURCE_DEFAULTS.
+RESOURCES: tuple[str, ...] = (
+    # new-resource: resources (the generator adds a line above this one)
+)
+RESOURCE_ACTIONS = ("read", "write", "delete")
+
+PERMISSIONS: tuple[str, ...] = CORE_PERMISSIONS + tuple(
+    f"{resource}:{action}" for resource in RESOURCES for action in RESOURCE_ACTIONS
 )
 
 
@@ -92,6 +103,15 @@ ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
     ),
     Role.BILLING: frozenset({"org:read", "members:read", "billing:read", "billing:manage"}),
 }
+
+# What each role gets on a generated resource (owner and admin: everything, above).
+RESOURCE_DEFAULTS: dict[Role, tuple[str, ...]] = {
+    Role.MANAGER: ("read", "write", "delete"),
+    Role.MEMBER: ("read", "write"),
+    Role.VIEWER: ("read",),
+}
+for _role, _actions in RESOURCE_DEFAULTS.items():
+    ROLE_PERMISSIONS[_role] |= {f"{r}:{a}" for r in RESOURCES for a in _actions}
 
 # Any permission may be narrowed to `:own` (an API key for "my tasks only").
 KNOWN_PERMISSIONS: frozenset[str] = _EVERYTHING | {p + OWN_SUFFIX for p in PERMISSIONS}

@@ -30,6 +30,9 @@ from tenantry.core.errors import NotFound, PayloadTooLarge, ServiceUnavailable
 
 if TYPE_CHECKING:
     from obstore import GetResult
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from tenantry.core.db import Database
 
 MAX_KEY_LENGTH = 512
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -196,6 +199,28 @@ def _unavailable(exc: BaseError) -> ServiceUnavailable | NotFound:
     if isinstance(exc, NotFoundError):
         return NotFound("File not found")
     return ServiceUnavailable("File storage is unavailable; try again shortly")
+
+
+STORAGE_KEY = "storage"
+
+
+def bind_storage(database: Database, storage: Storage) -> None:
+    """Every session of `database` (requests and job attempts) can reach `storage`.
+
+    Called by `create_app` and `tenantry worker`, like `bind_mail`: a job handler finds
+    the storage through `storage_of(ctx.session)`.
+    """
+    for maker in (database.sessions, database.write_sessions):
+        info = dict(maker.kw.get("info") or {})
+        info[STORAGE_KEY] = storage
+        maker.kw["info"] = info
+
+
+def storage_of(session: AsyncSession) -> Storage:
+    storage = session.info.get(STORAGE_KEY)
+    if not isinstance(storage, Storage):
+        raise RuntimeError("storage is not bound to this database: call bind_storage()")
+    return storage
 
 
 def create_storage(settings: Settings) -> Storage:

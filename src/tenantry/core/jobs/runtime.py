@@ -59,9 +59,11 @@ class JobsRuntime:
 async def run_worker_process(settings: Settings, *, concurrency: int | None = None) -> None:
     """`tenantry worker`: run until SIGTERM/SIGINT, then shut down gracefully."""
     from tenantry.core.mail import bind_mail, create_mailer  # registers `mail.send`
+    from tenantry.core.storage import bind_storage, create_storage
 
     database = Database(settings)
     bind_mail(database, create_mailer(settings))
+    bind_storage(database, create_storage(settings))
     runtime = JobsRuntime(settings, database, run_worker=True, concurrency=concurrency)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -24,7 +24,7 @@ from tenantry.core.db import utcnow
 from tenantry.core.errors import NotFound, UnsupportedMediaType, ValidationFailed
 from tenantry.core.responses import decode_cursor, encode_cursor
 from tenantry.core.routing import after_commit, after_rollback
-from tenantry.core.storage import ObjectStream, Storage, make_key
+from tenantry.core.storage import ObjectStream, Storage, StoredObject, make_key
 from tenantry.core.tenancy import TenantContext
 from tenantry.modules.audit.service import created, deleted, record
 from tenantry.modules.files.models import StoredFile
@@ -83,12 +83,23 @@ async def upload_file(
         log.info("removed the stored object of a rolled-back upload", extra={"key": key})
 
     after_rollback(session, remove_orphan)
+    return await add_stored_file(session, stored, filename=filename, content_type=content_type)
+
+
+async def add_stored_file(
+    session: AsyncSession, stored: StoredObject, *, filename: str, content_type: str
+) -> StoredFile:
+    """The `files` row of an object already in storage: usage counted, creation audited.
+
+    For uploads and for files the server makes itself (exports), so every file is listed,
+    downloadable and counted the same way.
+    """
     file = StoredFile(
         filename=filename,
         content_type=content_type,
         size=stored.size,
         sha256=stored.sha256,
-        storage_key=key,
+        storage_key=stored.key,
     )
     session.add(file)
     await change_usage(session, bytes_delta=stored.size, files_delta=1)
