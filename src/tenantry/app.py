@@ -33,6 +33,7 @@ from tenantry.core.openapi import ERROR_RESPONSES, finalize_openapi
 from tenantry.core.ratelimit import create_rate_limiter
 from tenantry.core.routing import UnitOfWorkRoute
 from tenantry.core.storage import create_storage
+from tenantry.modules.admin.router import router as admin_router
 from tenantry.modules.api_keys.router import router as api_keys_router
 from tenantry.modules.audit.router import router as audit_router
 from tenantry.modules.auth.mfa_router import router as mfa_router
@@ -44,6 +45,7 @@ from tenantry.modules.orgs.routers.invitations import router as invitations_rout
 from tenantry.modules.orgs.routers.jobs import router as org_jobs_router
 from tenantry.modules.orgs.routers.members import router as members_router
 from tenantry.modules.orgs.routers.orgs import router as orgs_router
+from tenantry.modules.plans.router import router as plans_router
 from tenantry.modules.projects.router import router as projects_router
 from tenantry.modules.tasks.router import org_router as org_tasks_router
 from tenantry.modules.tasks.router import router as tasks_router
@@ -130,6 +132,8 @@ def build_api_router() -> APIRouter:
     api.include_router(tasks_router)
     api.include_router(org_tasks_router)
     api.include_router(files_router)
+    api.include_router(plans_router)
+    api.include_router(admin_router)
     return api
 
 
