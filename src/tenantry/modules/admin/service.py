@@ -191,8 +191,8 @@ async def _count(session: AsyncSession, *conditions: ColumnElement[bool]) -> int
 async def stats(session: AsyncSession, query: StatsQuery, now: dt.datetime) -> dict[str, Any]:
     """Trials started, converted and expired in [from, to]; active trials and paying now.
 
-    The conversion rate is converted / (converted + expired): of the trials that ended in
-    the period, the share that became paid.
+    The conversion rate is converted / (converted + lapsed), lapsed = expired in the period
+    and not converted (since): of the trials that ended, the share that became paid.
     """
     start, end = _period(query, now)
     low = dt.datetime.combine(start, dt.time(), tzinfo=dt.UTC)
@@ -205,6 +205,9 @@ async def stats(session: AsyncSession, query: StatsQuery, now: dt.datetime) -> d
     started = await _count(session, within(Organization.created_at))
     converted = await _count(session, within(Organization.converted_at))
     expired = await _count(session, within(Organization.expired_at))
+    lapsed = await _count(
+        session, within(Organization.expired_at), Organization.converted_at.is_(None)
+    )
     live = Organization.deleted_at.is_(None)
     active = await _count(
         session,
@@ -219,7 +222,7 @@ async def stats(session: AsyncSession, query: StatsQuery, now: dt.datetime) -> d
         Organization.plan.in_(PAID_PLANS),
     )
     suspended = await _count(session, live, Organization.suspended_at.is_not(None))
-    ended = converted + expired
+    ended = converted + lapsed
     return {
         "from_": start,
         "to": end,

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from tenantry.core.db import TenantOwned
 from tenantry.core.tenancy import TenantContext, bind_tenant, unbind_tenant
 from tenantry.modules.files.usage import storage_used
+from tenantry.modules.orgs.models import Organization
 from tenantry.modules.plans.models import UsageDaily
 
 Key = tuple[uuid.UUID, dt.date]
@@ -68,20 +69,37 @@ def record_request(org_id: uuid.UUID, user_id: uuid.UUID | None, at: dt.datetime
     COUNTERS.request(org_id, at.date(), user_id)
 
 
+_PENDING_RECORDS = "usage_pending_records"
+
+
 def _count_new_records(session: Session, _context: Any, _instances: Any) -> None:
-    per_org: dict[uuid.UUID, int] = defaultdict(int)
+    """Remember the new records of this transaction; they count once it commits."""
+    per_org: dict[uuid.UUID, int] = session.info.setdefault(_PENDING_RECORDS, defaultdict(int))
     for obj in session.new:
         if not isinstance(obj, TenantOwned) or obj.organization_id is None:
             continue
         if getattr(obj, "__tablename__", None) not in _NOT_RECORDS:
             per_org[obj.organization_id] += 1
+
+
+def _records_committed(session: Session) -> None:
+    per_org: dict[uuid.UUID, int] = session.info.pop(_PENDING_RECORDS, None) or {}
     today = dt.datetime.now(dt.UTC).date()
     for org_id, count in per_org.items():
         COUNTERS.records(org_id, today, count)
 
 
-if not event.contains(Session, "before_flush", _count_new_records):
-    event.listen(Session, "before_flush", _count_new_records)
+def _records_rolled_back(session: Session) -> None:
+    session.info.pop(_PENDING_RECORDS, None)
+
+
+for _name, _listener in (
+    ("before_flush", _count_new_records),
+    ("after_commit", _records_committed),
+    ("after_rollback", _records_rolled_back),
+):
+    if not event.contains(Session, _name, _listener):
+        event.listen(Session, _name, _listener)
 
 
 def _upsert(session: AsyncSession, row: dict[str, Any]) -> Any:
@@ -111,7 +129,13 @@ async def flush(session: AsyncSession) -> int:
     """Add this process's counts to `usage_daily` (each organization bound in turn)."""
     taken = COUNTERS.take()
     try:
+        ids = {org_id for org_id, _day in taken}
+        live = set(
+            (await session.scalars(select(Organization.id).where(Organization.id.in_(ids)))).all()
+        )
         for (org_id, day), counts in sorted(taken.items(), key=lambda kv: str(kv[0])):
+            if org_id not in live:  # deleted since (its rows went with it)
+                continue
             bind_tenant(session, TenantContext.system(org_id))
             row = {
                 "organization_id": org_id,
