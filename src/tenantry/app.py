@@ -34,6 +34,7 @@ from tenantry.core.ratelimit import create_rate_limiter
 from tenantry.core.routing import UnitOfWorkRoute
 from tenantry.core.security import Security
 from tenantry.core.storage import bind_storage, create_storage
+from tenantry.modules.admin.router import router as admin_router
 from tenantry.modules.api_keys.router import router as api_keys_router
 from tenantry.modules.audit.router import router as audit_router
 from tenantry.modules.auth.mfa_router import router as mfa_router
@@ -47,6 +48,7 @@ from tenantry.modules.orgs.routers.invitations import router as invitations_rout
 from tenantry.modules.orgs.routers.jobs import router as org_jobs_router
 from tenantry.modules.orgs.routers.members import router as members_router
 from tenantry.modules.orgs.routers.orgs import router as orgs_router
+from tenantry.modules.plans.router import router as plans_router
 from tenantry.modules.projects.router import router as projects_router
 from tenantry.modules.tasks.router import org_router as org_tasks_router
 from tenantry.modules.tasks.router import router as tasks_router
@@ -139,6 +141,8 @@ def build_api_router() -> APIRouter:
     api.include_router(org_tasks_router)
     api.include_router(files_router)
     api.include_router(exports_router)
+    api.include_router(plans_router)
+    api.include_router(admin_router)
     return api
 
 

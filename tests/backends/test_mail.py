@@ -41,6 +41,8 @@ CONTEXTS: dict[str, dict[str, Any]] = {
         "role": "admin",
         "link": "https://app.example.com/invitations/abc",
     },
+    "trial_ending": {"organization": "Acme", "days_left": "7", "trial_ends_at": "2026-12-01"},
+    "trial_expired": {"organization": "Acme"},
     "password_changed": {"name": "Ada", "changed_at": "2026-11-23 06:30 UTC", "ip": "203.0.113.9"},
     "security_notice": {"event": "two-factor authentication was turned off", "ip": "203.0.113.9"},
 }

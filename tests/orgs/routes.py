@@ -208,6 +208,12 @@ class TenantRoute:
     permissions: list[str]
     has_body: bool
     rule: Rule | None = field(default=None)
+    query: tuple[str, ...] = ()
+
+    @property
+    def list_suffix(self) -> str:
+        """`?limit=100` for a paged list (a route without `limit` rejects unknown ones)."""
+        return "?limit=100" if "limit" in self.query else ""
 
     @property
     def key(self) -> tuple[str, str]:
@@ -257,6 +263,9 @@ def tenant_routes(app: FastAPI) -> list[TenantRoute]:
                     permissions=list(operation.get("x-permissions", [])),
                     has_body="requestBody" in operation,
                     rule=RULES.get((method.upper(), path)),
+                    query=tuple(
+                        p["name"] for p in operation.get("parameters", []) if p["in"] == "query"
+                    ),
                 )
             )
     return routes

@@ -21,7 +21,15 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from tenantry.core.errors import ValidationFailed
 
 TEMPLATES = frozenset(
-    {"verify_email", "password_reset", "invitation", "password_changed", "security_notice"}
+    {
+        "verify_email",
+        "password_reset",
+        "invitation",
+        "password_changed",
+        "security_notice",
+        "trial_ending",
+        "trial_expired",
+    }
 )
 _WHITESPACE = re.compile(r"\s+")
 

@@ -16,8 +16,14 @@ from tenantry.core.routing import SessionDep, UnitOfWorkRoute
 from tenantry.core.tenancy import TenantContext
 from tenantry.modules.api_keys import service
 from tenantry.modules.api_keys.models import ApiKey
+from tenantry.modules.plans.enforce import feature
 
-router = APIRouter(prefix="/orgs/{orgId}/api-keys", tags=["api keys"], route_class=UnitOfWorkRoute)
+router = APIRouter(
+    prefix="/orgs/{orgId}/api-keys",
+    tags=["api keys"],
+    route_class=UnitOfWorkRoute,
+    dependencies=[Depends(feature("apiKeys"))],
+)
 Manager = Annotated[TenantContext, Depends(require("api_keys:manage"))]
 KeyId = Annotated[uuid.UUID, Path(alias="keyId")]
 

@@ -14,9 +14,13 @@ from tenantry.core.responses import ListQuery, Page, Schema, page
 from tenantry.core.routing import SessionDep, UnitOfWorkRoute
 from tenantry.core.tenancy import TenantContext
 from tenantry.modules.audit.service import AuditFilters, list_entries
+from tenantry.modules.plans.enforce import feature
 
 router = APIRouter(
-    prefix="/orgs/{orgId}/audit-logs", tags=["audit log"], route_class=UnitOfWorkRoute
+    prefix="/orgs/{orgId}/audit-logs",
+    tags=["audit log"],
+    route_class=UnitOfWorkRoute,
+    dependencies=[Depends(feature("auditLog"))],
 )
 
 

@@ -12,8 +12,14 @@ from tenantry.core.routing import SessionDep, UnitOfWorkRoute
 from tenantry.core.tenancy import TenantContext
 from tenantry.modules.exports import service
 from tenantry.modules.exports.schemas import ExportCreate
+from tenantry.modules.plans.enforce import feature
 
-router = APIRouter(prefix="/orgs/{orgId}/exports", tags=["exports"], route_class=UnitOfWorkRoute)
+router = APIRouter(
+    prefix="/orgs/{orgId}/exports",
+    tags=["exports"],
+    route_class=UnitOfWorkRoute,
+    dependencies=[Depends(feature("exports"))],
+)
 
 CanExport = Annotated[TenantContext, Depends(require("exports:create"))]
 

@@ -17,6 +17,7 @@ from tenantry.modules.files.deps import FileDep, StorageDep
 from tenantry.modules.files.multipart import MultipartUpload
 from tenantry.modules.files.naming import content_disposition
 from tenantry.modules.files.schemas import FileDetailOut, FileListQuery, FileOut
+from tenantry.modules.plans.enforce import check_limit, feature, limit, subscription_of
 
 router = APIRouter(prefix="/orgs/{orgId}/files", tags=["files"], route_class=UnitOfWorkRoute)
 
@@ -40,7 +41,12 @@ MULTIPART_BODY: dict[str, Any] = {
 }
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, openapi_extra=MULTIPART_BODY)
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    openapi_extra=MULTIPART_BODY,
+    dependencies=[Depends(feature("fileStorage")), Depends(limit("storageBytes"))],
+)
 async def upload_file(
     request: Request, context: Writer, session: SessionDep, storage: StorageDep
 ) -> Envelope[FileOut]:
@@ -53,6 +59,10 @@ async def upload_file(
         allowed_types=frozenset(settings.upload_allowed_types),
     )
     file = await service.upload_file(session, storage, context, incoming, policy)
+    # The new bytes counted too: past the limit, the transaction (and the object) is undone.
+    await check_limit(
+        session, context.organization_id, subscription_of(request), "storageBytes", adding=0
+    )
     return ok(FileOut.model_validate(file))
 
 

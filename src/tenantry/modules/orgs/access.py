@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tenantry.core.cache import Cache, MemoryCache
 from tenantry.core.routing import after_commit
 from tenantry.modules.orgs.models import Membership, Organization
+from tenantry.modules.plans.state import Subscription
 
 ACCESS_TTL_SECONDS = 300
 # An in-process cache is not shared by `tenantry serve --workers N`: another process keeps
@@ -30,7 +31,11 @@ _PREFIX = "orgs:access:"
 @dataclass(frozen=True, slots=True)
 class Access:
     role: str
-    plan: str
+    subscription: Subscription
+
+    @property
+    def plan(self) -> str:
+        return self.subscription.plan
 
 
 def _key(org_id: uuid.UUID, user_id: uuid.UUID) -> str:
@@ -43,11 +48,20 @@ async def organization_access(
     key = _key(org_id, user_id)
     cached = await cache.get_json(key)
     if isinstance(cached, dict):
-        role, plan = cached.get("role"), cached.get("plan")
-        return Access(role=role, plan=plan) if role and plan else None
+        role, subscription = cached.get("role"), cached.get("subscription")
+        if role and isinstance(subscription, dict):
+            return Access(role=role, subscription=Subscription.from_json(subscription))
+        return None
     row = (
         await session.execute(
-            select(Membership.role, Organization.plan)
+            select(
+                Membership.role,
+                Organization.plan,
+                Organization.subscription_status,
+                Organization.trial_ends_at,
+                Organization.plan_overrides,
+                Organization.suspended_at,
+            )
             .join(Organization, Organization.id == Membership.organization_id)
             .where(
                 Membership.organization_id == org_id,
@@ -56,8 +70,25 @@ async def organization_access(
             )
         )
     ).first()
-    access = Access(role=row[0], plan=row[1]) if row is not None else None
-    value = {"role": access.role, "plan": access.plan} if access else {"role": None}
+    access = (
+        Access(
+            role=row[0],
+            subscription=Subscription(
+                plan=row[1],
+                status=row[2],
+                trial_ends_at=row[3],
+                overrides=row[4],
+                suspended=row[5] is not None,
+            ),
+        )
+        if row is not None
+        else None
+    )
+    value: dict[str, object] = (
+        {"role": access.role, "subscription": access.subscription.to_json()}
+        if access
+        else {"role": None}
+    )
     ttl = LOCAL_ACCESS_TTL_SECONDS if isinstance(cache, MemoryCache) else ACCESS_TTL_SECONDS
     await cache.set_json(key, value, ttl=ttl)
     return access

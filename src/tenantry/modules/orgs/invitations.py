@@ -27,6 +27,7 @@ from tenantry.modules.audit.service import created, record
 from tenantry.modules.auth.emails import duration_text, token_link
 from tenantry.modules.orgs.members import add_member, find_member
 from tenantry.modules.orgs.models import Invitation, Membership, Organization
+from tenantry.modules.plans.enforce import check_join
 from tenantry.modules.users.models import User
 
 ACCEPT_PATH = "/accept-invitation"
@@ -170,6 +171,7 @@ async def accept_invitation(
         raise Forbidden("This invitation is for another email address (verified)")
     if await find_member(session, organization_id, user.id) is not None:
         raise Conflict("You are already a member of this organization")
+    await check_join(session, org, now)
     used = await session.execute(  # once, even under two concurrent accepts
         update(Invitation)
         .where(Invitation.id == invitation.id, Invitation.accepted_at.is_(None))

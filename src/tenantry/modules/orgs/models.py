@@ -12,8 +12,9 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tenantry.core.db import Base, SoftDeletable, TenantOwned, Timestamped, UUIDPrimaryKey
@@ -31,6 +32,9 @@ TRIAL_PLAN = "trial"
 
 class Organization(UUIDPrimaryKey, Timestamped, SoftDeletable, Base):
     __tablename__ = "organizations"
+    __table_args__ = (
+        Index("ix_organizations_status_trial_ends_at", "subscription_status", "trial_ends_at"),
+    )
 
     name: Mapped[str] = mapped_column(String(100))
     # Unique among all organizations, deleted ones included (a slug is never reused).
@@ -40,6 +44,12 @@ class Organization(UUIDPrimaryKey, Timestamped, SoftDeletable, Base):
         String(20), default=SubscriptionStatus.TRIALING.value
     )
     trial_ends_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # modules/plans: a platform admin's per-organization overrides of the plan's features
+    # and limits; when the trial expired / a paid plan began; a suspension (403, data kept).
+    plan_overrides: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    expired_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    converted_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    suspended_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     created_by: Mapped[uuid.UUID | None] = mapped_column(default=None)
 
 

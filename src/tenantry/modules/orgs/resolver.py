@@ -13,6 +13,8 @@ a session already bound to `orgId`). The principal is
   Permissions always come from the membership's role, never from the token.
 
 No credentials → 401. Not a member, unknown or deleted organization → the same 404.
+Then the plan's gate (modules/plans/enforce.py): suspended 403, expired trial 402 on
+writes, API rate 429.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from tenantry.modules.api_keys import service as api_keys
 from tenantry.modules.audit.service import remember_request
 from tenantry.modules.auth.deps import get_access_claims, get_revocations, get_security
 from tenantry.modules.orgs.access import organization_access
+from tenantry.modules.plans.enforce import check_access
 
 ORG_NOT_FOUND = "Organization not found"
 
@@ -70,6 +73,7 @@ async def resolve_tenant(
     access = await organization_access(cache, session, org_id, user_id)
     if access is None:
         raise NotFound(ORG_NOT_FOUND)
+    await check_access(request, org_id, access.subscription, user_id)
     return TenantContext(
         organization_id=org_id,
         user_id=user_id,
@@ -92,6 +96,7 @@ async def _api_key_context(
     )
     if creator is None:  # organization deleted, or the creator left: the key acts no more
         raise NotFound(ORG_NOT_FOUND)
+    await check_access(request, org_id, creator.subscription, key.created_by)
     held = role_permissions(creator.role)
     permissions = frozenset(p for p in key.permissions if covers(held, [p]))
     await api_keys.touch(session, cache, request.app.state.database, key)

@@ -12,6 +12,7 @@ from tenantry.core.idempotency import IdempotencyDep
 from tenantry.core.responses import CursorPage, Envelope, Page, ok
 from tenantry.core.routing import SessionDep, UnitOfWorkRoute
 from tenantry.core.tenancy import TenantContext
+from tenantry.modules.plans.enforce import limit
 from tenantry.modules.projects import service
 from tenantry.modules.projects.deps import DeletedProjectDep, ProjectDep
 from tenantry.modules.projects.schemas import (
@@ -37,7 +38,12 @@ async def list_projects(
     return listing.as_page(ProjectOut)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=Envelope[ProjectOut])
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=Envelope[ProjectOut],
+    dependencies=[Depends(limit("projects"))],
+)
 async def create_project(
     body: ProjectCreate, _ctx: CanWrite, session: SessionDep, idempotency: IdempotencyDep
 ) -> Response:

@@ -1,0 +1,1 @@
+"""Platform administration: every organization at once (the only cross-tenant routes)."""

@@ -1,0 +1,1 @@
+"""Plans, trials, feature flags, limits and usage (README "Plans and trials")."""
