@@ -25,7 +25,7 @@ async def test_a_new_organization_is_trialing_on_the_trial_plan_for_30_days(
     data = response.json()["data"]
     assert data["plan"] == "trial"
     assert data["status"] == "trialing"
-    assert data["daysLeft"] in (29, 30)
+    assert data["daysLeft"] == 30
     ends = dt.datetime.fromisoformat(data["trialEndsAt"])
     assert dt.timedelta(days=29, hours=23) < ends - dt.datetime.now(dt.UTC) <= dt.timedelta(days=30)
     assert data["features"] == {

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -164,7 +165,8 @@ def describe(subscription: Subscription, at: dt.datetime) -> dict[str, Any]:
     terms = subscription.terms
     days_left = None
     if subscription.trial_ends_at is not None and subscription.effective_status(at) == "trialing":
-        days_left = max(0, (subscription.trial_ends_at - at).days)
+        # Started days count as days left: a new 30-day trial says 30, its last hours say 1.
+        days_left = max(0, math.ceil((subscription.trial_ends_at - at) / dt.timedelta(days=1)))
     return {
         "plan": subscription.plan,
         "status": subscription.effective_status(at),
