@@ -48,7 +48,9 @@ from tenantry.modules.orgs.routers.invitations import router as invitations_rout
 from tenantry.modules.orgs.routers.jobs import router as org_jobs_router
 from tenantry.modules.orgs.routers.members import router as members_router
 from tenantry.modules.orgs.routers.orgs import router as orgs_router
+from tenantry.modules.plans.counters import create_usage_store
 from tenantry.modules.plans.router import router as plans_router
+from tenantry.modules.plans.usage import bind_usage
 from tenantry.modules.projects.router import router as projects_router
 from tenantry.modules.tasks.router import org_router as org_tasks_router
 from tenantry.modules.tasks.router import router as tasks_router
@@ -69,6 +71,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     storage = create_storage(settings)
     bind_storage(database, storage)  # job handlers (exports) write files too
     events = create_events(settings, redis)
+    usage_store = create_usage_store(redis, settings.redis_key_prefix)
+    bind_usage(database, usage_store)  # daily counters: memory, or Redis with REDIS_URL
     jobs = JobsRuntime(settings, database, run_worker=settings.runs_embedded_worker)
 
     @asynccontextmanager
@@ -82,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await storage.close()
             await mailer.close()
             await rate_limiter.close()
+            await usage_store.close()
             await cache.close()
             if redis is not None:
                 await redis.aclose()
@@ -104,6 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.mailer = mailer
     app.state.storage = storage
     app.state.events = events
+    app.state.usage = usage_store
     app.state.jobs = jobs
     app.state.metrics = Metrics(database)
     app.state.security = Security.from_settings(settings)  # hashing, JWTs, secret sealing

@@ -103,10 +103,11 @@ def worker(concurrency: int | None) -> None:
     """Run background jobs until SIGTERM (graceful: running jobs finish or are released)."""
     from tenantry.core.jobs.runtime import run_worker_process
     from tenantry.core.logging import configure_logging
+    from tenantry.modules.plans.usage import usage_bound
 
     settings = _settings(jobs_concurrency=concurrency)
     configure_logging(settings)
-    asyncio.run(run_worker_process(settings))
+    asyncio.run(run_worker_process(settings, setup=usage_bound))
 
 
 @main.command()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 
 from tenantry.config import Settings
 from tenantry.core.db import Database
@@ -56,8 +58,16 @@ class JobsRuntime:
         await self.transport.close()
 
 
-async def run_worker_process(settings: Settings, *, concurrency: int | None = None) -> None:
-    """`tenantry worker`: run until SIGTERM/SIGINT, then shut down gracefully."""
+async def run_worker_process(
+    settings: Settings,
+    *,
+    concurrency: int | None = None,
+    setup: Callable[[Database], AbstractAsyncContextManager[None]] | None = None,
+) -> None:
+    """`tenantry worker`: run until SIGTERM/SIGINT, then shut down gracefully.
+
+    `setup(database)` (from the CLI) binds what feature modules' jobs need for the run.
+    """
     from tenantry.core.mail import bind_mail, create_mailer  # registers `mail.send`
     from tenantry.core.storage import bind_storage, create_storage
 
@@ -69,11 +79,14 @@ async def run_worker_process(settings: Settings, *, concurrency: int | None = No
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    try:
-        await runtime.start()
-        log.info("tenantry worker ready")
-        await stop.wait()
-        log.info("tenantry worker stopping: no new claims, finishing running jobs")
-    finally:
-        await runtime.stop()
-        await database.dispose()
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(database.dispose)
+        if setup is not None:
+            await stack.enter_async_context(setup(database))
+        try:
+            await runtime.start()
+            log.info("tenantry worker ready")
+            await stop.wait()
+            log.info("tenantry worker stopping: no new claims, finishing running jobs")
+        finally:
+            await runtime.stop()

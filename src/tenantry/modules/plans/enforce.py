@@ -61,7 +61,7 @@ async def check_access(
 ) -> None:
     """The organization-wide gate (suspension, expiry, API rate) of one request."""
     request.state.subscription = subscription
-    usage.record_request(org_id, user_id, now(request))
+    await usage.record_request(request, org_id, user_id, now(request))
     if subscription.suspended:
         raise Forbidden("This organization is suspended", code="organization_suspended")
     writing = request.method not in SAFE_METHODS and not _always_allowed(request, org_id)

@@ -1,72 +1,80 @@
 """Daily usage counters per organization, kept cheaply and flushed by a scheduled job.
 
 Requests and active users are counted by the tenant gate (`record_request`, once per
-request under `/orgs/{orgId}/`), records created by a flush listener (new tenant rows,
-audit entries and counters themselves excluded). They sit in process memory — no write
-per request — and the `plans.flush_usage` job (every 5 minutes) adds them to the
-`usage_daily` rows (requests and records are sums of deltas; active users the largest
-distinct count seen; storage bytes the organization's current total).
-`GET /orgs/{orgId}/usage` answers the flushed rows plus what this process holds.
+request under `/orgs/{orgId}/`), records created by a commit listener (new tenant rows,
+audit entries and counters themselves excluded). They sit in a `UsageStore`
+(`counters.py`: process memory without `REDIS_URL`, Redis shared by every process with
+it) — no database write per request — and the `plans.flush_usage` job (every 5 minutes)
+takes them (read-and-reset, atomic) and adds them to the `usage_daily` rows (requests and
+records are sums of deltas; active users the day's distinct count; storage bytes the
+organization's current total). `GET /orgs/{orgId}/usage` answers the flushed rows plus
+the pending counts.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import event, select
+from fastapi import Request
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import event, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from tenantry.core.db import TenantOwned
+from tenantry.core.db import Database, TenantOwned
 from tenantry.core.tenancy import TenantContext, bind_tenant, unbind_tenant
 from tenantry.modules.files.usage import storage_used
 from tenantry.modules.orgs.models import Organization
+from tenantry.modules.plans.counters import MemoryUsage, UsageStore, create_usage_store
 from tenantry.modules.plans.models import UsageDaily
 
-Key = tuple[uuid.UUID, dt.date]
+log = logging.getLogger(__name__)
+USAGE_KEY = "usage_store"
 _NOT_RECORDS = frozenset({"audit_logs", "usage_daily", "storage_usage", "idempotency_keys"})
+_UNBOUND = MemoryUsage()  # sessions of a database nobody bound (scripts): counts stay local
 
 
-@dataclass
-class _Day:
-    requests: int = 0
-    records_created: int = 0
-    users: set[uuid.UUID] = field(default_factory=set)
+def bind_usage(database: Database, store: UsageStore) -> None:
+    """Every session of `database` (requests, commit hooks, the flush job) uses `store`."""
+    for maker in (database.sessions, database.write_sessions):
+        info = dict(maker.kw.get("info") or {})
+        info[USAGE_KEY] = store
+        maker.kw["info"] = info
 
 
-class UsageCounters:
-    """One process's unflushed counts."""
-
-    def __init__(self) -> None:
-        self.days: dict[Key, _Day] = defaultdict(_Day)
-
-    def request(self, org_id: uuid.UUID, day: dt.date, user_id: uuid.UUID | None) -> None:
-        entry = self.days[(org_id, day)]
-        entry.requests += 1
-        if user_id is not None:
-            entry.users.add(user_id)
-
-    def records(self, org_id: uuid.UUID, day: dt.date, count: int) -> None:
-        self.days[(org_id, day)].records_created += count
-
-    def take(self) -> dict[Key, _Day]:
-        taken, self.days = dict(self.days), defaultdict(_Day)
-        return taken
-
-    def pending(self, org_id: uuid.UUID) -> dict[dt.date, _Day]:
-        return {day: v for (org, day), v in self.days.items() if org == org_id}
+@asynccontextmanager
+async def usage_bound(database: Database) -> AsyncIterator[None]:
+    """`tenantry worker`: bind the store (Redis with `REDIS_URL`) for the usage flush."""
+    settings = database.settings
+    redis = Redis.from_url(settings.redis_url) if settings.redis_url else None
+    store = create_usage_store(redis, settings.redis_key_prefix)
+    bind_usage(database, store)
+    try:
+        yield
+    finally:
+        await store.close()
+        if redis is not None:
+            await redis.aclose()
 
 
-COUNTERS = UsageCounters()
+def store_of(session: AsyncSession | Session) -> UsageStore:
+    store: UsageStore = session.info.get(USAGE_KEY, _UNBOUND)
+    return store
 
 
-def record_request(org_id: uuid.UUID, user_id: uuid.UUID | None, at: dt.datetime) -> None:
-    COUNTERS.request(org_id, at.date(), user_id)
+async def record_request(
+    request: Request, org_id: uuid.UUID, user_id: uuid.UUID | None, at: dt.datetime
+) -> None:
+    store: UsageStore = getattr(request.app.state, "usage", _UNBOUND)
+    await store.request(org_id, at.date(), user_id)
 
 
 _PENDING_RECORDS = "usage_pending_records"
@@ -85,8 +93,9 @@ def _count_new_records(session: Session, _context: Any, _instances: Any) -> None
 def _records_committed(session: Session) -> None:
     per_org: dict[uuid.UUID, int] = session.info.pop(_PENDING_RECORDS, None) or {}
     today = dt.datetime.now(dt.UTC).date()
+    store = store_of(session)
     for org_id, count in per_org.items():
-        COUNTERS.records(org_id, today, count)
+        store.records(org_id, today, count)
 
 
 def _records_rolled_back(session: Session) -> None:
@@ -120,14 +129,13 @@ def _upsert(session: AsyncSession, row: dict[str, Any]) -> Any:
 
 
 def _greatest(dialect: str, a: Any, b: Any) -> Any:
-    from sqlalchemy import func
-
     return func.greatest(a, b) if dialect == "postgresql" else func.max(a, b)
 
 
-async def flush(session: AsyncSession) -> int:
-    """Add this process's counts to `usage_daily` (each organization bound in turn)."""
-    taken = COUNTERS.take()
+async def flush(session: AsyncSession, store: UsageStore | None = None) -> int:
+    """Add the pending counts to `usage_daily` (each organization bound in turn)."""
+    store = store or store_of(session)
+    taken = await store.take()
     try:
         ids = {org_id for org_id, _day in taken}
         live = set(
@@ -142,23 +150,26 @@ async def flush(session: AsyncSession) -> int:
                 "day": day,
                 "requests": counts.requests,
                 "records_created": counts.records_created,
-                "active_users": len(counts.users),
+                "active_users": counts.active_users,
                 "storage_bytes": await storage_used(session, org_id),
             }
             await session.execute(_upsert(session, row))
             unbind_tenant(session)
     except BaseException:
-        for key, counts in taken.items():  # not written: keep them for the next run
-            entry = COUNTERS.days[key]
-            entry.requests += counts.requests
-            entry.records_created += counts.records_created
-            entry.users |= counts.users
+        try:
+            await store.give_back(taken)  # not written: keep them for the next run
+        except (RedisError, OSError) as exc:
+            log.error("usage counts of %d organization-days lost: %s", len(taken), exc)
         raise
     return len(taken)
 
 
 async def daily(
-    session: AsyncSession, org_id: uuid.UUID, start: dt.date, end: dt.date
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    start: dt.date,
+    end: dt.date,
+    store: UsageStore | None = None,
 ) -> list[dict[str, Any]]:
     """Every day of [start, end] (zeros where nothing happened), flushed + pending counts."""
     rows = (
@@ -167,7 +178,12 @@ async def daily(
         )
     ).all()
     stored = {r.day: r for r in rows}
-    pending = COUNTERS.pending(org_id)
+    days = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
+    try:
+        pending = await (store or store_of(session)).pending(org_id, days)
+    except (RedisError, OSError) as exc:  # counting is best-effort: show what is flushed
+        log.warning("pending usage unavailable: %s", exc)
+        pending = {}
     out: list[dict[str, Any]] = []
     day = start
     while day <= end:
@@ -177,7 +193,7 @@ async def daily(
                 "day": day,
                 "requests": (row.requests if row else 0) + (extra.requests if extra else 0),
                 "active_users": max(
-                    row.active_users if row else 0, len(extra.users) if extra else 0
+                    row.active_users if row else 0, extra.active_users if extra else 0
                 ),
                 "records_created": (row.records_created if row else 0)
                 + (extra.records_created if extra else 0),
