@@ -81,6 +81,21 @@ async def test_cursor_pages_return_every_file_exactly_once(
     assert tampered.status_code == 400
 
 
+async def test_ascending_cursor_pages_follow_upload_order_and_need_created_at_sort(
+    http: httpx.AsyncClient, new_tenant: NewTenant
+) -> None:
+    org = await new_tenant()
+    ids = [(await upload_ok(http, org, TEXT, f"a{i}.txt", org.owner))["id"] for i in range(3)]
+    first = await http.get(f"{org.files}?limit=2&sortOrder=asc&cursor=", headers=org.owner)
+    cursor = first.json()["meta"]["nextCursor"]
+    second = await http.get(f"{org.files}?limit=2&sortOrder=asc&cursor={cursor}", headers=org.owner)
+    assert [f["id"] for f in first.json()["data"] + second.json()["data"]] == ids
+    assert second.json()["meta"]["hasNextPage"] is False
+    by_size = await http.get(f"{org.files}?sortBy=size&cursor=", headers=org.owner)
+    assert by_size.status_code == 400
+    assert by_size.json()["details"][0]["field"] == "cursor"
+
+
 async def test_delete_hides_the_file_everywhere_and_frees_its_bytes(
     http: httpx.AsyncClient, new_tenant: NewTenant
 ) -> None:

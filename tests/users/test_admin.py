@@ -211,6 +211,26 @@ async def test_cursor_pagination_returns_every_user_exactly_once(
     assert tampered.status_code == 400
 
 
+async def test_ascending_cursor_pages_follow_creation_order_and_need_created_at_sort(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    boss = await admin(app, client)
+    marker = unique_email("cursorasc").split("@")[0]
+    created = [(await register(client, email=f"{marker}-{i}@example.com")).id for i in range(3)]
+    params: dict[str, str | int] = {"search": marker, "limit": 2, "sortOrder": "asc"}
+    first = await client.get(USERS, params={**params, "cursor": ""}, headers=boss.headers)
+    cursor = first.json()["meta"]["nextCursor"]
+    second = await client.get(USERS, params={**params, "cursor": cursor}, headers=boss.headers)
+    seen = [u["id"] for u in first.json()["data"] + second.json()["data"]]
+    assert seen == created
+    assert second.json()["meta"]["hasNextPage"] is False
+    by_email = await client.get(
+        USERS, params={"sortBy": "email", "cursor": ""}, headers=boss.headers
+    )
+    assert by_email.status_code == 400
+    assert by_email.json()["details"][0]["field"] == "cursor"
+
+
 async def test_a_demoted_admin_loses_admin_access_at_once(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:

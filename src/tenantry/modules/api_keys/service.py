@@ -14,12 +14,13 @@ import secrets
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.cache import Cache
 from tenantry.core.db import Database, utcnow
 from tenantry.core.errors import BadRequest, Forbidden, NotFound, Unauthorized, ValidationFailed
+from tenantry.core.listing import created_at_key, offset_page
 from tenantry.core.permissions import KNOWN_PERMISSIONS, covers
 from tenantry.core.routing import after_commit
 from tenantry.core.security import sha256_hex
@@ -91,14 +92,15 @@ async def create_key(
 
 
 async def list_keys(session: AsyncSession, *, offset: int, limit: int) -> tuple[list[ApiKey], int]:
-    total = (await session.execute(select(func.count()).select_from(ApiKey))).scalar_one()
-    rows = await session.scalars(
-        select(ApiKey)
-        .order_by(ApiKey.created_at.desc(), ApiKey.id.desc())
-        .offset(offset)
-        .limit(limit)
+    return await offset_page(
+        session,
+        select(ApiKey),
+        key=created_at_key(ApiKey.created_at),
+        id_column=ApiKey.id,
+        descending=True,
+        offset=offset,
+        limit=limit,
     )
-    return list(rows), total
 
 
 async def revoke_key(session: AsyncSession, key_id: uuid.UUID) -> None:

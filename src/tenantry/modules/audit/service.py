@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tenantry.core.listing import created_at_key, offset_page
 from tenantry.core.ratelimit import client_ip
 from tenantry.core.tenancy import require_tenant
 from tenantry.modules.audit.models import AuditLog
@@ -161,13 +162,12 @@ async def list_entries(
         conditions.append(AuditLog.created_at >= filters.since)
     if filters.until is not None:
         conditions.append(AuditLog.created_at <= filters.until)
-    total = (
-        await session.execute(select(func.count()).select_from(AuditLog).where(*conditions))
-    ).scalar_one()
-    order = (AuditLog.created_at.desc(), AuditLog.id.desc())
-    if not newest_first:
-        order = (AuditLog.created_at.asc(), AuditLog.id.asc())
-    rows = await session.scalars(
-        select(AuditLog).where(*conditions).order_by(*order).offset(offset).limit(limit)
+    return await offset_page(
+        session,
+        select(AuditLog).where(*conditions),
+        key=created_at_key(AuditLog.created_at),
+        id_column=AuditLog.id,
+        descending=newest_first,
+        offset=offset,
+        limit=limit,
     )
-    return list(rows), total

@@ -9,7 +9,7 @@ from starlette.responses import Response, StreamingResponse
 
 from tenantry.core.authz import require
 from tenantry.core.errors import ValidationFailed
-from tenantry.core.responses import CursorPage, Envelope, Page, cursor_page, ok, page
+from tenantry.core.responses import CursorPage, Envelope, Page, ok
 from tenantry.core.routing import SessionDep, UnitOfWorkRoute
 from tenantry.core.tenancy import TenantContext
 from tenantry.modules.files import service
@@ -71,28 +71,13 @@ async def list_files(
     _context: Reader, query: Annotated[FileListQuery, Query()], session: SessionDep
 ) -> Page[FileOut] | CursorPage[FileOut]:
     """The organization's files (search by filename; sort by createdAt, filename, size)."""
-    filters = service.file_filters(search=query.search)
-    descending = query.sort_order == "desc"
-    if query.cursor is not None:
-        if query.sort_by != "createdAt":
-            raise ValidationFailed(
-                details=[{"field": "cursor", "message": "cursor pagination sorts by createdAt"}]
-            )
-        files, next_cursor = await service.list_files_after(
-            session, filters, cursor=query.cursor, descending=descending, limit=query.limit
+    if query.cursor is not None and query.sort_by != "createdAt":
+        raise ValidationFailed(
+            details=[{"field": "cursor", "message": "cursor pagination sorts by createdAt"}]
         )
-        items = [FileOut.model_validate(f) for f in files]
-        return cursor_page(items, limit=query.limit, next_cursor=next_cursor)
-    files, total = await service.list_files(
-        session,
-        filters,
-        sort_by=query.sort_by,
-        descending=descending,
-        offset=query.offset,
-        limit=query.limit,
-    )
-    items = [FileOut.model_validate(f) for f in files]
-    return page(items, total=total, page=query.page, limit=query.limit)
+    filters = service.file_filters(search=query.search)
+    listing = await service.list_files(session, filters, query)
+    return listing.as_page(FileOut)
 
 
 @router.get("/{fileId}")

@@ -9,20 +9,20 @@ itself is removed from storage once the delete has committed.
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
 from tenantry.core.authz import authorize_row
 from tenantry.core.db import utcnow
 from tenantry.core.errors import NotFound, UnsupportedMediaType, ValidationFailed
-from tenantry.core.responses import decode_cursor, encode_cursor
+from tenantry.core.listing import Listing, SortKey, created_at_key, list_rows
+from tenantry.core.responses import ListQuery
 from tenantry.core.routing import after_commit, after_rollback
 from tenantry.core.storage import ObjectStream, Storage, StoredObject, make_key
 from tenantry.core.tenancy import TenantContext
@@ -34,11 +34,11 @@ from tenantry.modules.files.usage import change_usage
 
 log = logging.getLogger("tenantry.files")
 
-SORT_COLUMNS = {
-    "createdAt": StoredFile.created_at,
-    "filename": StoredFile.filename,
-    "size": StoredFile.size,
-}
+SORT_KEYS = (
+    created_at_key(StoredFile.created_at),
+    SortKey("filename", StoredFile.filename),
+    SortKey("size", StoredFile.size, int),
+)
 
 
 @dataclass(frozen=True)
@@ -153,76 +153,16 @@ def file_filters(*, search: str | None) -> list[ColumnElement[bool]]:
 
 
 async def list_files(
-    session: AsyncSession,
-    filters: Sequence[ColumnElement[bool]],
-    *,
-    sort_by: str,
-    descending: bool,
-    offset: int,
-    limit: int,
-) -> tuple[list[StoredFile], int]:
-    column = SORT_COLUMNS[sort_by]
-    order = (
-        (column.desc(), StoredFile.id.desc()) if descending else (column.asc(), StoredFile.id.asc())
+    session: AsyncSession, filters: Sequence[ColumnElement[bool]], query: ListQuery
+) -> Listing[StoredFile]:
+    """Offset pages on any sort key, keyset pages (a `cursor`) on `(createdAt, id)`."""
+    return await list_rows(
+        session,
+        select(StoredFile).where(*filters),
+        keys=SORT_KEYS,
+        id_column=StoredFile.id,
+        query=query,
     )
-    total = await session.scalar(select(func.count()).select_from(StoredFile).where(*filters))
-    rows = await session.scalars(
-        select(StoredFile).where(*filters).order_by(*order).offset(offset).limit(limit)
-    )
-    return list(rows), total or 0
-
-
-async def list_files_after(
-    session: AsyncSession,
-    filters: Sequence[ColumnElement[bool]],
-    *,
-    cursor: str,
-    descending: bool,
-    limit: int,
-) -> tuple[list[StoredFile], str | None]:
-    """Keyset page on (createdAt, id): no count, constant cost at any depth."""
-    conditions = list(filters)
-    if cursor:
-        created_at, last_id = _parse_cursor(cursor)
-        if descending:
-            conditions.append(
-                or_(
-                    StoredFile.created_at < created_at,
-                    and_(StoredFile.created_at == created_at, StoredFile.id < last_id),
-                )
-            )
-        else:
-            conditions.append(
-                or_(
-                    StoredFile.created_at > created_at,
-                    and_(StoredFile.created_at == created_at, StoredFile.id > last_id),
-                )
-            )
-    order = (
-        (StoredFile.created_at.desc(), StoredFile.id.desc())
-        if descending
-        else (StoredFile.created_at.asc(), StoredFile.id.asc())
-    )
-    rows = list(
-        await session.scalars(
-            select(StoredFile).where(*conditions).order_by(*order).limit(limit + 1)
-        )
-    )
-    if len(rows) <= limit:
-        return rows, None
-    last = rows[limit - 1]
-    return rows[:limit], encode_cursor([last.created_at, last.id])
-
-
-def _parse_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
-    created_at, last_id = decode_cursor(cursor, 2)
-    try:
-        moment = dt.datetime.fromisoformat(created_at)
-        if moment.tzinfo is None:
-            raise ValueError("naive")
-        return moment, uuid.UUID(last_id)
-    except ValueError:
-        raise ValidationFailed(details=[{"field": "cursor", "message": "Invalid cursor"}]) from None
 
 
 async def get_file(session: AsyncSession, file_id: uuid.UUID) -> StoredFile:

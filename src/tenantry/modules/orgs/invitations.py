@@ -19,6 +19,7 @@ from tenantry.config import Settings
 from tenantry.core.cache import Cache
 from tenantry.core.db import utcnow
 from tenantry.core.errors import Conflict, Forbidden, InvalidToken, NotFound
+from tenantry.core.listing import created_at_key, offset_page
 from tenantry.core.mail import queue_email
 from tenantry.core.permissions import Role, can_grant, role_permissions
 from tenantry.core.security import new_opaque_token, sha256_hex
@@ -114,14 +115,15 @@ def _display_name(user: User | None) -> str:
 async def list_invitations(
     session: AsyncSession, *, offset: int, limit: int
 ) -> tuple[list[Invitation], int]:
-    total = (await session.execute(select(func.count()).select_from(Invitation))).scalar_one()
-    rows = await session.scalars(
-        select(Invitation)
-        .order_by(Invitation.created_at.desc(), Invitation.id.desc())
-        .offset(offset)
-        .limit(limit)
+    return await offset_page(
+        session,
+        select(Invitation),
+        key=created_at_key(Invitation.created_at),
+        id_column=Invitation.id,
+        descending=True,
+        offset=offset,
+        limit=limit,
     )
-    return list(rows), total
 
 
 async def revoke_invitation(session: AsyncSession, invitation_id: uuid.UUID) -> None:

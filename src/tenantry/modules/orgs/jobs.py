@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.errors import NotFound
 from tenantry.core.jobs import cancel
 from tenantry.core.jobs.models import Job
+from tenantry.core.listing import created_at_key, offset_page
 from tenantry.core.tenancy import require_tenant
 
 
@@ -26,17 +27,15 @@ async def list_jobs(
     conditions = [Job.organization_id == require_tenant(session).organization_id]
     if status is not None:
         conditions.append(Job.status == status)
-    total = (
-        await session.execute(select(func.count()).select_from(Job).where(*conditions))
-    ).scalar_one()
-    rows = await session.scalars(
-        select(Job)
-        .where(*conditions)
-        .order_by(Job.created_at.desc(), Job.id.desc())
-        .offset(offset)
-        .limit(limit)
+    return await offset_page(
+        session,
+        select(Job).where(*conditions),
+        key=created_at_key(Job.created_at),
+        id_column=Job.id,
+        descending=True,
+        offset=offset,
+        limit=limit,
     )
-    return list(rows), total
 
 
 async def get_job(session: AsyncSession, job_id: uuid.UUID) -> Job:

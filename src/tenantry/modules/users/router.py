@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from tenantry.core.db import utcnow
 from tenantry.core.errors import ValidationFailed
-from tenantry.core.responses import CursorPage, Envelope, Page, cursor_page, ok, page
+from tenantry.core.responses import CursorPage, Envelope, Page, ok
 from tenantry.core.routing import SessionDep, UnitOfWorkRoute
 from tenantry.modules.auth.credentials import verify_password_or_fail
 from tenantry.modules.auth.deps import CurrentUser, PlatformAdmin, RevocationsDep, SecurityDep
@@ -84,30 +84,12 @@ async def list_users(
         is_active=query.is_active,
         deleted_only=query.deleted == "only",
     )
-    if query.cursor is not None:
-        if query.sort_by != "createdAt":
-            raise ValidationFailed(
-                details=[{"field": "cursor", "message": "cursor pagination sorts by createdAt"}]
-            )
-        users, next_cursor = await service.list_users_after(
-            session,
-            filters,
-            cursor=query.cursor,
-            descending=query.sort_order == "desc",
-            limit=query.limit,
+    if query.cursor is not None and query.sort_by != "createdAt":
+        raise ValidationFailed(
+            details=[{"field": "cursor", "message": "cursor pagination sorts by createdAt"}]
         )
-        rows = [AdminUserOut.model_validate(u) for u in users]
-        return cursor_page(rows, limit=query.limit, next_cursor=next_cursor)
-    users, total = await service.list_users(
-        session,
-        filters,
-        sort_by=query.sort_by,
-        descending=query.sort_order == "desc",
-        offset=query.offset,
-        limit=query.limit,
-    )
-    items = [AdminUserOut.model_validate(u) for u in users]
-    return page(items, total=total, page=query.page, limit=query.limit)
+    listing = await service.list_users(session, filters, query)
+    return listing.as_page(AdminUserOut)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.db import utcnow
-from tenantry.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
-from tenantry.core.responses import decode_cursor, encode_cursor
+from tenantry.core.errors import Conflict, Forbidden, NotFound
+from tenantry.core.listing import Listing, SortKey, created_at_key, list_rows, updated_at_key
+from tenantry.core.responses import ListQuery
 from tenantry.core.security import Security
 from tenantry.modules.auth.revocation import Revocations
 from tenantry.modules.auth.sessions import end_all_sessions, erase_credentials
@@ -92,12 +92,12 @@ async def erase_account(session: AsyncSession, revocations: Revocations, user: U
 
 # --- platform administration -------------------------------------------------------------
 
-_SORT_COLUMNS = {
-    "createdAt": User.created_at,
-    "updatedAt": User.updated_at,
-    "email": User.email,
-    "lastName": User.last_name,
-}
+SORT_KEYS = (
+    created_at_key(User.created_at),
+    updated_at_key(User.updated_at),
+    SortKey("email", User.email),
+    SortKey("lastName", User.last_name),
+)
 
 
 def user_filters(
@@ -127,69 +127,12 @@ def _escape_like(value: str) -> str:
 
 
 async def list_users(
-    session: AsyncSession,
-    filters: Sequence[ColumnElement[bool]],
-    *,
-    sort_by: str,
-    descending: bool,
-    offset: int,
-    limit: int,
-) -> tuple[list[User], int]:
-    column = _SORT_COLUMNS[sort_by]
-    order = (column.desc(), User.id.desc()) if descending else (column.asc(), User.id.asc())
-    total = await session.scalar(select(func.count()).select_from(User).where(*filters)) or 0
-    rows = await session.scalars(
-        select(User).where(*filters).order_by(*order).offset(offset).limit(limit)
+    session: AsyncSession, filters: Sequence[ColumnElement[bool]], query: ListQuery
+) -> Listing[User]:
+    """Offset pages on any sort key, keyset pages (a `cursor`) on `(createdAt, id)`."""
+    return await list_rows(
+        session, select(User).where(*filters), keys=SORT_KEYS, id_column=User.id, query=query
     )
-    return list(rows), total
-
-
-async def list_users_after(
-    session: AsyncSession,
-    filters: Sequence[ColumnElement[bool]],
-    *,
-    cursor: str,
-    descending: bool,
-    limit: int,
-) -> tuple[list[User], str | None]:
-    """Keyset page on (createdAt, id): no count, constant cost at any depth."""
-    conditions = list(filters)
-    if cursor:
-        created_at, last_id = _parse_user_cursor(cursor)
-        if descending:
-            after = or_(
-                User.created_at < created_at,
-                and_(User.created_at == created_at, User.id < last_id),
-            )
-        else:
-            after = or_(
-                User.created_at > created_at,
-                and_(User.created_at == created_at, User.id > last_id),
-            )
-        conditions.append(after)
-    order = (
-        (User.created_at.desc(), User.id.desc())
-        if descending
-        else (User.created_at.asc(), User.id.asc())
-    )
-    rows = list(
-        await session.scalars(select(User).where(*conditions).order_by(*order).limit(limit + 1))
-    )
-    if len(rows) <= limit:
-        return rows, None
-    last = rows[limit - 1]
-    return rows[:limit], encode_cursor([last.created_at, last.id])
-
-
-def _parse_user_cursor(cursor: str) -> tuple[dt.datetime, uuid.UUID]:
-    created_at, last_id = decode_cursor(cursor, 2)
-    try:
-        moment = dt.datetime.fromisoformat(created_at)
-        if moment.tzinfo is None:
-            raise ValueError("naive")
-        return moment, uuid.UUID(last_id)
-    except ValueError:
-        raise ValidationFailed(details=[{"field": "cursor", "message": "Invalid cursor"}]) from None
 
 
 async def get_user(session: AsyncSession, user_id: uuid.UUID, *, deleted: bool = False) -> User:
