@@ -131,3 +131,17 @@ async def test_roles_table_is_served(client: httpx.AsyncClient) -> None:
     assert set(table) == {"owner", "admin", "manager", "member", "viewer", "billing"}
     assert "tasks:delete:own" in table["member"]
     assert "org:delete" not in table["admin"]
+
+
+async def test_search_takes_percent_and_underscore_literally(client: httpx.AsyncClient) -> None:
+    owner = await register(client)
+    plain = await create_org(client, owner, name="Plain Company")
+    percent = await create_org(client, owner, name="100% Company")
+    found = await client.get("/api/v1/orgs", params={"search": "%"}, headers=owner.headers)
+    assert [o["id"] for o in found.json()["data"]] == [str(percent.id)]
+    underscore = await client.get("/api/v1/orgs", params={"search": "_"}, headers=owner.headers)
+    assert underscore.json()["data"] == []
+    members = await client.get(
+        f"/api/v1/orgs/{plain.id}/members", params={"search": "%"}, headers=owner.headers
+    )
+    assert members.json()["data"] == []

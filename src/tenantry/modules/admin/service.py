@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.cache import Cache
 from tenantry.core.errors import NotFound
+from tenantry.core.listing import search_condition
 from tenantry.core.tenancy import ALL_TENANTS, TenantContext, bind_tenant
 from tenantry.modules.admin.schemas import AdminOrgQuery, StatsQuery
 from tenantry.modules.audit.service import diff, record, snapshot
@@ -137,11 +138,7 @@ async def list_organizations(
             if query.suspended
             else Organization.suspended_at.is_(None)
         )
-    if query.search:
-        pattern = f"%{query.search.lower()}%"
-        conditions.append(
-            func.lower(Organization.name).like(pattern) | Organization.slug.like(pattern)
-        )
+    conditions.extend(search_condition(query.search, Organization.name, Organization.slug))
     total = await session.scalar(select(func.count()).select_from(Organization).where(*conditions))
     column = SORT[query.sort_by]
     order = column.asc() if query.sort_order == "asc" else column.desc()

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.cache import Cache
 from tenantry.core.errors import BadRequest, Conflict, Forbidden, NotFound
+from tenantry.core.listing import search_condition
 from tenantry.core.permissions import Role, can_change_role, can_grant, grants
 from tenantry.core.tenancy import TenantContext
 from tenantry.modules.audit.service import record
@@ -36,8 +37,7 @@ async def list_members(
     session: AsyncSession, context: TenantContext, query: MemberListQuery
 ) -> tuple[Sequence[tuple[Membership, User]], int]:
     conditions = [Membership.organization_id == context.organization_id]
-    if query.search:
-        conditions.append(func.lower(User.email).like(f"%{query.search.lower()}%"))
+    conditions.extend(search_condition(query.search, User.email))
     joined = select(Membership, User).join(User, User.id == Membership.user_id)
     total = (
         await session.execute(

@@ -14,6 +14,7 @@ from tenantry.config import Settings
 from tenantry.core.cache import Cache
 from tenantry.core.db import utcnow
 from tenantry.core.errors import Conflict, NotFound
+from tenantry.core.listing import search_condition
 from tenantry.core.permissions import Role, role_permissions
 from tenantry.core.tenancy import TenantContext, bind_tenant, require_tenant
 from tenantry.modules.audit.service import created, diff, record, snapshot
@@ -104,9 +105,7 @@ async def list_my_organizations(
     base = select(Organization, Membership.role).join(
         Membership, Membership.organization_id == Organization.id
     )
-    if query.search:
-        pattern = f"%{query.search.lower()}%"
-        conditions.append(func.lower(Organization.name).like(pattern))
+    conditions.extend(search_condition(query.search, Organization.name))
     total = (
         await session.execute(
             select(func.count())
