@@ -75,8 +75,10 @@ class Settings(BaseSettings):
     var_dir: Path = Path("./var")
 
     database_url: str = "sqlite+aiosqlite:///./var/tenantry.db"
-    database_pool_size: int = Field(default=10, ge=1, le=200)
-    database_max_overflow: int = Field(default=10, ge=0, le=200)
+    # A steady pool and no overflow: overflow connections are opened and closed per burst
+    # (a TCP + auth handshake each); past the pool, requests wait their turn in-process.
+    database_pool_size: int = Field(default=20, ge=1, le=200)
+    database_max_overflow: int = Field(default=0, ge=0, le=200)
     database_pool_timeout: float = Field(default=10.0, gt=0)
     database_statement_timeout_ms: int = Field(default=30_000, ge=0)
     database_echo: bool = False
