@@ -7,11 +7,16 @@ fail, on small synthetic trees.
 from __future__ import annotations
 
 import ast
+import inspect
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Annotated, Any
 
 import pytest
+from fastapi import Depends, FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute, iter_route_contexts
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "tenantry"
 
@@ -231,3 +236,48 @@ def test_wrong_way_imports_are_caught(tmp_path: Path) -> None:
         "modules/tasks/service.py: imports tenantry.modules.projects.router",
         "modules/tasks/service.py: imports tenantry.modules.projects.router.router",
     ]
+
+
+def _sync_callables(app: Any) -> list[str]:
+    """Route endpoints and dependencies written as plain `def` (FastAPI threads those)."""
+
+    def is_async(call: Any) -> bool:
+        return any(
+            inspect.iscoroutinefunction(c) or inspect.isasyncgenfunction(c)
+            for c in (call, getattr(call, "__call__", None))  # noqa: B004 - dependency objects
+        )
+
+    found: set[str] = set()
+
+    def walk(dependant: Dependant, path: str) -> None:
+        for sub in dependant.dependencies:
+            if sub.call is not None and not is_async(sub.call):
+                found.add(f"{path}: {getattr(sub.call, '__qualname__', sub.call)}")
+            walk(sub, path)
+
+    for route in iter_route_contexts(app.routes):
+        if isinstance(route.original_route, APIRoute):
+            walk(route.dependant, route.path_format)
+            if not is_async(route.original_route.endpoint):
+                found.add(f"{route.path_format}: endpoint")
+    return sorted(found)
+
+
+def test_every_endpoint_and_dependency_is_async(app: Any) -> None:
+    # A plain `def` dependency runs in FastAPI's thread pool: a thread hand-off per call on
+    # every request (measured on the hot path; docs/performance.md).
+    assert _sync_callables(app) == []
+
+
+def _sync_dependency() -> int:
+    return 1
+
+
+def test_a_sync_dependency_is_caught() -> None:
+    api = FastAPI()
+
+    @api.get("/x")
+    async def endpoint(_value: Annotated[int, Depends(_sync_dependency)]) -> int:
+        return 1
+
+    assert _sync_callables(api) == ["/x: _sync_dependency"]

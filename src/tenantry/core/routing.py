@@ -33,16 +33,20 @@ _SESSION = "db_session"
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-def get_database(request: Request) -> Database:
+# Dependencies are `async def` even when they do not await: FastAPI runs a plain `def`
+# dependency in a worker thread (a thread hand-off per call, per request).
+
+
+async def get_database(request: Request) -> Database:
     database: Database = request.app.state.database
     return database
 
 
-def get_session(request: Request) -> AsyncSession:
+async def get_session(request: Request) -> AsyncSession:
     """The request's session, created on first use (write-locking on SQLite for writes)."""
     session: AsyncSession | None = getattr(request.state, _SESSION, None)
     if session is None:
-        database = get_database(request)
+        database: Database = request.app.state.database
         session = database.session(write=request.method not in _READ_METHODS)
         session.info["after_commit"] = []
         setattr(request.state, _SESSION, session)

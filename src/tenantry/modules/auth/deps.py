@@ -33,17 +33,17 @@ _bearer = HTTPBearer(auto_error=False, description="Access token from /auth/logi
 USER_AGENT_MAX = 512
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_security(request: Request) -> Security:
+async def get_security(request: Request) -> Security:
     security: Security = request.app.state.security  # built by create_app
     return security
 
 
-def get_revocations(request: Request) -> Revocations:
+async def get_revocations(request: Request) -> Revocations:
     revocations: Revocations = request.app.state.revocations  # built by create_app
     return revocations
 
@@ -60,7 +60,7 @@ class ClientInfo:
     user_agent: str | None
 
 
-def get_client_info(request: Request) -> ClientInfo:
+async def get_client_info(request: Request) -> ClientInfo:
     user_agent = request.headers.get("user-agent")
     return ClientInfo(
         ip=client_ip(request), user_agent=user_agent[:USER_AGENT_MAX] if user_agent else None

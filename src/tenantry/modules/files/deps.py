@@ -14,7 +14,7 @@ from tenantry.modules.files import service
 from tenantry.modules.files.models import StoredFile
 
 
-def get_storage(request: Request) -> Storage:
+async def get_storage(request: Request) -> Storage:
     storage: Storage = request.app.state.storage
     return storage
 

@@ -31,7 +31,7 @@ from tenantry.core.permissions import covers, role_permissions
 from tenantry.core.tenancy import TenantContext
 from tenantry.modules.api_keys import service as api_keys
 from tenantry.modules.audit.service import remember_request
-from tenantry.modules.auth.deps import get_access_claims, get_revocations, get_security
+from tenantry.modules.auth.deps import get_access_claims
 from tenantry.modules.orgs.access import organization_access
 from tenantry.modules.plans.enforce import check_access
 
@@ -67,7 +67,7 @@ async def resolve_tenant(
     # The hot path: the token is verified and checked against the cached revocations
     # (logout, password change, deactivation) without a query; then the cached membership.
     claims = await get_access_claims(
-        get_security(request), get_revocations(request), _bearer(request)
+        request.app.state.security, request.app.state.revocations, _bearer(request)
     )
     user_id = claims.user_id
     access = await organization_access(cache, session, org_id, user_id)
