@@ -5,8 +5,9 @@ every API process — a hash per organization and day (`requests`, `records`, HI
 set of active user ids per organization and day (SADD; kept, not reset, by a flush so the
 distinct count stays whole), an index set of the pending organization/days, all with a TTL
 of `KEY_TTL_SECONDS`. `take()` reads and resets the counters in one Lua script, so two
-workers flushing at once never count anything twice. Counting is best-effort: Redis down
-on the request path is logged and the request goes on.
+workers flushing at once never count anything twice. Counting is best-effort and off the
+request path: counts gather in the process and go to Redis in one pipeline a second
+(Redis down is logged, the counts wait for the next send, the request never notices).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import datetime as dt
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 Key = tuple[uuid.UUID, dt.date]
 KEY_TTL_SECONDS = 4 * 24 * 3600
 KEEP_USERS_DAYS = 3  # a memory store forgets active-user sets older than this
+SEND_INTERVAL_SECONDS = 1.0  # how long counts gather in a process before going to Redis
 
 
 @dataclass
@@ -128,61 +129,93 @@ return out
 
 
 class RedisUsage:
-    """Counts shared by every process through Redis (`REDIS_URL` set)."""
+    """Counts shared by every process through Redis (`REDIS_URL` set).
 
-    def __init__(self, redis: Redis, prefix: str) -> None:
+    The request path never waits for Redis: counts gather in this process and one
+    pipeline per `interval` seconds adds them (HINCRBY/SADD are additive, so batching
+    changes nothing but the delay). `settle()` sends what is gathered at once; `take()` and
+    `pending()` settle first, so this process's own counts are always in what they read,
+    another process's within `interval`.
+    """
+
+    def __init__(self, redis: Redis, prefix: str, *, interval: float = SEND_INTERVAL_SECONDS):
         self.redis = redis
         self.prefix = f"{prefix}usage:"
         self.index = f"{self.prefix}pending"
+        self.interval = interval
         self._take = redis.register_script(_TAKE)
-        self._background: set[asyncio.Task[None]] = set()
+        self._counts: dict[Key, Counts] = defaultdict(Counts)
+        self._users: dict[Key, set[str]] = defaultdict(set)
+        self._sending = asyncio.Lock()
+        self._sender: asyncio.Task[None] | None = None
 
     @staticmethod
     def _member(org_id: uuid.UUID, day: dt.date) -> str:
         return f"{org_id}:{day.isoformat()}"
 
-    async def _add(
-        self, org_id: uuid.UUID, day: dt.date, requests: int, records: int, users: Iterable[str]
-    ) -> None:
-        member = self._member(org_id, day)
+    def _queue(self, pipe: Any, key: Key, requests: int, records: int, users: set[str]) -> None:
+        member = self._member(*key)
         counters, user_set = f"{self.prefix}c:{member}", f"{self.prefix}u:{member}"
-        pipe = self.redis.pipeline(transaction=True)
         if requests:
             pipe.hincrby(counters, "requests", requests)
         if records:
             pipe.hincrby(counters, "records", records)
         pipe.expire(counters, KEY_TTL_SECONDS)
-        user_ids = list(users)
-        if user_ids:
-            pipe.sadd(user_set, *user_ids)
+        if users:
+            pipe.sadd(user_set, *users)
             pipe.expire(user_set, KEY_TTL_SECONDS)
         pipe.sadd(self.index, member)
+
+    async def _add(self, counts: dict[Key, Counts], users: dict[Key, set[str]]) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        for key in counts.keys() | users.keys():
+            entry = counts.get(key) or Counts()
+            self._queue(pipe, key, entry.requests, entry.records_created, users.get(key, set()))
         pipe.expire(self.index, KEY_TTL_SECONDS)
         await pipe.execute()
 
-    async def _best_effort(self, what: str, work: Coroutine[Any, Any, None]) -> None:
-        try:
-            await work
-        except (RedisError, OSError) as exc:
-            log.warning("usage counter not recorded (%s): %s", what, exc)
+    async def _send(self) -> None:
+        """Add everything gathered so far to Redis; on failure keep it for the next send."""
+        async with self._sending:
+            counts, self._counts = self._counts, defaultdict(Counts)
+            users, self._users = self._users, defaultdict(set)
+            if not counts and not users:
+                return
+            try:
+                await self._add(counts, users)
+            except (RedisError, OSError) as exc:
+                log.warning("usage counts not recorded yet (Redis): %s", exc)
+                for key, entry in counts.items():
+                    self._counts[key].requests += entry.requests
+                    self._counts[key].records_created += entry.records_created
+                for key, ids in users.items():
+                    self._users[key] |= ids
 
-    async def request(self, org_id: uuid.UUID, day: dt.date, user_id: uuid.UUID | None) -> None:
-        users = [str(user_id)] if user_id is not None else []
-        await self._best_effort("request", self._add(org_id, day, 1, 0, users))
+    async def _send_later(self) -> None:
+        await asyncio.sleep(self.interval)
+        await self._send()
 
-    def records(self, org_id: uuid.UUID, day: dt.date, count: int) -> None:
+    def _schedule(self) -> None:
+        if self._sender is not None and not self._sender.done():
+            return
         try:
             loop = asyncio.get_running_loop()
-        except RuntimeError:
-            log.warning("usage counter not recorded (records): no event loop")
+        except RuntimeError:  # no loop (a script): the next settle() sends it
             return
-        task = loop.create_task(self._best_effort("records", self._add(org_id, day, 0, count, [])))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._sender = loop.create_task(self._send_later())
+
+    async def request(self, org_id: uuid.UUID, day: dt.date, user_id: uuid.UUID | None) -> None:
+        self._counts[(org_id, day)].requests += 1
+        if user_id is not None:
+            self._users[(org_id, day)].add(str(user_id))
+        self._schedule()
+
+    def records(self, org_id: uuid.UUID, day: dt.date, count: int) -> None:
+        self._counts[(org_id, day)].records_created += count
+        self._schedule()
 
     async def settle(self) -> None:
-        if self._background:
-            await asyncio.gather(*list(self._background), return_exceptions=True)
+        await self._send()
 
     async def take(self) -> dict[Key, Counts]:
         await self.settle()
@@ -198,8 +231,7 @@ class RedisUsage:
         return taken
 
     async def give_back(self, taken: dict[Key, Counts]) -> None:
-        for (org_id, day), counts in taken.items():
-            await self._add(org_id, day, counts.requests, counts.records_created, [])
+        await self._add(taken, {})
 
     async def pending(self, org_id: uuid.UUID, days: list[dt.date]) -> dict[dt.date, Counts]:
         await self.settle()
@@ -222,6 +254,8 @@ class RedisUsage:
 
     async def close(self) -> None:
         await self.settle()
+        if self._sender is not None:  # asleep with nothing left to send
+            self._sender.cancel()
 
 
 def _text(value: bytes | str) -> str:
