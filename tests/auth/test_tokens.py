@@ -211,3 +211,17 @@ async def test_revocation_holds_in_the_database_when_the_cache_lost_it(
     await app.state.cache.delete(f"auth:valid-after:{account.id}")
     await app.state.cache.delete(f"auth:revoked-session:{_claims(account)['sid']}")
     assert (await _me(client, account.access_token)).status_code == 401
+
+
+async def test_a_token_accepted_earlier_is_refused_once_it_expires(
+    app: FastAPI, client: httpx.AsyncClient, account: Account, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Verified tokens are remembered (no HMAC per request); the expiry is still checked.
+    claims = _claims(account) | {"iat": time.time(), "exp": int(time.time()) + 120}
+    token = jwt.encode(claims, _signing_key(app), algorithm="HS256")
+    assert (await _me(client, token)).status_code == 200
+    later = time.time() + 121
+    monkeypatch.setattr("tenantry.core.security.time.time", lambda: later)
+    response = await _me(client, token)
+    assert response.status_code == 401
+    assert response.json()["code"] == "token_expired"

@@ -33,6 +33,12 @@ async def test_get_returns_what_set_stored_and_none_for_missing_keys(cache: Cach
     assert await cache.get("missing") is None
 
 
+async def test_get_many_answers_each_key_in_order(cache: Cache) -> None:
+    await cache.set("one", b"1")
+    await cache.set("three", b"3", ttl=60)
+    assert await cache.get_many(["three", "missing", "one"]) == [b"3", None, b"1"]
+
+
 async def test_json_values_round_trip(cache: Cache) -> None:
     value = {"name": "Acme", "seats": 3, "tags": ["x", "y"], "nested": {"ok": True}}
     await cache.set_json("org", value)

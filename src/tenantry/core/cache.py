@@ -34,6 +34,10 @@ class Cache(ABC):
     @abstractmethod
     async def get(self, key: str) -> bytes | None: ...
 
+    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+        """The values of `keys`, in order (one round trip where the backend allows)."""
+        return [await self.get(key) for key in keys]
+
     @abstractmethod
     async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None: ...
 
@@ -128,6 +132,13 @@ class RedisCache(Cache):
         if value is None:
             return None
         return value.encode() if isinstance(value, str) else bytes(value)
+
+    async def get_many(self, keys: list[str]) -> list[bytes | None]:
+        values = await self._call(lambda: self._redis.mget([self._key(key) for key in keys]))
+        return [
+            None if value is None else value.encode() if isinstance(value, str) else bytes(value)
+            for value in values
+        ]
 
     async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
         _check_ttl(ttl)

@@ -18,6 +18,7 @@ import hmac
 import secrets
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,7 @@ from tenantry.config import Settings
 ACCESS_TOKEN_TYPE = "access"
 BCRYPT_MAX_BYTES = 72
 _ALLOWED_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+_VERIFIED_TOKENS_KEPT = 10_000  # ~4 MB at most: one entry per live access token seen
 
 
 def derive_key(secret: str, purpose: str, length: int = 32) -> bytes:
@@ -116,6 +118,10 @@ class TokenCodec:
         self._key = derive_key(settings.secret(), "tenantry/jwt-signing", 64)
         self._algorithm = settings.jwt_algorithm
         self.ttl_seconds = settings.access_token_ttl_seconds
+        # Tokens already verified, by their exact text: a client sends the same token on
+        # every request for up to `ttl_seconds`, and a hit skips the HMAC and the JSON
+        # parsing (expiry is still checked on every use; revocation is the caller's).
+        self._verified: OrderedDict[str, AccessClaims] = OrderedDict()
 
     def issue(self, *, user_id: uuid.UUID, session_id: uuid.UUID, role: str) -> str:
         now = time.time()  # sub-second iat: logout-all, then a new login in the same second
@@ -131,6 +137,18 @@ class TokenCodec:
         return jwt.encode(claims, self._key, algorithm=self._algorithm)
 
     def verify(self, token: str) -> AccessClaims:
+        claims = self._verified.get(token)
+        if claims is None:
+            claims = self._verify(token)
+            self._verified[token] = claims
+            if len(self._verified) > _VERIFIED_TOKENS_KEPT:
+                self._verified.popitem(last=False)
+        if claims.expires_at <= time.time():
+            self._verified.pop(token, None)
+            raise InvalidAccessToken(expired=True)
+        return claims
+
+    def _verify(self, token: str) -> AccessClaims:
         try:
             header = jwt.get_unverified_header(token)
             if header.get("alg") != self._algorithm:

@@ -22,7 +22,7 @@ _GRACE_SECONDS = 60
 
 
 class CacheLike(Protocol):
-    async def get(self, key: str) -> bytes | None: ...
+    async def get_many(self, keys: list[str]) -> list[bytes | None]: ...
 
     async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None: ...
 
@@ -41,7 +41,9 @@ class Revocations:
             await self._cache.set(f"auth:revoked-session:{session_id}", b"1", ttl=self._ttl)
 
     async def is_revoked(self, claims: AccessClaims) -> bool:
-        if await self._cache.get(f"auth:revoked-session:{claims.session_id}") is not None:
+        revoked, raw = await self._cache.get_many(  # both facts in one round trip
+            [f"auth:revoked-session:{claims.session_id}", f"auth:valid-after:{claims.user_id}"]
+        )
+        if revoked is not None:
             return True
-        raw = await self._cache.get(f"auth:valid-after:{claims.user_id}")
         return raw is not None and claims.issued_at < float(raw)
