@@ -146,7 +146,7 @@ def _register_router(text: str, spec: ResourceSpec, where: Path) -> str:
     position = next((i for i in block if lines[i] > line), block[-1] + 1)
     lines.insert(position, line)
     text = "".join(lines)
-    return _insert_before(text, ROUTER_MARKER, f"    api.include_router({alias})\n", where)
+    return _insert_before(text, ROUTER_MARKER, f"    api.append({alias})\n", where)
 
 
 def _format(paths: list[Path], root: Path) -> None:

@@ -7,17 +7,20 @@ from typing import Annotated
 
 from fastapi import Depends, Path
 
+from tenantry.core.authz import TenantContextDep
 from tenantry.core.routing import SessionDep
-from tenantry.modules.projects.deps import ProjectDep
+from tenantry.modules.projects.deps import ProjectDep, ProjectId
 from tenantry.modules.tasks import service
 from tenantry.modules.tasks.models import Task
 
 TaskId = Annotated[uuid.UUID, Path(alias="taskId", description="The task's id")]
 
 
-async def load_task(task_id: TaskId, project: ProjectDep, session: SessionDep) -> Task:
-    """The live task `taskId` of the live project `projectId` (404 otherwise)."""
-    return await service.get_task(session, project, task_id)
+async def load_task(
+    task_id: TaskId, project_id: ProjectId, _ctx: TenantContextDep, session: SessionDep
+) -> Task:
+    """The live task `taskId` of the live project `projectId` (404 otherwise), one query."""
+    return await service.find_task(session, project_id, task_id)
 
 
 async def load_deleted_task(task_id: TaskId, project: ProjectDep, session: SessionDep) -> Task:
