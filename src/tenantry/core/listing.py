@@ -4,7 +4,8 @@ A resource names its sortable fields once (`SortKey`s, camelCase as clients send
 and hands its filtered statement to `offset_page` or `keyset_page`. Every page is
 ordered by `(sort field, id)`, so equal sort values still have one total order:
 
-- `offset_page`: `LIMIT/OFFSET` + one `COUNT` (the `meta.total` of API.md);
+- `offset_page`: `LIMIT/OFFSET` + one `COUNT` (the `meta.total` of API.md), the count
+  cached per organization until its next write (core/counts.py);
 - `keyset_page`: `WHERE (field, id) after the cursor ORDER BY field, id LIMIT n + 1`,
   no count; with an index on `(organization_id, field, id)` the cost is the same at
   page 1 and page 10,000, and every row appears exactly once even while rows are added.
@@ -26,6 +27,7 @@ from sqlalchemy import ColumnElement, Select, and_, func, or_, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
+from tenantry.core.counts import cached_total
 from tenantry.core.errors import ValidationFailed
 from tenantry.core.responses import (
     CursorPage,
@@ -90,14 +92,17 @@ async def offset_page(
     offset: int,
     limit: int,
 ) -> tuple[list[M], int]:
-    """One page by offset and the total count (two statements, whatever the page size)."""
-    total = await session.scalar(
-        statement.with_only_columns(func.count(), maintain_column_froms=True).order_by(None)
-    )
+    """One page by offset and the total count (cached per organization: core/counts.py)."""
+    counting = statement.with_only_columns(func.count(), maintain_column_froms=True).order_by(None)
+
+    async def count() -> int:
+        return int(await session.scalar(counting) or 0)
+
+    total = await cached_total(session, counting, count)
     rows = await session.scalars(
         statement.order_by(*_order(key, id_column, descending)).offset(offset).limit(limit)
     )
-    return list(rows), int(total or 0)
+    return list(rows), total
 
 
 async def keyset_page(

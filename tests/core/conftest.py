@@ -1,0 +1,3 @@
+from tests.tenant_helpers import tenants
+
+__all__ = ["tenants"]

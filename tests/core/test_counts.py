@@ -1,0 +1,89 @@
+"""Cached list totals (core/counts.py): one COUNT per organization and query until a write."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import client_for
+from tests.tasks.test_task_lists import count_statements
+from tests.tenant_helpers import Org, Tenants
+
+
+def _counts(statements: list[str]) -> int:
+    return sum("count(" in statement.lower() for statement in statements)
+
+
+async def _list(tenants: Tenants, org: Org, **params: Any) -> tuple[int, int]:
+    """(meta.total, COUNT statements sent) of one task list page."""
+    with count_statements(tenants.app.state.database.engine) as statements:
+        response = await tenants.client.get(
+            org.url("/tasks"), params=params, headers=org.owner.headers
+        )
+    assert response.status_code == 200, response.text
+    return response.json()["meta"]["total"], _counts(statements)
+
+
+async def test_a_repeated_page_reuses_the_total_and_a_write_recounts_at_once(
+    tenants: Tenants,
+) -> None:
+    org = await tenants.org()
+    project = await org.project()
+    for _ in range(3):
+        await org.task(project)
+    assert await _list(tenants, org) == (3, 1)
+    assert await _list(tenants, org, page=2) == (3, 0)  # same query, another page: cached
+    assert await _list(tenants, org, status="done") == (0, 1)  # another filter: its own entry
+    task = await org.task(project)
+    assert await _list(tenants, org) == (4, 1)  # the create invalidated: counted again
+    response = await tenants.client.delete(
+        org.url(f"/projects/{project['id']}/tasks/{task['id']}"), headers=org.owner.headers
+    )
+    assert response.status_code == 204
+    assert await _list(tenants, org) == (3, 1)
+    # A project's soft delete hides its tasks from the list: it invalidates too.
+    response = await tenants.client.delete(
+        org.url(f"/projects/{project['id']}"), headers=org.owner.headers
+    )
+    assert response.status_code == 204
+    assert await _list(tenants, org) == (0, 1)
+
+
+async def test_another_organizations_write_leaves_a_total_cached(tenants: Tenants) -> None:
+    org, other = await tenants.org(), await tenants.org()
+    project, elsewhere = await org.project(), await other.project()
+    await org.task(project)
+    assert await _list(tenants, org) == (1, 1)
+    await other.task(elsewhere)
+    assert await _list(tenants, org) == (1, 0)
+    assert await _list(tenants, other) == (1, 1)
+
+
+async def test_a_search_term_is_part_of_the_key(tenants: Tenants) -> None:
+    org = await tenants.org()
+    project = await org.project()
+    await org.task(project, title="alpha one")
+    await org.task(project, title="beta two")
+    assert await _list(tenants, org, search="alpha") == (1, 1)
+    assert await _list(tenants, org, search="beta") == (1, 1)
+    assert await _list(tenants, org, search="a") == (2, 1)
+
+
+@pytest.mark.services
+async def test_a_write_through_one_process_recounts_in_another(
+    tenants: Tenants, build_app: Any
+) -> None:
+    org = await tenants.org()
+    project = await org.project()
+    other = await build_app()  # a second API process sharing the database and Redis
+    async with client_for(other) as second:
+
+        async def total(http: httpx.AsyncClient) -> int:
+            response = await http.get(org.url("/tasks"), headers=org.owner.headers)
+            return int(response.json()["meta"]["total"])
+
+        assert (await total(tenants.client), await total(second)) == (0, 0)
+        await org.task(project)  # through the first process
+        assert await total(second) == 1
