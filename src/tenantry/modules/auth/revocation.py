@@ -41,9 +41,17 @@ class Revocations:
             await self._cache.set(f"auth:revoked-session:{session_id}", b"1", ttl=self._ttl)
 
     async def is_revoked(self, claims: AccessClaims) -> bool:
-        revoked, raw = await self._cache.get_many(  # both facts in one round trip
-            [f"auth:revoked-session:{claims.session_id}", f"auth:valid-after:{claims.user_id}"]
+        revoked, _ = await self.is_revoked_fetching(claims, [])
+        return revoked
+
+    async def is_revoked_fetching(
+        self, claims: AccessClaims, keys: list[str]
+    ) -> tuple[bool, list[bytes | None]]:
+        """`is_revoked`, plus the cache values of `keys`, all in one round trip."""
+        session_key = f"auth:revoked-session:{claims.session_id}"
+        revoked, raw, *values = await self._cache.get_many(
+            [session_key, f"auth:valid-after:{claims.user_id}", *keys]
         )
         if revoked is not None:
-            return True
-        return raw is not None and claims.issued_at < float(raw)
+            return True, values
+        return raw is not None and claims.issued_at < float(raw), values

@@ -13,6 +13,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+import orjson
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -42,11 +43,26 @@ def _key(org_id: uuid.UUID, user_id: uuid.UUID) -> str:
     return f"{_PREFIX}{org_id}:{user_id}"
 
 
+def access_cache_key(org_id: uuid.UUID, user_id: uuid.UUID) -> str:
+    """The cache key of a membership, for callers fetching it with other keys at once."""
+    return _key(org_id, user_id)
+
+
 async def organization_access(
-    cache: Cache, session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UUID
+    cache: Cache,
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    user_id: uuid.UUID,
+    *,
+    prefetched: tuple[bytes | None] | None = None,
 ) -> Access | None:
+    """The caller's role and plan in `org_id` (None: not a member), cached until changed.
+
+    `prefetched` holds the raw cache value already read under `access_cache_key`.
+    """
     key = _key(org_id, user_id)
-    cached = await cache.get_json(key)
+    raw = prefetched[0] if prefetched is not None else await cache.get(key)
+    cached = None if raw is None else orjson.loads(raw)
     if isinstance(cached, dict):
         role, subscription = cached.get("role"), cached.get("subscription")
         if role and isinstance(subscription, dict):

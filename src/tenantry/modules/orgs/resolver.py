@@ -31,8 +31,8 @@ from tenantry.core.permissions import covers, role_permissions
 from tenantry.core.tenancy import TenantContext
 from tenantry.modules.api_keys import service as api_keys
 from tenantry.modules.audit.service import remember_request
-from tenantry.modules.auth.deps import get_access_claims
-from tenantry.modules.orgs.access import organization_access
+from tenantry.modules.auth.deps import access_claims_fetching
+from tenantry.modules.orgs.access import access_cache_key, organization_access
 from tenantry.modules.plans.enforce import check_access
 
 ORG_NOT_FOUND = "Organization not found"
@@ -65,12 +65,16 @@ async def resolve_tenant(
     if raw_key is not None:
         return await _api_key_context(request, session, cache, org_id, raw_key)
     # The hot path: the token is verified and checked against the cached revocations
-    # (logout, password change, deactivation) without a query; then the cached membership.
-    claims = await get_access_claims(
-        request.app.state.security, request.app.state.revocations, _bearer(request)
+    # (logout, password change, deactivation) without a query, the cached membership read
+    # in the same round trip.
+    claims, prefetched = await access_claims_fetching(
+        request.app.state.security,
+        request.app.state.revocations,
+        _bearer(request),
+        lambda claims: [access_cache_key(org_id, claims.user_id)],
     )
     user_id = claims.user_id
-    access = await organization_access(cache, session, org_id, user_id)
+    access = await organization_access(cache, session, org_id, user_id, prefetched=(prefetched[0],))
     if access is None:
         raise NotFound(ORG_NOT_FOUND)
     await check_access(request, org_id, access.subscription, user_id)
