@@ -198,6 +198,17 @@ async def current_versions(store: Store, task_ids: Sequence[str]) -> dict[str, i
     return versions
 
 
+async def running_queries(store: Store) -> int:
+    """Queries running now on the bench database other than ours (0 on SQLite)."""
+    if not isinstance(store, PostgresStore):
+        return 0
+    found = await store.rows(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "AND state = 'active' AND pid <> pg_backend_pid()"
+    )
+    return int(found[0][0])
+
+
 async def reset_after_run(store: Store, seeded_at: str) -> None:
     """Remove the tasks and sessions a run added, so every run starts from the same rows.
 
@@ -253,12 +264,26 @@ def write_data_dir(directory: Path, organizations: Sequence[Organization], seed:
     _write(directory / "tasks.txt", [[n, p, t] for n, org in numbered for p, t in org.tasks])
     _write(directory / "cursors.txt", [[n, quote(org.cursor)] for n, org in numbered])
     _write(directory / "words.txt", [[w] for w in WORDS])
-    bulk = [
-        [n, ",".join(t for _, t in rng.sample(org.tasks, min(BULK_SIZE, len(org.tasks))))]
-        for n, org in numbered
-        for _ in range(BULK_SETS)
-    ]
-    _write(directory / "bulk.txt", bulk)
+    _write(directory / "bulk.txt", [[n, ",".join(ids)] for n, ids in bulk_sets(numbered, rng)])
+
+
+def bulk_sets(
+    numbered: Sequence[tuple[int, Organization]], rng: random.Random
+) -> list[tuple[int, list[str]]]:
+    """BULK_SETS disjoint sets of BULK_SIZE task ids per organization, each sorted.
+
+    Disjoint and in one order, two bulk updates running at once either touch different
+    rows or wait for each other: never the deadlock of two sets locking rows in turn.
+    """
+    sets = []
+    for n, org in numbered:
+        ids = [t for _, t in org.tasks]
+        rng.shuffle(ids)
+        for start in range(0, min(len(ids), BULK_SETS * BULK_SIZE), BULK_SIZE):
+            chunk = ids[start : start + BULK_SIZE]
+            if len(chunk) == BULK_SIZE:
+                sets.append((n, sorted(chunk)))
+    return sets
 
 
 def write_patch_pool(

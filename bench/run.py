@@ -90,6 +90,7 @@ CONFIGS = {
     "pg2": "PostgreSQL + Redis, --workers 2",
     "sqlite": "SQLite (embedded), 1 process",
 }
+SETTLE_TIMEOUT = 35.0  # the app's statement timeout is 30 s
 PATCHES_PER_SECOND = 2000  # upper bound of a patch run's rate, sizes the pool
 
 
@@ -135,6 +136,10 @@ def _command(*argv: str) -> str:
     return (done.stdout + done.stderr).strip()
 
 
+def _load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def machine_facts(options: Options, pg_version: str, redis_version: str) -> dict[str, str]:
     meminfo = Path("/proc/meminfo").read_text().splitlines()
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
@@ -155,7 +160,7 @@ def machine_facts(options: Options, pg_version: str, redis_version: str) -> dict
         "wrk": _command("wrk", "-v").splitlines()[0],
         "tenantry commit": commit + (" (with uncommitted changes)" if dirty else ""),
         # Anything else running on these cores competes with the server and wrk.
-        "load average at start (1/5/15 min)": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+        "load average at start (1/5/15 min)": _load_average(),
     }
 
 
@@ -367,7 +372,8 @@ async def measure(
     url: str,
     scenarios: Sequence[tuple[str, str]],
     dirs: dict[str, Path],
-    pool: tuple[PatchPool, data.Store] | None = None,
+    store: data.Store,
+    pool: PatchPool | None = None,
     server: Server | None = None,
 ) -> None:
     """Warm-up then measured run of each (scenario, group), at every connection count."""
@@ -379,8 +385,9 @@ async def measure(
                 if seconds <= 0:
                     continue
                 if pool and scenario in POOL_SCENARIOS:
-                    await pool[0].prepare(pool[1], dirs[group], seconds)
+                    await pool.prepare(store, dirs[group], seconds)
                 raw = wrk(url, dirs[group], lua_name, connections, seconds)
+                await settle(url, store)
                 if kept:
                     result = Result.from_wrk(config, scenario, connections, raw)
                     run.results.append(result)
@@ -391,6 +398,32 @@ async def measure(
                     )
             if server:
                 _keep_peaks(run, server.memory(config))
+
+
+def _answer_seconds(url: str) -> float:
+    """How long `url` takes to answer (any status)."""
+    started = time.perf_counter()
+    with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=5):
+        pass
+    return time.perf_counter() - started
+
+
+async def settle(url: str, store: data.Store) -> None:
+    """Wait until the server is done with the requests wrk left in flight when time was up.
+
+    A run ends with up to one request per connection still being served (and its query
+    still running): slow ones would otherwise eat into the next run. Settled = no query
+    of the bench database running and the readiness probe answering within 100 ms.
+    """
+    started = time.monotonic()
+    while time.monotonic() - started < SETTLE_TIMEOUT:
+        quick = await asyncio.to_thread(_answer_seconds, url + "/health/ready") < 0.1
+        if quick and await data.running_queries(store) == 0:
+            break
+        await asyncio.sleep(0.2)
+    waited = time.monotonic() - started
+    if waited > 1:
+        print(f"    (waited {waited:.1f}s for the server to finish abandoned requests)")
 
 
 def _keep_peaks(run: Run, sampled: list[ProcessMemory]) -> None:
@@ -448,9 +481,14 @@ async def run_references(run: Run, logs: Path) -> None:
     options = run.options
     store = await _store("pg1", options)
     try:
-        organizations = await data.load_organizations(store)
+        await _run_references(run, logs, store)
     finally:
         await store.close()
+
+
+async def _run_references(run: Run, logs: Path, store: data.Store) -> None:
+    options = run.options
+    organizations = await data.load_organizations(store)
     data_dir = logs / "data-bare"
     data.write_data_dir(data_dir, organizations[:-1], seed=7)
     port = free_port()
@@ -465,7 +503,7 @@ async def run_references(run: Run, logs: Path) -> None:
         argv = [*limit, app, "--port", str(port), "--database-url", options.database_url]
         print(f"reference: {LABELS[scenario]}")
         with serving(argv, env, logs / f"limit-{app}.log", port, ready):
-            await measure(run, "bare", url, [(scenario, "big")], {"big": data_dir})
+            await measure(run, "bare", url, [(scenario, "big")], {"big": data_dir}, store)
 
 
 async def run_config(run: Run, config: str, markers: dict[str, Marker], logs: Path) -> None:
@@ -497,7 +535,7 @@ async def run_config(run: Run, config: str, markers: dict[str, Marker], logs: Pa
             data.write_data_dir(dirs["big"], big, seed=1)
             data.write_data_dir(dirs["small"], small, seed=2)
             scenarios = [(s, group) for s, _, group in options.scenarios]
-            await measure(run, config, url, scenarios, dirs, (PatchPool(candidates), store), server)
+            await measure(run, config, url, scenarios, dirs, store, PatchPool(candidates), server)
             _keep_peaks(run, server.memory(config))
         await data.reset_after_run(store, marker.seeded_at)
     finally:
@@ -582,6 +620,7 @@ async def bench(options: Options) -> Path:
     await run_references(run, logs)
     for config in options.configs:
         await run_config(run, config, markers, logs)
+    run.machine["load average at end (1/5/15 min)"] = _load_average()
     checks = bar_checks(run.results, run.memory, LABELS)
     checks_md = bar_section(checks)
     options.output.parent.mkdir(parents=True, exist_ok=True)

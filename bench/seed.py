@@ -13,7 +13,18 @@ over the last year, every status and priority, a third unassigned, half without 
 as JSON for the tools that use the dataset (bench/plans.py, load tests).
 
 Reusable: `seed_organization(connection, ...)` seeds one organization on an open asyncpg
-connection.
+connection (or any `Sink`).
+
+The benchmark dataset of `make bench` (bench/run.py):
+
+    uv run python -m bench.seed --bench [--force] [--database-url ...]
+    uv run python -m bench.seed --bench --sqlite var/bench/bench.db --big-organizations 2
+
+10 organizations of (5 members, 20 projects, 200,000 tasks) and one of 2,000 tasks. The
+members log in with BENCH_PASSWORD (one argon2 hash made by the app's own hasher at its
+default cost) and hold roles that all grant tasks:read and tasks:write. A finished seed
+leaves a row in `bench_dataset`; when it matches and the seeded rows are all there, the
+seed is skipped, `--force` rebuilds.
 """
 
 from __future__ import annotations
