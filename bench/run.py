@@ -387,8 +387,10 @@ async def measure(
                 if pool and scenario in POOL_SCENARIOS:
                     await pool.prepare(store, dirs[group], seconds)
                 raw = wrk(url, dirs[group], lua_name, connections, seconds)
-                await settle(url, store)
                 if kept:
+                    # The measured run follows its warm-up at once (one continuous load);
+                    # the next scenario starts on a server done with this one.
+                    await settle(url, store)
                     result = Result.from_wrk(config, scenario, connections, raw)
                     run.results.append(result)
                     print(
@@ -567,7 +569,12 @@ def render(run: Run, checks_md: list[str]) -> str:
         "",
         f"wrk -t{WRK_THREADS}, warm-up {options.warmup} s (discarded), then {options.duration} s "
         f"per scenario at {', '.join(map(str, options.connections))} connections. "
-        f"Total wall time of the run: {time.perf_counter() - run.started:.0f} s.",
+        f"Total wall time of the run: {time.perf_counter() - run.started:.0f} s. "
+        "Before each scenario and connection count the server has finished the requests the "
+        "previous run left in flight (no query running on the bench database, readiness "
+        "answering within 100 ms). Errors: socket errors and timeouts (10 s) plus responses "
+        "whose status is not the scenario's expected one; `-`: no request completed in the "
+        "run. The bar is computed from the runs at 16 connections.",
         "",
         "## Machine",
         "",
