@@ -10,6 +10,9 @@ PORT ?= 8000
 TEST_DATABASE_URL ?= postgresql+asyncpg://postgres@127.0.0.1:5432/test
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 PYTEST_ARGS ?=
+BENCH_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/tenantry_bench
+BENCH_REDIS_URL ?= $(TEST_REDIS_URL)
+BENCH_ARGS ?=
 
 .PHONY: setup run migrate test test-services lint format typecheck openapi bench clean
 
@@ -46,6 +49,13 @@ typecheck: setup
 format: setup
 	$(RUN) ruff check --fix src tests bench
 	$(RUN) ruff format src tests bench
+
+bench: setup ## load test on PostgreSQL + Redis and SQLite; report in bench/results/
+	@command -v wrk >/dev/null || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get install -y wrk || { $$SUDO apt-get update && $$SUDO apt-get install -y wrk; }; }
+	$(RUN) python -m bench.run --database-url $(BENCH_DATABASE_URL) \
+		--redis-url $(BENCH_REDIS_URL) $(BENCH_ARGS)
 
 openapi: setup
 	$(RUN) tenantry openapi -o openapi.json

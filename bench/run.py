@@ -1,0 +1,695 @@
+"""`make bench`: seed, serve, load with wrk, write the report.
+
+    uv run python -m bench.run [--duration 5] [--warmup 1] [--connections 16,64]
+        [--only get_task,list_page1] [--configs pg1,pg2,sqlite] [--skip-seed] [--output PATH]
+
+Checks PostgreSQL and Redis are reachable, builds the datasets (bench/seed.py, skipped
+when already there), measures the bare reference endpoints (bench/limit.py), then for
+each configuration starts `tenantry serve --no-migrate`, logs every bench member in,
+runs every scenario with wrk (a discarded warm-up, then the measured run) at each
+connection count, samples the server processes' memory, stops the server (its whole
+process group, also on Ctrl-C or failure) and removes what the run added. The report
+goes to bench/results/<date>.md with the raw numbers in a JSON file next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import secrets
+import shlex
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import redis
+
+from bench import data
+from bench.report import (
+    ProcessMemory,
+    Result,
+    bar_checks,
+    bar_section,
+    results_table,
+    table,
+)
+from bench.seed import (
+    BENCH_DATABASE_URL,
+    DatasetSpec,
+    Marker,
+    build_postgres,
+    build_sqlite,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+WRK_SCRIPT = ROOT / "bench" / "wrk" / "bench.lua"
+RESULTS = ROOT / "bench" / "results"
+WRK_THREADS = 2
+REDIS_PREFIX = "tenantry-bench:"
+SQLITE_SPEC = DatasetSpec(big_organizations=2)  # 2M rows do not fit the time budget
+
+# (id, label, organization group): the order they run in.
+SCENARIOS: list[tuple[str, str, str]] = [
+    ("login", "login", "big"),
+    ("me", "me", "big"),
+    ("get_task", "get task by id", "big"),
+    ("list_page1", "list tasks page 1", "big"),
+    ("list_page500", "list tasks page 500 (offset)", "big"),
+    ("list_cursor_deep", "list tasks deep cursor page", "big"),
+    ("list_filter", "list with status+assignee filter", "big"),
+    ("search", "search by title word", "big"),
+    ("create_task", "create task", "big"),
+    ("patch_task", "patch task with If-Match", "big"),
+    ("bulk_update", "bulk update 50 tasks", "big"),
+    ("mixed", "mixed 70/25/5", "big"),
+    ("get_task_small", "get task (small org)", "small"),
+    ("list_page1_small", "list page 1 (small org)", "small"),
+]
+REFERENCES = [
+    ("bare_constant", "bare ASGI constant JSON"),
+    ("bare_asyncpg", "bare ASGI asyncpg fetch by id"),
+]
+LABELS = dict([(s, label) for s, label, _ in SCENARIOS] + REFERENCES)
+POOL_SCENARIOS = {"patch_task", "mixed"}
+CONFIGS = {
+    "pg1": "PostgreSQL + Redis, 1 process",
+    "pg2": "PostgreSQL + Redis, --workers 2",
+    "sqlite": "SQLite (embedded), 1 process",
+}
+SETTLE_TIMEOUT = 35.0  # the app's statement timeout is 30 s
+PATCHES_PER_SECOND = 2000  # upper bound of a patch run's rate, sizes the pool
+
+
+class BenchError(Exception):
+    """A precondition failed; the message says what to fix."""
+
+
+@dataclass
+class Options:
+    duration: int
+    warmup: int
+    connections: list[int]
+    only: set[str] | None
+    configs: list[str]
+    skip_seed: bool
+    output: Path
+    database_url: str
+    redis_url: str
+    sqlite_path: Path
+
+    @property
+    def scenarios(self) -> list[tuple[str, str, str]]:
+        return [s for s in SCENARIOS if self.only is None or s[0] in self.only]
+
+
+@dataclass
+class Run:
+    """Everything the report shows."""
+
+    options: Options
+    machine: dict[str, str]
+    datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    results: list[Result] = field(default_factory=list)
+    memory: list[ProcessMemory] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
+
+
+# --- environment ------------------------------------------------------------------------
+
+
+def _command(*argv: str) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    return (done.stdout + done.stderr).strip()
+
+
+def _load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def machine_facts(options: Options, pg_version: str, redis_version: str) -> dict[str, str]:
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    commit = _command("git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD")
+    dirty = _command("git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no")
+    return {
+        "nproc": str(os.cpu_count()),
+        "MemTotal": next(line.split(":", 1)[1].strip() for line in meminfo if "MemTotal" in line),
+        "CPU": next(
+            (line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")),
+            platform.processor() or "unknown",
+        ),
+        "kernel": platform.release(),
+        "Python": platform.python_version(),
+        "PostgreSQL": pg_version,
+        "Redis": redis_version,
+        "SQLite": sqlite3.sqlite_version,
+        "wrk": _command("wrk", "-v").splitlines()[0],
+        "tenantry commit": commit + (" (with uncommitted changes)" if dirty else ""),
+        # Anything else running on these cores competes with the server and wrk.
+        "load average at start (1/5/15 min)": _load_average(),
+    }
+
+
+async def check_services(options: Options) -> tuple[str, str]:
+    """PostgreSQL and Redis versions; a clear error when either is not reachable."""
+    server = options.database_url.rsplit("/", 1)[0] + "/postgres"
+    try:
+        connection = await asyncpg.connect(server, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        raise BenchError(f"PostgreSQL is not reachable at {server}: {exc}") from None
+    try:
+        pg_version = str(await connection.fetchval("SHOW server_version"))
+    finally:
+        await connection.close()
+    try:
+        info = redis.Redis.from_url(options.redis_url, socket_timeout=5).info("server")
+    except redis.RedisError as exc:
+        raise BenchError(f"Redis is not reachable at {options.redis_url}: {exc}") from None
+    return pg_version, str(info["redis_version"])
+
+
+def clear_redis(url: str) -> int:
+    """Delete the bench's keys (its own prefix) from Redis; how many there were."""
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(match=REDIS_PREFIX + "*", count=1000))
+    if keys:
+        client.delete(*keys)
+    return len(keys)
+
+
+# --- processes --------------------------------------------------------------------------
+
+
+def _descendants(pid: int) -> list[int]:
+    """`pid` and every process below it (uvicorn's supervisor spawns the workers)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError):
+                stat = (entry / "stat").read_text()
+                parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found = [pid]
+    for current in found:
+        found += [child for child, parent in parents.items() if parent == current]
+    return found
+
+
+def _status_kib(pid: int, field_name: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def _role(pid: int, root: int) -> str:
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    if pid == root:
+        return "main"
+    if "resource_tracker" in cmdline:
+        return "resource tracker"
+    return "worker" if "multiprocessing" in cmdline else cmdline[:40]
+
+
+class Server:
+    """A process group we started: wait for readiness, measure memory, stop it all."""
+
+    def __init__(self, argv: Sequence[str], env: dict[str, str], log: Path, ready: str) -> None:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self.log = log
+        self.ready = ready
+        with log.open("ab") as out:
+            self.process = subprocess.Popen(
+                argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT,
+                start_new_session=True,
+            )  # fmt: skip
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                tail = "\n".join(self.log.read_text().splitlines()[-15:])
+                raise BenchError(f"the server exited ({self.process.returncode}):\n{tail}")
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(self.ready, timeout=2) as response,
+            ):
+                if response.status == 200:
+                    return
+            time.sleep(0.2)
+        raise BenchError(f"{self.ready} not ready after {timeout:.0f}s (log: {self.log})")
+
+    def memory(self, config: str) -> list[ProcessMemory]:
+        found = []
+        for pid in _descendants(self.process.pid):
+            with contextlib.suppress(OSError):
+                found.append(
+                    ProcessMemory(
+                        config, pid, _role(pid, self.process.pid),
+                        _status_kib(pid, "VmHWM") / 1024, _status_kib(pid, "VmRSS") / 1024,
+                    )
+                )  # fmt: skip
+        return found
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+@contextlib.contextmanager
+def serving(
+    argv: Sequence[str], env: dict[str, str], log: Path, port: int, ready: str = "/health/ready"
+) -> Iterator[Server]:
+    """A started server, ready (`ready` answered 200); stopped on the way out, whatever happens."""
+    server = Server(argv, env, log, f"http://127.0.0.1:{port}{ready}")
+    try:
+        server.wait_ready()
+        yield server
+    finally:
+        server.stop()
+
+
+def free_port() -> int:
+    """A port nobody listens on now (another server on this machine must not answer us)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _venv_bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def server_env(config: str, options: Options, var_dir: Path) -> dict[str, str]:
+    """The settings (config.py) of one configuration; nothing inherited from a `.env`."""
+    env = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG", "TZ"}}
+    env |= {
+        "ENV": "development",
+        "SECRET_KEY": secrets.token_urlsafe(48),
+        "VAR_DIR": str(var_dir),
+        "RATE_LIMIT_ENABLED": "false",
+        "ACCESS_TOKEN_TTL_SECONDS": "7200",  # one login per member lasts the whole run
+        "LOG_FORMAT": "json",
+    }
+    if config == "sqlite":
+        env["DATABASE_URL"] = f"sqlite+aiosqlite:///{options.sqlite_path}"
+    else:
+        env |= {
+            "DATABASE_URL": options.database_url.replace("postgresql://", "postgresql+asyncpg://"),
+            "DATABASE_APP_ROLE": "tenantry_app",  # production setting: row-level security on
+            "REDIS_URL": options.redis_url,
+            "REDIS_KEY_PREFIX": REDIS_PREFIX,
+        }
+    return env
+
+
+# --- wrk --------------------------------------------------------------------------------
+
+
+def wrk(url: str, data_dir: Path, scenario: str, connections: int, seconds: int) -> dict[str, Any]:
+    argv = [
+        "wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
+        "-s", str(WRK_SCRIPT), url, "--", str(data_dir), scenario, str(WRK_THREADS),
+    ]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    for line in done.stdout.splitlines():
+        if line.startswith("BENCH_RESULT "):
+            if done.stderr.strip():
+                print("    " + done.stderr.strip().replace("\n", "\n    "), file=sys.stderr)
+            parsed: dict[str, Any] = json.loads(line.removeprefix("BENCH_RESULT "))
+            return parsed
+    raise BenchError(f"wrk {scenario} printed no result:\n{done.stdout}\n{done.stderr}")
+
+
+def pool_size(options: Options) -> int:
+    """Tasks every patching run of a configuration may take (each its own, never reused)."""
+    runs = sum(1 for s, _, _ in options.scenarios if s in POOL_SCENARIOS) * len(options.connections)
+    per_run = [PatchPool.size(options.warmup), PatchPool.size(options.duration)]
+    return runs * sum(per_run)
+
+
+class PatchPool:
+    """Distinct tasks to patch: each wrk run gets fresh ones, with the versions of now."""
+
+    def __init__(self, candidates: list[tuple[int, str, str]]) -> None:
+        self.candidates = candidates
+
+    @staticmethod
+    def size(seconds: int) -> int:
+        return PATCHES_PER_SECOND * seconds + 1000 if seconds > 0 else 0
+
+    async def prepare(self, store: data.Store, data_dir: Path, seconds: int) -> int:
+        size = self.size(seconds)
+        taken, self.candidates = self.candidates[:size], self.candidates[size:]
+        versions = await data.current_versions(store, [t for _, _, t in taken])
+        return data.write_patch_pool(data_dir, taken, versions)
+
+
+async def measure(
+    run: Run,
+    config: str,
+    url: str,
+    scenarios: Sequence[tuple[str, str]],
+    dirs: dict[str, Path],
+    store: data.Store,
+    pool: PatchPool | None = None,
+    server: Server | None = None,
+) -> None:
+    """Warm-up then measured run of each (scenario, group), at every connection count."""
+    options = run.options
+    for scenario, group in scenarios:
+        lua_name = scenario.removesuffix("_small")
+        for connections in options.connections:
+            for seconds, kept in ((options.warmup, False), (options.duration, True)):
+                if seconds <= 0:
+                    continue
+                if pool and scenario in POOL_SCENARIOS:
+                    await pool.prepare(store, dirs[group], seconds)
+                raw = wrk(url, dirs[group], lua_name, connections, seconds)
+                if kept:
+                    # The measured run follows its warm-up at once (one continuous load);
+                    # the next scenario starts on a server done with this one.
+                    await settle(url, store)
+                    result = Result.from_wrk(config, scenario, connections, raw)
+                    run.results.append(result)
+                    print(
+                        f"  {config:6} {LABELS[scenario]:34} c={connections:<3} "
+                        f"{result.rps:8.0f} rps  p50 {result.p50_ms:7.2f}  "
+                        f"p99 {result.p99_ms:8.2f} ms  errors {result.error_count}"
+                    )
+            if server:
+                _keep_peaks(run, server.memory(config))
+
+
+def _answer_seconds(url: str) -> float:
+    """How long `url` takes to answer (any status)."""
+    started = time.perf_counter()
+    with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=5):
+        pass
+    return time.perf_counter() - started
+
+
+async def settle(url: str, store: data.Store) -> None:
+    """Wait until the server is done with the requests wrk left in flight when time was up.
+
+    A run ends with up to one request per connection still being served (and its query
+    still running): slow ones would otherwise eat into the next run. Settled = no query
+    of the bench database running and the readiness probe answering within 100 ms.
+    """
+    started = time.monotonic()
+    while time.monotonic() - started < SETTLE_TIMEOUT:
+        quick = await asyncio.to_thread(_answer_seconds, url + "/health/ready") < 0.1
+        if quick and await data.running_queries(store) == 0:
+            break
+        await asyncio.sleep(0.2)
+    waited = time.monotonic() - started
+    if waited > 1:
+        print(f"    (waited {waited:.1f}s for the server to finish abandoned requests)")
+
+
+def _keep_peaks(run: Run, sampled: list[ProcessMemory]) -> None:
+    """Replace the earlier sample of each process: VmHWM only grows, VmRSS is the latest."""
+    pids = {m.pid for m in sampled}
+    run.memory = [m for m in run.memory if m.pid not in pids or m.config != sampled[0].config]
+    run.memory += sampled
+
+
+# --- the run ----------------------------------------------------------------------------
+
+
+async def prepare_datasets(run: Run) -> dict[str, Marker]:
+    options = run.options
+    markers: dict[str, Marker] = {}
+    wants_sqlite = "sqlite" in options.configs
+    started = time.perf_counter()
+    if options.skip_seed:
+        from bench.seed import postgres_marker, sqlite_marker
+
+        pg = await postgres_marker(options.database_url)
+        lite = sqlite_marker(options.sqlite_path) if wants_sqlite else None
+        if pg is None or (wants_sqlite and lite is None):
+            raise BenchError("--skip-seed: the dataset is missing or incomplete; seed it first")
+        markers["pg"] = pg
+        if lite:
+            markers["sqlite"] = lite
+    else:
+        markers["pg"] = await build_postgres(options.database_url, DatasetSpec())
+        if wants_sqlite:
+            markers["sqlite"] = await asyncio.to_thread(
+                build_sqlite, options.sqlite_path, SQLITE_SPEC
+            )
+    step = time.perf_counter() - started
+    for name, marker in markers.items():
+        run.datasets[name] = {
+            "spec": json.loads(marker.spec),
+            "seeded_at": marker.seeded_at,
+            "seed_seconds": round(marker.seconds, 1),
+            "tasks": marker.tasks,
+        }
+    run.datasets["seed_step_seconds"] = {"this run": round(step, 1)}
+    print(f"datasets ready in {step:.1f}s")
+    return markers
+
+
+async def _store(config: str, options: Options) -> data.Store:
+    if config == "sqlite":
+        return data.SqliteStore(options.sqlite_path)
+    return await data.PostgresStore.connect(options.database_url)
+
+
+async def run_references(run: Run, logs: Path) -> None:
+    """The bare endpoints of bench/limit.py on the PostgreSQL dataset."""
+    options = run.options
+    store = await _store("pg1", options)
+    try:
+        await _run_references(run, logs, store)
+    finally:
+        await store.close()
+
+
+async def _run_references(run: Run, logs: Path, store: data.Store) -> None:
+    options = run.options
+    organizations = await data.load_organizations(store)
+    data_dir = logs / "data-bare"
+    data.write_data_dir(data_dir, organizations[:-1], seed=7)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    env = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG"}}
+    limit = [sys.executable, "-m", "bench.limit"]
+    a_task = organizations[0].tasks[0][1]
+    for scenario, app, ready in (
+        ("bare_constant", "constant", "/"),
+        ("bare_asyncpg", "asyncpg", f"/task?id={a_task}"),
+    ):
+        argv = [*limit, app, "--port", str(port), "--database-url", options.database_url]
+        print(f"reference: {LABELS[scenario]}")
+        with serving(argv, env, logs / f"limit-{app}.log", port, ready):
+            await measure(run, "bare", url, [(scenario, "big")], {"big": data_dir}, store)
+
+
+async def run_config(run: Run, config: str, markers: dict[str, Marker], logs: Path) -> None:
+    options = run.options
+    marker = markers["sqlite" if config == "sqlite" else "pg"]
+    var_dir = logs / f"var-{config}"
+    port = free_port()
+    argv = [_venv_bin("tenantry"), "serve", "--no-migrate", "--port", str(port)]
+    if config == "pg2":
+        argv += ["--workers", "2"]
+    if config != "sqlite":
+        clear_redis(options.redis_url)
+    store = await _store(config, options)
+    try:
+        organizations = await data.load_organizations(store)
+        big, small = organizations[:-1], organizations[-1:]
+        candidates = await data.patch_candidates(store, big, pool_size(options))
+        url = f"http://127.0.0.1:{port}"
+        print(f"{config}: {CONFIGS[config]} ({' '.join(argv[1:])})")
+        log = logs / f"server-{config}.log"
+        with serving(argv, server_env(config, options, var_dir), log, port) as server:
+            started = time.perf_counter()
+            await data.log_in_everyone(url, organizations)
+            print(
+                f"  logged in {sum(len(o.tokens) for o in organizations)} members "
+                f"in {time.perf_counter() - started:.1f}s"
+            )
+            dirs = {"big": logs / f"data-{config}-big", "small": logs / f"data-{config}-small"}
+            data.write_data_dir(dirs["big"], big, seed=1)
+            data.write_data_dir(dirs["small"], small, seed=2)
+            scenarios = [(s, group) for s, _, group in options.scenarios]
+            await measure(run, config, url, scenarios, dirs, store, PatchPool(candidates), server)
+            _keep_peaks(run, server.memory(config))
+        await data.reset_after_run(store, marker.seeded_at)
+    finally:
+        await store.close()
+        if config != "sqlite":
+            clear_redis(options.redis_url)
+
+
+def dataset_rows(datasets: dict[str, dict[str, Any]]) -> list[list[object]]:
+    names = {"pg": "PostgreSQL", "sqlite": "SQLite"}
+    return [
+        [names[key], f"{found['tasks']:,}", found["seeded_at"][:19], f"{found['seed_seconds']} s"]
+        for key, found in datasets.items()
+        if key in names
+    ]
+
+
+def render(run: Run, checks_md: list[str]) -> str:
+    options = run.options
+    constant = {r.connections: r.rps for r in run.results if r.scenario == "bare_constant"}
+    asyncpg_rps = {r.connections: r.rps for r in run.results if r.scenario == "bare_asyncpg"}
+    invoked = shlex.join(["python", "-m", "bench.run", *sys.argv[1:]])
+    if os.environ.get("MAKELEVEL"):
+        invoked = f"make bench  ({invoked})"
+    lines = [
+        f"# Benchmark {dt.date.today().isoformat()}",
+        "",
+        f"Command: `{invoked}`",
+        "",
+        f"wrk -t{WRK_THREADS}, warm-up {options.warmup} s (discarded), then {options.duration} s "
+        f"per scenario at {', '.join(map(str, options.connections))} connections. "
+        f"Total wall time of the run: {time.perf_counter() - run.started:.0f} s. "
+        "Before each scenario and connection count the server has finished the requests the "
+        "previous run left in flight (no query running on the bench database, readiness "
+        "answering within 100 ms). Errors: socket errors and timeouts (10 s) plus responses "
+        "whose status is not the scenario's expected one; `-`: no request completed in the "
+        "run. The bar is computed from the runs at 16 connections.",
+        "",
+        "## Machine",
+        "",
+        *table(("", ""), list(run.machine.items())),
+        "",
+        "## Dataset",
+        "",
+        "PostgreSQL: 10 organizations x (5 members, 20 projects, 200,000 tasks) + 1 organization "
+        "with 2,000 tasks. SQLite: 2 organizations x 200,000 tasks + the 2,000-task one "
+        "(2 M rows do not seed within the time budget of `make bench`). Roles of the 5 members: "
+        "owner, admin, manager, member, member; one shared password hashed by the app's hasher "
+        "at its default (production) cost.",
+        "",
+        *table(("database", "tasks", "seeded at", "seed time"), dataset_rows(run.datasets)),
+        "",
+        f"Dataset step of this run (seeding or finding it in place): "
+        f"{run.datasets['seed_step_seconds']['this run']} s.",
+        "",
+    ]
+    for config in ["bare", *options.configs]:
+        rows = [r for r in run.results if r.config == config]
+        if not rows:
+            continue
+        title = "Reference endpoints (bench/limit.py)" if config == "bare" else CONFIGS[config]
+        lines += [f"## {title}", "", *results_table(rows, LABELS, constant, asyncpg_rps), ""]
+    memory_rows = [
+        [m.config, m.role, m.pid, f"{m.peak_mb:.0f}", f"{m.final_mb:.0f}"] for m in run.memory
+    ]
+    lines += [
+        "## Server memory",
+        "",
+        "VmHWM (peak resident set) and VmRSS when the configuration's last run ended, per process.",
+        "",
+        *table(("config", "process", "pid", "peak MB", "final MB"), memory_rows),
+        "",
+        *checks_md,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+async def bench(options: Options) -> Path:
+    pg_version, redis_version = await check_services(options)
+    if not _command("wrk", "-v").startswith("wrk"):
+        raise BenchError("wrk is not installed (apt-get install -y wrk)")
+    run = Run(options, machine_facts(options, pg_version, redis_version))
+    logs = RESULTS / ".logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    markers = await prepare_datasets(run)
+    await run_references(run, logs)
+    for config in options.configs:
+        await run_config(run, config, markers, logs)
+    run.machine["load average at end (1/5/15 min)"] = _load_average()
+    checks = bar_checks(run.results, run.memory, LABELS)
+    checks_md = bar_section(checks)
+    options.output.parent.mkdir(parents=True, exist_ok=True)
+    options.output.write_text(render(run, checks_md))
+    raw = {
+        "machine": run.machine,
+        "datasets": run.datasets,
+        "options": {k: str(v) for k, v in asdict(options).items()},
+        "results": [asdict(r) for r in run.results],
+        "memory": [asdict(m) for m in run.memory],
+        "bar": [asdict(c) for c in checks],
+    }
+    options.output.with_suffix(".json").write_text(json.dumps(raw, indent=2) + "\n")
+    print("\n".join(checks_md))
+    print(f"\nreport: {options.output}  (total {time.perf_counter() - run.started:.0f}s)")
+    return options.output
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=5, help="measured seconds per run")
+    parser.add_argument("--warmup", type=int, default=1, help="discarded seconds before each")
+    parser.add_argument("--connections", default="16,64", help="comma-separated counts")
+    parser.add_argument("--only", help=f"scenarios: {','.join(s for s, _, _ in SCENARIOS)}")
+    parser.add_argument("--configs", default="pg1,pg2,sqlite", help="pg1,pg2,sqlite")
+    parser.add_argument("--skip-seed", action="store_true", help="use the datasets as they are")
+    parser.add_argument("--output", type=Path, help="report path [bench/results/<date>.md]")
+    parser.add_argument("--database-url", default=BENCH_DATABASE_URL)
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--sqlite-path", type=Path, default=ROOT / "var" / "bench" / "bench.db")
+    args = parser.parse_args(argv)
+    configs = [c for c in args.configs.split(",") if c]
+    if unknown := set(configs) - set(CONFIGS):
+        parser.error(f"unknown configs: {', '.join(sorted(unknown))}")
+    only = set(args.only.split(",")) if args.only else None
+    if only and (unknown := only - {s for s, _, _ in SCENARIOS}):
+        parser.error(f"unknown scenarios: {', '.join(sorted(unknown))}")
+    return Options(
+        duration=args.duration,
+        warmup=args.warmup,
+        connections=[int(c) for c in args.connections.split(",")],
+        only=only,
+        configs=configs,
+        skip_seed=args.skip_seed,
+        output=args.output or RESULTS / f"{dt.date.today().isoformat()}.md",
+        database_url=args.database_url,
+        redis_url=args.redis_url,
+        sqlite_path=args.sqlite_path.resolve(),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    options = parse_args(argv)
+    try:
+        asyncio.run(bench(options))
+    except (BenchError, data.LoginFailed) as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("bench: interrupted (servers stopped)", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
