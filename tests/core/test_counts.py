@@ -69,6 +69,9 @@ async def test_a_search_term_is_part_of_the_key(tenants: Tenants) -> None:
     assert await _list(tenants, org, search="alpha") == (1, 1)
     assert await _list(tenants, org, search="beta") == (1, 1)
     assert await _list(tenants, org, search="a") == (2, 1)
+    assert await _list(tenants, org, search="alpha") == (1, 0)  # a search writes nothing
+    assert await _list(tenants, org) == (2, 1)
+    assert await _list(tenants, org) == (2, 0)
 
 
 @pytest.mark.services

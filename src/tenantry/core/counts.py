@@ -126,8 +126,11 @@ def _remember_flushed(session: Session, _context: Any, _instances: Any) -> None:
 
 
 def _remember_statements(state: ORMExecuteState) -> None:
-    """ORM `update()`/`delete()`/`insert()` statements skip the flush: count them here."""
-    if state.is_select:
+    """ORM `update()`/`delete()`/`insert()` statements skip the flush: count them here.
+
+    Only those: a `text()` statement (a `set_config`) is neither a select nor DML here.
+    """
+    if not (state.is_insert or state.is_update or state.is_delete):
         return
     context = tenant_of(state.session)
     if context is not None:
