@@ -43,6 +43,25 @@ async def test_a_task_is_only_found_under_its_own_project(tenants: Tenants) -> N
     assert (await tenants.client.get(url, headers=org.owner.headers)).status_code == 404
 
 
+async def test_a_missing_task_and_a_trashed_project_say_which_is_missing(
+    tenants: Tenants,
+) -> None:
+    # The task and its project load in one query; only a miss asks which one is absent.
+    org = await tenants.org()
+    project = await org.project()
+    task = await org.task(project)
+    unknown = org.url(f"/projects/{project['id']}/tasks/{uuid.uuid4()}")
+    response = await tenants.client.get(unknown, headers=org.owner.headers)
+    assert (response.status_code, response.json()["message"]) == (404, "Task not found")
+    deleted = await tenants.client.delete(
+        org.url(f"/projects/{project['id']}"), headers=org.owner.headers
+    )
+    assert deleted.status_code == 204
+    url = org.url(f"/projects/{project['id']}/tasks/{task['id']}")
+    response = await tenants.client.get(url, headers=org.owner.headers)
+    assert (response.status_code, response.json()["message"]) == (404, "Project not found")
+
+
 @pytest.mark.parametrize(
     "field",
     ["id", "organizationId", "projectId", "createdBy", "updatedAt", "isComplete", "version"],
