@@ -23,6 +23,7 @@ filter, a search term, `:own` trash) never share an entry. Sessions bound with
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import uuid
@@ -111,12 +112,18 @@ async def cached_total(
 
 def _only_tenant_tables(statement: Select[Any]) -> bool:
     """Whether every table the statement reads is tenant-owned (so its writes invalidate)."""
-    owned = {
+    owned = _tenant_tables(len(Base.registry.mappers))
+    return all(table in owned for table in find_tables(statement, include_joins=False))
+
+
+@functools.cache
+def _tenant_tables(_mapper_count: int) -> frozenset[Any]:
+    """The tenant-owned tables (recomputed only when a model is mapped after the first call)."""
+    return frozenset(
         mapper.local_table
         for mapper in Base.registry.mappers
         if issubclass(mapper.class_, TenantOwned)
-    }
-    return all(table in owned for table in find_tables(statement, include_joins=False))
+    )
 
 
 def _remember_flushed(session: Session, _context: Any, _instances: Any) -> None:
