@@ -29,7 +29,11 @@ from tenantry.core.jobs.runtime import JobsRuntime
 from tenantry.core.logging import configure_logging
 from tenantry.core.mail import bind_mail, create_mailer
 from tenantry.core.metrics import Metrics
-from tenantry.core.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from tenantry.core.middleware import (
+    BodyDeadline,
+    BodyLimitMiddleware,
+    RequestContextMiddleware,
+)
 from tenantry.core.openapi import ERROR_RESPONSES, finalize_openapi
 from tenantry.core.ratelimit import create_rate_limiter
 from tenantry.core.security import Security
@@ -42,6 +46,7 @@ from tenantry.modules.auth.revocation import Revocations
 from tenantry.modules.auth.router import router as auth_router
 from tenantry.modules.exports.router import router as exports_router
 from tenantry.modules.files.router import router as files_router
+from tenantry.modules.files.slots import create_upload_slots
 from tenantry.modules.health.router import router as health_router
 from tenantry.modules.orgs.resolver import resolve_tenant
 from tenantry.modules.orgs.routers.invitations import router as invitations_router
@@ -109,6 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.rate_limiter = rate_limiter
     app.state.mailer = mailer
     app.state.storage = storage
+    app.state.upload_slots = create_upload_slots(settings, redis)  # uploads in flight (429)
     app.state.events = events
     app.state.usage = usage_store
     app.state.jobs = jobs
@@ -175,6 +181,11 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
         BodyLimitMiddleware,
         max_body_bytes=settings.max_body_bytes,
         max_upload_bytes=settings.max_upload_bytes,
+        deadline=BodyDeadline(
+            timeout=settings.body_read_timeout_seconds,
+            grace=settings.body_read_grace_seconds,
+            min_rate=settings.body_min_bytes_per_second,
+        ),
     )
     app.add_middleware(GZipMiddleware, minimum_size=1024)
     if settings.cors_origins:

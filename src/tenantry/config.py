@@ -93,6 +93,15 @@ class Settings(BaseSettings):
     trusted_proxies: CommaList = Field(default_factory=list)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_upload_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    # A request body must arrive within the deadline and, after the grace period, at the
+    # minimum rate (408 otherwise): a client trickling bytes holds a socket and a coroutine,
+    # never a database connection, but it must not hold them for as long as it likes.
+    body_read_timeout_seconds: float = Field(default=300.0, gt=0, le=3600)
+    body_read_grace_seconds: float = Field(default=10.0, ge=0, le=3600)
+    body_min_bytes_per_second: int = Field(default=1024, ge=0)
+    # Uploads in flight at once (429 beyond): per process without Redis, shared with it.
+    upload_max_concurrent_per_user: int = Field(default=4, ge=1, le=1000)
+    upload_max_concurrent_per_org: int = Field(default=16, ge=1, le=10000)
 
     rate_limit_enabled: bool = True
 
@@ -264,6 +273,16 @@ class Settings(BaseSettings):
             if origin != "*" and not origin.startswith(("http://", "https://")):
                 raise ValueError(f"{origin!r} is not an origin like https://app.example.com")
         return value
+
+    @model_validator(mode="after")
+    def _body_deadline_is_coherent(self) -> Settings:
+        if self.body_read_grace_seconds > self.body_read_timeout_seconds:
+            raise ValueError("BODY_READ_GRACE_SECONDS must not exceed BODY_READ_TIMEOUT_SECONDS")
+        if self.upload_max_concurrent_per_user > self.upload_max_concurrent_per_org:
+            raise ValueError(
+                "UPLOAD_MAX_CONCURRENT_PER_USER must not exceed UPLOAD_MAX_CONCURRENT_PER_ORG"
+            )
+        return self
 
     @model_validator(mode="after")
     def _production_is_safe(self) -> Settings:

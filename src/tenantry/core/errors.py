@@ -96,6 +96,12 @@ class MethodNotAllowed(AppError):
     message = "Method not allowed"
 
 
+class RequestTimeout(AppError):
+    status_code = 408
+    code = "request_timeout"
+    message = "The request body did not arrive in time"
+
+
 class Conflict(AppError):
     status_code = 409
     code = "conflict"
@@ -146,6 +152,7 @@ _STATUS_ERRORS: dict[int, type[AppError]] = {
     403: Forbidden,
     404: NotFound,
     405: MethodNotAllowed,
+    408: RequestTimeout,
     413: PayloadTooLarge,
     415: UnsupportedMediaType,
 }

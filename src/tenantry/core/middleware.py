@@ -4,15 +4,18 @@
 sane), sets the security headers, writes the access log and the metrics, and turns an
 unexpected exception into the 500 envelope *inside* the stack, so even that answer
 carries the request id. `BodyLimitMiddleware` refuses oversized bodies with 413 before
-they are read: at once from `Content-Length`, or as soon as a streamed body crosses it.
+they are read: at once from `Content-Length`, or as soon as a streamed body crosses it;
+and bodies that arrive too slowly with 408 (`BodyDeadline`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
 from collections.abc import MutableMapping
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -126,14 +129,45 @@ class RequestContextMiddleware:
         return error.status_code
 
 
-class BodyLimitMiddleware:
-    """413 for bodies over `max_body_bytes` (`max_upload_bytes` for multipart uploads)."""
+@dataclass(frozen=True)
+class BodyDeadline:
+    """How long a client may take to send a request body (408 `request_timeout` beyond).
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, max_upload_bytes: int) -> None:
+    Only the time spent *waiting for the client* counts (the server's own work between two
+    reads does not): at most `timeout` seconds in all, and after `grace` seconds at least
+    `min_rate` bytes per second on average. 0 for `min_rate` leaves only the deadline.
+    """
+
+    timeout: float
+    grace: float
+    min_rate: int
+
+    def budget(self, received: int, waited: float) -> float:
+        """Seconds the next read may still wait, having `received` bytes after `waited`."""
+        allowed = self.timeout
+        if self.min_rate:
+            allowed = min(allowed, self.grace + received / self.min_rate)
+        return allowed - waited
+
+
+def _too_slow() -> HTTPException:
+    # An HTTPException, because FastAPI turns other errors raised while reading the body
+    # into a generic 400. The client is still sending: the connection is not reused.
+    return HTTPException(408, "The request body did not arrive in time", {"Connection": "close"})
+
+
+class BodyLimitMiddleware:
+    """413 for bodies over `max_body_bytes` (`max_upload_bytes` for multipart uploads), and
+    408 for bodies that arrive too slowly (`deadline`)."""
+
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, max_upload_bytes: int, deadline: BodyDeadline
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
         # A multipart envelope adds boundaries and part headers around the file itself.
         self.max_multipart_bytes = max_upload_bytes + 64 * 1024
+        self.deadline = deadline
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in {"GET", "HEAD", "OPTIONS"}:
@@ -145,16 +179,30 @@ class BodyLimitMiddleware:
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge(f"Request body is larger than {limit} bytes")
+        deadline = self.deadline
         received = 0
+        waited = 0.0
+        complete = False
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, waited, complete
+            if complete:  # only `http.disconnect` is left to wait for: no deadline
+                return await receive()
+            budget = deadline.budget(received, waited)
+            if budget <= 0:
+                raise _too_slow()
+            started = time.monotonic()
+            try:
+                async with asyncio.timeout(budget):
+                    message = await receive()
+            except TimeoutError:
+                raise _too_slow() from None
+            finally:
+                waited += time.monotonic() - started
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if received > limit:
-                    # An HTTPException, because FastAPI turns other errors raised while
-                    # reading the body into a generic 400.
                     raise HTTPException(413, f"Request body is larger than {limit} bytes")
             return message
 

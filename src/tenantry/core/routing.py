@@ -9,7 +9,8 @@ response is sent in current FastAPI.) Callbacks registered with `after_commit` r
 once the commit succeeded: that is how jobs reach their transport only for real rows.
 Callbacks registered with `after_rollback` run when the transaction did not commit (an
 error response, an exception, a failing commit): that is how an uploaded object whose row
-was never saved is removed from storage again.
+was never saved is removed from storage again. A route that waits on its client midway
+(an upload) calls `end_transaction` first, so no connection is held while it waits.
 """
 
 from __future__ import annotations
@@ -64,6 +65,18 @@ def after_commit(session: AsyncSession, callback: AfterCommit) -> None:
 def after_rollback(session: AsyncSession, callback: AfterCommit) -> None:
     """Run `callback` if this session's transaction ends without committing."""
     session.info.setdefault("after_rollback", []).append(callback)
+
+
+async def end_transaction(session: AsyncSession) -> None:
+    """Commit what the request did so far and give its connection back to the pool.
+
+    For a route that must wait on the client in the middle (an upload's body) without
+    holding a connection, a transaction or a lock meanwhile: the session's next statement
+    begins a new transaction, which the unit of work commits or rolls back as usual.
+    """
+    await session.commit()
+    await run_after_commit(session)
+    session.info["after_commit"] = []
 
 
 async def run_after_commit(session: AsyncSession) -> None:

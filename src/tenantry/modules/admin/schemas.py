@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from tenantry.core.dates import IsoDate
 from tenantry.core.responses import ListQuery, RequestSchema, Schema
 from tenantry.modules.plans.schemas import PlanName, StatusName
 
@@ -37,8 +38,8 @@ class AdminOrgOut(Schema):
 
 
 class StatsQuery(RequestSchema):
-    from_: dt.date | None = Field(default=None, alias="from")
-    to: dt.date | None = None
+    from_: IsoDate | None = Field(default=None, alias="from")
+    to: IsoDate | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> StatsQuery:

@@ -7,10 +7,11 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, status
-from pydantic import AwareDatetime, Field
+from pydantic import Field
 from starlette.responses import Response
 
 from tenantry.core.authz import require
+from tenantry.core.dates import AwareIsoDateTime
 from tenantry.core.responses import Envelope, ListQuery, Page, RequestSchema, Schema, ok, page
 from tenantry.core.routing import SessionDep, UnitOfWorkRoute
 from tenantry.core.tenancy import TenantContext
@@ -31,7 +32,7 @@ KeyId = Annotated[uuid.UUID, Path(alias="keyId")]
 class CreateApiKey(RequestSchema):
     name: str = Field(min_length=1, max_length=100)
     permissions: list[str] = Field(min_length=1, max_length=100)
-    expires_at: AwareDatetime | None = None
+    expires_at: AwareIsoDateTime | None = None
 
 
 class ApiKeyOut(Schema):

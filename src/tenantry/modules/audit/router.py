@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import Field
 
 from tenantry.core.authz import require
+from tenantry.core.dates import IsoDateTime
 from tenantry.core.responses import ListQuery, Page, Schema, page
 from tenantry.core.routing import SessionDep, UnitOfWorkRoute
 from tenantry.core.tenancy import TenantContext
@@ -29,8 +30,8 @@ class AuditQuery(ListQuery):
     entity_type: str | None = Field(default=None, max_length=50)
     entity_id: uuid.UUID | None = None
     actor_user_id: uuid.UUID | None = None
-    from_: dt.datetime | None = Field(default=None, alias="from")
-    to: dt.datetime | None = None
+    from_: IsoDateTime | None = Field(default=None, alias="from")
+    to: IsoDateTime | None = None
 
 
 class AuditEntryOut(Schema):

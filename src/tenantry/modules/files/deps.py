@@ -10,13 +10,25 @@ from fastapi import Depends, Path, Request
 from tenantry.core.authz import TenantContextDep
 from tenantry.core.routing import SessionDep
 from tenantry.core.storage import Storage
+from tenantry.core.tenancy import TenantContext
 from tenantry.modules.files import service
 from tenantry.modules.files.models import StoredFile
+from tenantry.modules.files.slots import UploadSlots
 
 
 async def get_storage(request: Request) -> Storage:
     storage: Storage = request.app.state.storage
     return storage
+
+
+async def get_upload_slots(request: Request) -> UploadSlots:
+    slots: UploadSlots = request.app.state.upload_slots
+    return slots
+
+
+def uploader_of(context: TenantContext) -> uuid.UUID:
+    """Whose upload counts against the per-user cap (an API key's uploads: its creator's)."""
+    return context.user_id or context.api_key_id or context.organization_id
 
 
 async def load_file(
@@ -30,3 +42,4 @@ async def load_file(
 
 StorageDep = Annotated[Storage, Depends(get_storage)]
 FileDep = Annotated[StoredFile, Depends(load_file)]
+UploadSlotsDep = Annotated[UploadSlots, Depends(get_upload_slots)]

@@ -10,14 +10,19 @@ from starlette.responses import Response, StreamingResponse
 from tenantry.core.authz import require
 from tenantry.core.errors import ValidationFailed
 from tenantry.core.responses import CursorPage, Envelope, Page, ok
-from tenantry.core.routing import SessionDep, UnitOfWorkRoute
+from tenantry.core.routing import SessionDep, UnitOfWorkRoute, end_transaction
 from tenantry.core.tenancy import TenantContext
 from tenantry.modules.files import service
-from tenantry.modules.files.deps import FileDep, StorageDep
+from tenantry.modules.files.deps import FileDep, StorageDep, UploadSlotsDep, uploader_of
 from tenantry.modules.files.multipart import MultipartUpload
 from tenantry.modules.files.naming import content_disposition
 from tenantry.modules.files.schemas import FileDetailOut, FileListQuery, FileOut
-from tenantry.modules.plans.enforce import check_limit, feature, limit, subscription_of
+from tenantry.modules.plans.enforce import (
+    check_limit,
+    feature,
+    lock_organization,
+    subscription_of,
+)
 
 router = APIRouter(prefix="/orgs/{orgId}/files", tags=["files"], route_class=UnitOfWorkRoute)
 
@@ -45,24 +50,38 @@ MULTIPART_BODY: dict[str, Any] = {
     "",
     status_code=status.HTTP_201_CREATED,
     openapi_extra=MULTIPART_BODY,
-    dependencies=[Depends(feature("fileStorage")), Depends(limit("storageBytes"))],
+    dependencies=[Depends(feature("fileStorage"))],
 )
 async def upload_file(
-    request: Request, context: Writer, session: SessionDep, storage: StorageDep
+    request: Request,
+    context: Writer,
+    session: SessionDep,
+    storage: StorageDep,
+    slots: UploadSlotsDep,
 ) -> Envelope[FileOut]:
     """Upload one file (multipart field `file`); its type is detected from its bytes."""
     settings = request.app.state.settings
-    upload = await MultipartUpload(request).open()
-    incoming = service.IncomingFile(upload.filename, upload.declared_type, upload.chunks())
-    policy = service.UploadPolicy(
-        max_bytes=settings.max_upload_bytes,
-        allowed_types=frozenset(settings.upload_allowed_types),
-    )
-    file = await service.upload_file(session, storage, context, incoming, policy)
-    # The new bytes counted too: past the limit, the transaction (and the object) is undone.
-    await check_limit(
-        session, context.organization_id, subscription_of(request), "storageBytes", adding=0
-    )
+    org_id = context.organization_id
+    subscription = subscription_of(request)
+    form = MultipartUpload(request)  # 415 / 400 from the headers alone
+    # An organization already at its quota is refused before its body is received.
+    await check_limit(session, org_id, subscription, "storageBytes", adding=1, lock=False)
+    async with slots.hold(uploader_of(context), org_id):
+        # The body may take minutes: no connection, transaction or lock while it arrives.
+        await end_transaction(session)
+        upload = await form.open()
+        incoming = service.IncomingFile(upload.filename, upload.declared_type, upload.chunks())
+        policy = service.UploadPolicy(
+            max_bytes=settings.max_upload_bytes,
+            allowed_types=frozenset(settings.upload_allowed_types),
+        )
+        received = await service.receive_upload(storage, org_id, incoming, policy)
+    service.discard_unless_committed(session, storage, received)
+    # Then one short transaction: the organization locked (limit checks of the same
+    # organization queue behind it), the row and usage written, the new bytes counted.
+    await lock_organization(session, org_id)
+    file = await service.record_upload(session, received)
+    await check_limit(session, org_id, subscription, "storageBytes", adding=0, lock=False)
     return ok(FileOut.model_validate(file))
 
 

@@ -1,10 +1,11 @@
 """Files: upload (streamed, sniffed, size-limited), list, get, open for download, delete.
 
-The bytes go to storage under a server-made key before the row is written; if the
-request's transaction then does not commit, an `after_rollback` callback deletes the
-object again, so storage never keeps an object without a row. A delete is a soft delete
-of the row (it stays for the audit trail) and frees the organization's usage; the object
-itself is removed from storage once the delete has committed.
+An upload is received first — its bytes streamed to storage under a server-made key,
+with no database transaction open — and recorded second, in one short transaction. If
+that transaction does not commit (over the quota, any error), an `after_rollback`
+callback deletes the object again, so storage keeps no object without a row. A delete is
+a soft delete of the row (it stays for the audit trail) and frees the organization's
+usage; the object itself is removed from storage once the delete has committed.
 """
 
 from __future__ import annotations
@@ -56,14 +57,23 @@ class UploadPolicy:
     allowed_types: frozenset[str]
 
 
-async def upload_file(
-    session: AsyncSession,
-    storage: Storage,
-    context: TenantContext,
-    incoming: IncomingFile,
-    policy: UploadPolicy,
-) -> StoredFile:
-    """Store `incoming` for the context's organization; 413 / 415 / 400 before anything stays."""
+@dataclass(frozen=True)
+class ReceivedFile:
+    """An upload whose bytes are in storage and whose row is not written yet."""
+
+    stored: StoredObject
+    filename: str
+    content_type: str
+
+
+async def receive_upload(
+    storage: Storage, org_id: uuid.UUID, incoming: IncomingFile, policy: UploadPolicy
+) -> ReceivedFile:
+    """Stream `incoming` into storage; 413 / 415 / 400 before anything stays.
+
+    Called with no transaction open: the body may take as long as the body deadline
+    allows. The object is not anyone's file until `record_upload` writes its row.
+    """
     filename = display_filename(incoming.filename)
     head, rest = await _read_head(incoming.chunks)
     if not head:
@@ -74,16 +84,30 @@ async def upload_file(
             f"Files of type {content_type} are not accepted",
             details=[{"field": "file", "message": f"detected type {content_type}"}],
         )
-    key = make_key("orgs", str(context.organization_id), "files")
+    key = make_key("orgs", str(org_id), "files")
     body = _checked_text(head, rest) if content_type in TEXT_TYPES else _chain(head, rest)
     stored = await storage.put(key, body, max_bytes=policy.max_bytes, content_type=content_type)
+    return ReceivedFile(stored=stored, filename=filename, content_type=content_type)
+
+
+def discard_unless_committed(
+    session: AsyncSession, storage: Storage, received: ReceivedFile
+) -> None:
+    """Delete the received object again if the transaction recording it does not commit."""
+    key = received.stored.key
 
     async def remove_orphan() -> None:
         await storage.delete(key)
         log.info("removed the stored object of a rolled-back upload", extra={"key": key})
 
     after_rollback(session, remove_orphan)
-    return await add_stored_file(session, stored, filename=filename, content_type=content_type)
+
+
+async def record_upload(session: AsyncSession, received: ReceivedFile) -> StoredFile:
+    """The row of a received upload, in the caller's (short) transaction."""
+    return await add_stored_file(
+        session, received.stored, filename=received.filename, content_type=received.content_type
+    )
 
 
 async def add_stored_file(

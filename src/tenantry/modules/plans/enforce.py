@@ -119,13 +119,24 @@ async def lock_organization(session: AsyncSession, org_id: uuid.UUID) -> None:
 
 
 async def check_limit(
-    session: AsyncSession, org_id: uuid.UUID, subscription: Subscription, name: str, adding: int = 1
+    session: AsyncSession,
+    org_id: uuid.UUID,
+    subscription: Subscription,
+    name: str,
+    adding: int = 1,
+    *,
+    lock: bool = True,
 ) -> None:
-    """402 `plan_limit_reached` {limit, used} if `adding` more would exceed the limit."""
+    """402 `plan_limit_reached` {limit, used} if `adding` more would exceed the limit.
+
+    `lock=False` is an early look only (e.g. before an upload's body is received, when no
+    lock may be held): the check that counts is the locked one in the writing transaction.
+    """
     allowed = subscription.terms.limits.get(name)
     if allowed is None:
         return
-    await lock_organization(session, org_id)
+    if lock:
+        await lock_organization(session, org_id)
     used = await counting.used(session, org_id, name)
     if used is None:
         return

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from tenantry.core.dates import IsoDate, IsoDateTime
 from tenantry.core.responses import RequestSchema, Schema
 from tenantry.modules.plans.catalog import PLANS, check_overrides
 
@@ -31,8 +32,8 @@ DEFAULT_USAGE_DAYS = 30
 class UsageQuery(RequestSchema):
     """`from`/`to` (inclusive dates); by default the last 30 days up to today (UTC)."""
 
-    from_: dt.date | None = Field(default=None, alias="from")
-    to: dt.date | None = None
+    from_: IsoDate | None = Field(default=None, alias="from")
+    to: IsoDate | None = None
 
     @model_validator(mode="after")
     def _ordered(self) -> UsageQuery:
@@ -64,7 +65,7 @@ class SetSubscription(RequestSchema):
 
     plan: PlanName
     status: StatusName
-    trial_ends_at: dt.datetime | None = None
+    trial_ends_at: IsoDateTime | None = None
     overrides: dict[str, Any] | None = None
 
     @field_validator("overrides")

@@ -8,6 +8,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
+from tenantry.core.dates import IsoDate
 from tenantry.core.responses import ListQuery, RequestSchema, Schema
 from tenantry.modules.tasks.models import TaskPriority, TaskStatus
 
@@ -24,7 +25,7 @@ class TaskCreate(RequestSchema):
     status: TaskStatus = TaskStatus.TODO
     priority: TaskPriority = TaskPriority.MEDIUM
     assignee_id: uuid.UUID | None = None
-    due_date: dt.date | None = None
+    due_date: IsoDate | None = None
 
 
 class TaskChanges(RequestSchema):
@@ -33,7 +34,7 @@ class TaskChanges(RequestSchema):
     status: TaskStatus | None = None
     priority: TaskPriority | None = None
     assignee_id: uuid.UUID | None = None
-    due_date: dt.date | None = None
+    due_date: IsoDate | None = None
 
     @field_validator("status", "priority", mode="before")
     @classmethod
@@ -84,7 +85,7 @@ class TaskListQuery(ListQuery):
 
     status: TaskStatus | None = None
     assignee_id: uuid.UUID | None = None
-    due_before: dt.date | None = Field(default=None, description="Due strictly before this day")
+    due_before: IsoDate | None = Field(default=None, description="Due strictly before this day")
     deleted: Literal["exclude", "only"] = "exclude"
 
 
