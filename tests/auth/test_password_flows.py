@@ -184,3 +184,38 @@ async def test_resend_verification_issues_a_new_token_until_verified(
     done = await client.post("/api/v1/auth/email/resend", headers=account.headers)
     assert done.status_code == 409
     assert (await client.post("/api/v1/auth/email/resend")).status_code == 401
+
+
+async def test_a_password_change_voids_every_outstanding_reset_token(
+    app: FastAPI, client: httpx.AsyncClient, account: Account
+) -> None:
+    token = await _reset_token(app, account)
+    changed = await client.post(
+        CHANGE,
+        json={"currentPassword": account.password, "newPassword": NEW_PASSWORD},
+        headers=account.headers,
+    )
+    assert changed.status_code == 204
+
+    stale = await client.post(RESET, json={"token": token, "password": "an attacker's choice"})
+    assert stale.status_code == 400
+    assert stale.json()["code"] == "invalid_token"
+    await login(client, account.email, NEW_PASSWORD)
+
+
+async def test_a_reset_voids_the_other_outstanding_reset_tokens(
+    app: FastAPI, client: httpx.AsyncClient, account: Account
+) -> None:
+    first, second = await _reset_token(app, account), await _reset_token(app, account)
+    reset = await client.post(RESET, json={"token": first, "password": NEW_PASSWORD})
+    assert reset.status_code == 204
+
+    other = await client.post(RESET, json={"token": second, "password": "an attacker's choice"})
+    assert other.status_code == 400
+    assert other.json()["code"] == "invalid_token"
+    await login(client, account.email, NEW_PASSWORD)
+    # A link requested after the reset is a new one and works.
+    fresh = await _reset_token(app, account)
+    assert (
+        await client.post(RESET, json={"token": fresh, "password": "yet another passphrase"})
+    ).status_code == 204

@@ -21,7 +21,11 @@ from tenantry.modules.auth.emails import (
 )
 from tenantry.modules.auth.mfa import verify_mfa_code
 from tenantry.modules.auth.models import TokenPurpose
-from tenantry.modules.auth.one_time import consume_one_time_token, issue_one_time_token
+from tenantry.modules.auth.one_time import (
+    consume_one_time_token,
+    issue_one_time_token,
+    revoke_one_time_tokens,
+)
 from tenantry.modules.auth.revocation import Revocations
 from tenantry.modules.auth.schemas import LoginRequest, RegisterRequest
 from tenantry.modules.auth.sessions import IssuedTokens, end_all_sessions, start_session
@@ -133,6 +137,7 @@ async def reset_password(
     user.password_hash = await security.passwords.hash(new_password)
     if user.email_verified_at is None:
         user.email_verified_at = utcnow()  # the reset link proved the address
+    await revoke_one_time_tokens(session, user.id, TokenPurpose.PASSWORD_RESET)
     await end_all_sessions(session, revocations, user, reason="password_reset")
     security_log.info(
         "password_reset", security_event="security.password_reset", user_id=str(user.id)
@@ -153,6 +158,7 @@ async def change_password(
 ) -> None:
     await verify_password_or_fail(security, user, current_password)
     user.password_hash = await security.passwords.hash(new_password)
+    await revoke_one_time_tokens(session, user.id, TokenPurpose.PASSWORD_RESET)
     await end_all_sessions(
         session, revocations, user, reason="password_changed", keep_session_id=current_session_id
     )
