@@ -14,7 +14,13 @@ import pytest
 from fastapi import FastAPI
 
 from tests.conftest import client_for
-from tests.factories import login, register, remember_secret, unique_email
+from tests.factories import (
+    age_refresh_rotation,
+    login,
+    register,
+    remember_secret,
+    unique_email,
+)
 
 TOKEN_IN_LINK = re.compile(r"token=([A-Za-z0-9%_.~-]+)")
 
@@ -123,6 +129,7 @@ async def test_a_replayed_refresh_token_mails_a_security_notice(
     async with client_for(mail_app, headers={"User-Agent": "Stolen/1.0"}) as client:
         account = await register(client)
         await client.post("/api/v1/auth/refresh", json={"refreshToken": account.refresh_token})
+        await age_refresh_rotation(mail_app, account.refresh_token, 11)  # past the grace
         replay = await client.post(
             "/api/v1/auth/refresh", json={"refreshToken": account.refresh_token}
         )

@@ -110,13 +110,17 @@ async def refresh(
     body: RefreshRequest,
     database: DatabaseDep,
     security: SecurityDep,
+    settings: SettingsDep,
     revocations: RevocationsDep,
     client: ClientDep,
 ) -> Envelope[AuthResult]:
     """Exchange a refresh token for a new pair (the old one is revoked)."""
+    grace = settings.refresh_reuse_grace_seconds
     issued = await run_committing_failures(
         database,
-        lambda s: rotate_refresh_token(s, security, revocations, body.refresh_token, client),
+        lambda s: rotate_refresh_token(
+            s, security, revocations, body.refresh_token, client, reuse_grace_seconds=grace
+        ),
     )
     return _result(issued)
 
