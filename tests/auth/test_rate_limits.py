@@ -95,12 +95,16 @@ async def test_mfa_verification_is_limited_per_ip(build_app) -> None:
         await client.post("/api/v1/auth/mfa/setup", headers=account.headers)
         for _ in range(2):
             response = await client.post(
-                "/api/v1/auth/mfa/enable", json={"code": "000000"}, headers=account.headers
+                "/api/v1/auth/mfa/enable",
+                json={"password": account.password, "code": "000000"},
+                headers=account.headers,
             )
             assert response.status_code in (200, 401)
         _assert_rate_limited(
             await client.post(
-                "/api/v1/auth/mfa/enable", json={"code": "000000"}, headers=account.headers
+                "/api/v1/auth/mfa/enable",
+                json={"password": account.password, "code": "000000"},
+                headers=account.headers,
             )
         )
 
