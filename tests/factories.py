@@ -217,6 +217,26 @@ async def mark_email_verified(app: FastAPI, account: Account) -> None:
         )
 
 
+async def age_refresh_rotation(app: FastAPI, token: str, seconds: float) -> None:
+    """Move the rotation of refresh `token` `seconds` into the past (past the reuse grace)."""
+    import datetime as dt
+
+    from sqlalchemy import select, update
+
+    from tenantry.core.security import sha256_hex
+    from tenantry.modules.auth.models import RefreshToken
+
+    async with app.state.database.transaction() as session:
+        where = RefreshToken.token_hash == sha256_hex(token)
+        rotated_at = await session.scalar(select(RefreshToken.rotated_at).where(where))
+        assert rotated_at is not None, "the token was not rotated"
+        await session.execute(
+            update(RefreshToken)
+            .where(where)
+            .values(rotated_at=rotated_at - dt.timedelta(seconds=seconds))
+        )
+
+
 TEST_JOB_TYPE = "test.orgs.noop"
 
 

@@ -139,6 +139,18 @@ class Settings(BaseSettings):
     rate_limit_login_ip: str = "30/minute"
     rate_limit_auth: str = "5/minute"
 
+    # auth flows (modules/auth): refresh-token reuse grace, per-account login back-off
+    # Presenting a just-rotated refresh token again within this many seconds returns the
+    # same successor (two tabs refreshing at once); later, the family is revoked. 0 = off.
+    refresh_reuse_grace_seconds: int = Field(default=10, ge=0, le=300)
+    # Failed logins for one email (any IP) before each further attempt must wait a delay
+    # that doubles from LOGIN_BACKOFF_BASE_SECONDS up to LOGIN_BACKOFF_MAX_SECONDS.
+    login_backoff_free_attempts: int = Field(default=5, ge=1, le=1000)
+    login_backoff_base_seconds: int = Field(default=1, ge=1, le=3600)
+    login_backoff_max_seconds: int = Field(default=300, ge=1, le=24 * 3600)
+    # Failures are forgotten this long after the first one of a series (and at a success).
+    login_backoff_window_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+
     # files (modules/files): content types accepted by uploads, sniffed from the bytes
     upload_allowed_types: CommaList = Field(default_factory=lambda: list(DEFAULT_UPLOAD_TYPES))
     # organizations (modules/orgs): trial length of a new organization, invitation lifetime
@@ -281,6 +293,14 @@ class Settings(BaseSettings):
         if self.upload_max_concurrent_per_user > self.upload_max_concurrent_per_org:
             raise ValueError(
                 "UPLOAD_MAX_CONCURRENT_PER_USER must not exceed UPLOAD_MAX_CONCURRENT_PER_ORG"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _login_backoff_bounds(self) -> Settings:
+        if self.login_backoff_max_seconds < self.login_backoff_base_seconds:
+            raise ValueError(
+                "LOGIN_BACKOFF_MAX_SECONDS must be at least LOGIN_BACKOFF_BASE_SECONDS"
             )
         return self
 

@@ -14,7 +14,13 @@ import pytest
 from fastapi import FastAPI
 
 from tests.conftest import client_for
-from tests.factories import login, register, remember_secret, unique_email
+from tests.factories import (
+    age_refresh_rotation,
+    login,
+    register,
+    remember_secret,
+    unique_email,
+)
 
 TOKEN_IN_LINK = re.compile(r"token=([A-Za-z0-9%_.~-]+)")
 
@@ -123,6 +129,7 @@ async def test_a_replayed_refresh_token_mails_a_security_notice(
     async with client_for(mail_app, headers={"User-Agent": "Stolen/1.0"}) as client:
         account = await register(client)
         await client.post("/api/v1/auth/refresh", json={"refreshToken": account.refresh_token})
+        await age_refresh_rotation(mail_app, account.refresh_token, 11)  # past the grace
         replay = await client.post(
             "/api/v1/auth/refresh", json={"refreshToken": account.refresh_token}
         )
@@ -130,6 +137,37 @@ async def test_a_replayed_refresh_token_mails_a_security_notice(
     body = await wait_for_mail(tmp_path, account.email, "security")
     assert "Stolen/1.0" in body
     assert account.refresh_token not in body
+
+
+async def test_turning_mfa_on_and_off_mails_a_security_notice_each_time(
+    mail_app: FastAPI, tmp_path: Path
+) -> None:
+    import pyotp
+
+    async with client_for(mail_app, headers={"User-Agent": "Laptop/2.0"}) as client:
+        account = await register(client)
+        setup = await client.post("/api/v1/auth/mfa/setup", headers=account.headers)
+        secret = setup.json()["data"]["secret"]
+        remember_secret(secret)
+        totp = pyotp.TOTP(secret)
+        enabled = await client.post(
+            "/api/v1/auth/mfa/enable",
+            json={"password": account.password, "code": totp.at(time.time() - 30)},
+            headers=account.headers,
+        )
+        assert enabled.status_code == 200
+        remember_secret(*enabled.json()["data"]["recoveryCodes"])
+        on = await wait_for_mail(tmp_path, account.email, "turned on")
+        assert "Laptop/2.0" in on
+        assert secret not in on
+
+        disabled = await client.post(
+            "/api/v1/auth/mfa/disable",
+            json={"password": account.password, "code": totp.now()},
+            headers=account.headers,
+        )
+        assert disabled.status_code == 204
+        await wait_for_mail(tmp_path, account.email, "turned off")
 
 
 async def test_emailed_tokens_are_not_in_the_job_rows(mail_app: FastAPI, tmp_path: Path) -> None:

@@ -6,15 +6,20 @@ import logging
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from tests.auth.conftest import find_leaks
-from tests.factories import Account, remember_secret
+from tests.factories import Account, age_refresh_rotation, remember_secret
 
 
 async def test_refresh_token_reuse_is_logged_as_a_security_event_without_the_token(
-    client: httpx.AsyncClient, account: Account, caplog: pytest.LogCaptureFixture
+    app: FastAPI,
+    client: httpx.AsyncClient,
+    account: Account,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     await client.post("/api/v1/auth/refresh", json={"refreshToken": account.refresh_token})
+    await age_refresh_rotation(app, account.refresh_token, 11)  # past the reuse grace
     with caplog.at_level(logging.INFO, logger="tenantry.security"):
         response = await client.post(
             "/api/v1/auth/refresh", json={"refreshToken": account.refresh_token}

@@ -28,7 +28,9 @@ async def enable_mfa(client: httpx.AsyncClient, account: Account) -> tuple[str, 
     assert setup.status_code == 200, setup.text
     secret = setup.json()["data"]["secret"]
     enabled = await client.post(
-        "/api/v1/auth/mfa/enable", json={"code": code_at(secret, -1)}, headers=account.headers
+        "/api/v1/auth/mfa/enable",
+        json={"password": account.password, "code": code_at(secret, -1)},
+        headers=account.headers,
     )
     assert enabled.status_code == 200, enabled.text
     codes = enabled.json()["data"]["recoveryCodes"]
@@ -63,13 +65,17 @@ async def test_enable_requires_a_valid_code_and_returns_ten_recovery_codes(
     setup = await client.post("/api/v1/auth/mfa/setup", headers=account.headers)
     secret = setup.json()["data"]["secret"]
     wrong = await client.post(
-        "/api/v1/auth/mfa/enable", json={"code": "000000"}, headers=account.headers
+        "/api/v1/auth/mfa/enable",
+        json={"password": account.password, "code": "000000"},
+        headers=account.headers,
     )
     if code_at(secret, 0) != "000000":
         assert wrong.status_code == 401
         assert wrong.json()["code"] == "invalid_mfa_code"
     response = await client.post(
-        "/api/v1/auth/mfa/enable", json={"code": code_at(secret, 0)}, headers=account.headers
+        "/api/v1/auth/mfa/enable",
+        json={"password": account.password, "code": code_at(secret, 0)},
+        headers=account.headers,
     )
     assert response.status_code == 200
     codes = response.json()["data"]["recoveryCodes"]
@@ -77,6 +83,70 @@ async def test_enable_requires_a_valid_code_and_returns_ten_recovery_codes(
     assert len(set(codes)) == 10
     me = await client.get("/api/v1/users/me", headers=account.headers)
     assert me.json()["data"]["mfaEnabled"] is True
+
+
+async def test_enable_needs_the_current_password_and_changes_nothing_without_it(
+    app: FastAPI, client: httpx.AsyncClient, account: Account
+) -> None:
+    """A stolen access token alone cannot put a second factor on the account."""
+    setup = await client.post("/api/v1/auth/mfa/setup", headers=account.headers)
+    secret = setup.json()["data"]["secret"]
+    code = code_at(secret, 0)
+
+    missing = await client.post(
+        "/api/v1/auth/mfa/enable", json={"code": code}, headers=account.headers
+    )
+    assert missing.status_code == 400
+    assert missing.json()["code"] == "validation_error"
+    wrong = await client.post(
+        "/api/v1/auth/mfa/enable",
+        json={"password": "not the owner's password", "code": code},
+        headers=account.headers,
+    )
+    assert wrong.status_code == 401
+    assert wrong.json()["code"] == "invalid_credentials"
+
+    me = await client.get("/api/v1/users/me", headers=account.headers)
+    assert me.json()["data"]["mfaEnabled"] is False
+    async with app.state.database.transaction() as session:
+        user = await session.get(User, uuid.UUID(account.id))
+        assert user is not None
+        assert (user.mfa_failed_attempts, user.mfa_last_step) == (0, None)
+    plain = await client.post(LOGIN, json=_login_body(account))
+    assert plain.status_code == 200  # no MFA was turned on
+
+    # The same code still works with the password: the refused tries consumed nothing.
+    enabled = await client.post(
+        "/api/v1/auth/mfa/enable",
+        json={"password": account.password, "code": code},
+        headers=account.headers,
+    )
+    assert enabled.status_code == 200
+
+
+async def test_a_password_reset_keeps_mfa_on(
+    app: FastAPI, client: httpx.AsyncClient, account: Account
+) -> None:
+    """The reset link proves the mailbox, not the second factor: MFA stays (docs/auth.md)."""
+    from tenantry.modules.auth.service import issue_password_reset_token
+
+    secret, _ = await enable_mfa(client, account)
+    async with app.state.database.transaction() as session:
+        token = await issue_password_reset_token(session, app.state.settings, uuid.UUID(account.id))
+    remember_secret(token)
+    new_password = "reset while MFA is on"
+    remember_secret(new_password)
+    reset = await client.post(
+        "/api/v1/auth/password/reset", json={"token": token, "password": new_password}
+    )
+    assert reset.status_code == 204
+    body = {"email": account.email, "password": new_password}
+    missing = await client.post(LOGIN, json=body)
+    assert missing.status_code == 401
+    assert missing.json()["code"] == "mfa_required"
+    assert (
+        await client.post(LOGIN, json=body | {"mfaCode": code_at(secret, 0)})
+    ).status_code == 200
 
 
 async def test_login_then_requires_an_mfa_code(client: httpx.AsyncClient, account: Account) -> None:

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import httpx
 from fastapi import FastAPI
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
+from tenantry.core.jobs import Worker
 from tenantry.modules.auth.models import OneTimeToken, TokenPurpose
 from tenantry.modules.auth.service import (
+    PASSWORD_RESET_REQUEST,
     issue_email_verification_token,
     issue_password_reset_token,
 )
@@ -55,6 +60,11 @@ async def _count_tokens(app: FastAPI, account: Account, purpose: TokenPurpose) -
         return len(list(rows))
 
 
+async def _run_reset_jobs(app: FastAPI) -> None:
+    worker = Worker(app.state.database, app.state.settings, job_types={PASSWORD_RESET_REQUEST})
+    await worker.drain(within_seconds=30)
+
+
 async def test_forgot_answers_202_alike_for_known_and_unknown_emails(
     app: FastAPI, client: httpx.AsyncClient, account: Account
 ) -> None:
@@ -64,7 +74,48 @@ async def test_forgot_answers_202_alike_for_known_and_unknown_emails(
         assert response.status_code == 202
         assert set(response.json()["data"]) == {"jobId", "status"}
         assert response.json()["data"]["status"] == "queued"
+    await _run_reset_jobs(app)
     assert await _count_tokens(app, account, TokenPurpose.PASSWORD_RESET) == 1
+
+
+@contextmanager
+def recorded_sql(app: FastAPI) -> Iterator[list[str]]:
+    """Every SQL statement the app's engine sends while the block runs."""
+    engine = app.state.database.engine.sync_engine
+    statements: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_rest: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+async def test_forgot_does_the_same_work_for_known_and_unknown_emails(
+    app: FastAPI, client: httpx.AsyncClient, account: Account
+) -> None:
+    """Same statements, same answer: nothing (not even the time) tells an account exists."""
+    await client.post(FORGOT, json={"email": unique_email()})  # warm-up (first-use caches)
+    answers, work = [], []
+    for email in (account.email, unique_email()):
+        with recorded_sql(app) as statements:
+            response = await client.post(FORGOT, json={"email": email})
+        answers.append(
+            (
+                response.status_code,
+                sorted(response.headers.keys()),
+                sorted(response.json()),
+                sorted(response.json()["data"]),
+                response.json()["data"]["status"],
+            )
+        )
+        work.append(statements)
+    assert answers[0] == answers[1]
+    assert work[0] == work[1]
+    assert work[0]  # the job row was written in the request, for both
 
 
 async def test_reset_token_works_once_and_revokes_all_sessions(
@@ -184,3 +235,38 @@ async def test_resend_verification_issues_a_new_token_until_verified(
     done = await client.post("/api/v1/auth/email/resend", headers=account.headers)
     assert done.status_code == 409
     assert (await client.post("/api/v1/auth/email/resend")).status_code == 401
+
+
+async def test_a_password_change_voids_every_outstanding_reset_token(
+    app: FastAPI, client: httpx.AsyncClient, account: Account
+) -> None:
+    token = await _reset_token(app, account)
+    changed = await client.post(
+        CHANGE,
+        json={"currentPassword": account.password, "newPassword": NEW_PASSWORD},
+        headers=account.headers,
+    )
+    assert changed.status_code == 204
+
+    stale = await client.post(RESET, json={"token": token, "password": "an attacker's choice"})
+    assert stale.status_code == 400
+    assert stale.json()["code"] == "invalid_token"
+    await login(client, account.email, NEW_PASSWORD)
+
+
+async def test_a_reset_voids_the_other_outstanding_reset_tokens(
+    app: FastAPI, client: httpx.AsyncClient, account: Account
+) -> None:
+    first, second = await _reset_token(app, account), await _reset_token(app, account)
+    reset = await client.post(RESET, json={"token": first, "password": NEW_PASSWORD})
+    assert reset.status_code == 204
+
+    other = await client.post(RESET, json={"token": second, "password": "an attacker's choice"})
+    assert other.status_code == 400
+    assert other.json()["code"] == "invalid_token"
+    await login(client, account.email, NEW_PASSWORD)
+    # A link requested after the reset is a new one and works.
+    fresh = await _reset_token(app, account)
+    assert (
+        await client.post(RESET, json={"token": fresh, "password": "yet another passphrase"})
+    ).status_code == 204

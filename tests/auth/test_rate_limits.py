@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import uuid
 
 import httpx
 
+from tenantry.core.ratelimit import Backoff
 from tests.conftest import RUN_ID, client_for
 from tests.factories import register, unique_email
 
@@ -92,12 +95,16 @@ async def test_mfa_verification_is_limited_per_ip(build_app) -> None:
         await client.post("/api/v1/auth/mfa/setup", headers=account.headers)
         for _ in range(2):
             response = await client.post(
-                "/api/v1/auth/mfa/enable", json={"code": "000000"}, headers=account.headers
+                "/api/v1/auth/mfa/enable",
+                json={"password": account.password, "code": "000000"},
+                headers=account.headers,
             )
             assert response.status_code in (200, 401)
         _assert_rate_limited(
             await client.post(
-                "/api/v1/auth/mfa/enable", json={"code": "000000"}, headers=account.headers
+                "/api/v1/auth/mfa/enable",
+                json={"password": account.password, "code": "000000"},
+                headers=account.headers,
             )
         )
 
@@ -152,3 +159,67 @@ async def test_rate_limit_enabled_false_turns_the_auth_limits_off(build_app) -> 
         for _ in range(5):
             response = await client.post(LOGIN, json={"email": email, "password": WRONG})
             assert response.status_code == 401
+
+
+def _from_many_ips(client: httpx.AsyncClient):  # type: ignore[no-untyped-def]
+    """A login poster whose every request comes from a new client IP (behind our proxy)."""
+    addresses = (f"198.51.{n // 250}.{n % 250 + 1}" for n in itertools.count())
+
+    async def post(email: str, password: str) -> httpx.Response:
+        headers = {"X-Forwarded-For": next(addresses)}
+        return await client.post(
+            LOGIN, json={"email": email, "password": password}, headers=headers
+        )
+
+    return post
+
+
+async def test_failed_logins_from_many_ips_delay_the_account_exponentially(build_app) -> None:
+    app = await isolated(
+        build_app,
+        trusted_proxies="127.0.0.1",
+        login_backoff_free_attempts=2,
+        login_backoff_base_seconds=1,
+    )
+    async with client_for(app) as client:
+        account = await register(client)
+        login_from_new_ip = _from_many_ips(client)
+        for _ in range(2):  # the free attempts
+            assert (await login_from_new_ip(account.email, WRONG)).status_code == 401
+        retry_afters = []
+        for delay in (1, 2, 4):
+            # This attempt opens the next delay; while it runs even the right password waits.
+            assert (await login_from_new_ip(account.email, WRONG)).status_code == 401
+            held = await login_from_new_ip(account.email, account.password)
+            assert held.status_code == 429, held.text
+            assert held.json()["code"] == "rate_limited"
+            retry_afters.append(int(held.headers["retry-after"]))
+            await asyncio.sleep(delay + 0.1)
+        assert retry_afters == [1, 2, 4]
+
+        # Not a lock: once the delay ran out the owner gets in, and the series starts over.
+        assert (await login_from_new_ip(account.email, account.password)).status_code == 200
+        for _ in range(2):
+            assert (await login_from_new_ip(account.email, WRONG)).status_code == 401
+
+
+async def test_unknown_emails_are_delayed_exactly_like_accounts(build_app) -> None:
+    app = await isolated(build_app, trusted_proxies="127.0.0.1", login_backoff_free_attempts=2)
+    async with client_for(app) as client:
+        account = await register(client)
+        login_from_new_ip = _from_many_ips(client)
+        answers = {}
+        for email in (account.email, unique_email("nobody")):
+            responses = [await login_from_new_ip(email, WRONG) for _ in range(4)]
+            answers[email] = [
+                (r.status_code, r.json()["code"], r.headers.get("retry-after")) for r in responses
+            ]
+        known, unknown = answers.values()
+        assert known == unknown
+        assert [status for status, _, _ in known] == [401, 401, 401, 429]
+
+
+def test_the_back_off_doubles_up_to_its_maximum() -> None:
+    backoff = Backoff(free_attempts=5, base_seconds=1, max_seconds=300, window_seconds=3600)
+    assert [backoff.delay_after(n) for n in range(6, 16)] == [1, 2, 4, 8, 16, 32, 64, 128, 256, 300]
+    assert backoff.delay_after(10_000) == 300

@@ -11,6 +11,10 @@ Routes use the dependency factory::
     @router.post("/auth/login", dependencies=[Depends(rate_limit("30/minute"))])
 
 Keys are hashed before they reach the storage, so emails or IPs never sit in Redis as-is.
+
+`RateLimiter.attempt(key, Backoff(...))` is the other shape: a few free attempts, then one
+attempt per delay, the delay doubling at each further attempt (a per-account login delay
+that slows guessing from any number of IPs without ever locking the account for good).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import inspect
 import math
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from ipaddress import IPv4Network, IPv6Network, ip_address, ip_network
 from typing import Annotated
@@ -43,6 +48,25 @@ from tenantry.core.errors import RateLimited, ServiceUnavailable
 
 SLIDING_WINDOW_THRESHOLD = 1000
 KeyFunction = Callable[[Request], str | Awaitable[str]]
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """`free_attempts` attempts per series, then one per delay: base, 2 base, 4 base ... up to max.
+
+    A series starts with its first attempt and is forgotten `window_seconds` later (or when
+    `RateLimiter.forget_attempts` is called, e.g. at a successful login).
+    """
+
+    free_attempts: int
+    base_seconds: int
+    max_seconds: int
+    window_seconds: int
+
+    def delay_after(self, attempts: int) -> int:
+        """The pause that attempt number `attempts` (beyond the free ones) opens."""
+        doublings = min(max(attempts - self.free_attempts - 1, 0), 40)
+        return min(self.max_seconds, self.base_seconds << doublings)
 
 
 class RateLimiter:
@@ -78,6 +102,41 @@ class RateLimiter:
         except (StorageError, RedisError, OSError) as exc:
             raise ServiceUnavailable("Rate limiting is unavailable; try again shortly") from exc
 
+    async def attempt(self, key: str, backoff: Backoff) -> None:
+        """Count one attempt on `key`; raise `RateLimited` while a back-off delay runs.
+
+        Past the free attempts, the attempt that finds no delay running opens the next one
+        (and goes ahead); attempts made while it runs are refused and not counted. Opening
+        is an atomic increment, so of concurrent attempts only one goes ahead.
+        """
+        if not self.enabled:
+            return
+        attempts_key, pause_key = _backoff_keys(key)
+        try:
+            if await self.storage.get(pause_key):
+                raise RateLimited(retry_after=await self._seconds_left(pause_key))
+            attempts = await self.storage.incr(attempts_key, backoff.window_seconds)
+            if attempts <= backoff.free_attempts:
+                return
+            if await self.storage.incr(pause_key, backoff.delay_after(attempts)) == 1:
+                return
+            raise RateLimited(retry_after=await self._seconds_left(pause_key))
+        except (StorageError, RedisError, OSError) as exc:
+            raise ServiceUnavailable("Rate limiting is unavailable; try again shortly") from exc
+
+    async def forget_attempts(self, key: str) -> None:
+        """End the back-off series of `key` (its count and any running delay)."""
+        if not self.enabled:
+            return
+        try:
+            for storage_key in _backoff_keys(key):
+                await self.storage.clear(storage_key)
+        except (StorageError, RedisError, OSError) as exc:
+            raise ServiceUnavailable("Rate limiting is unavailable; try again shortly") from exc
+
+    async def _seconds_left(self, storage_key: str) -> int:
+        return max(1, math.ceil(await self.storage.get_expiry(storage_key) - time.time()))
+
     async def close(self) -> None:
         timer = getattr(self.storage, "timer", None)  # MemoryStorage's expiry task
         if timer is not None and not timer.done():
@@ -92,6 +151,11 @@ def parse_limit(limit: str) -> RateLimitItem:
 
 def _hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()[:40]
+
+
+def _backoff_keys(key: str) -> tuple[str, str]:
+    identifier = _hash_key(key)
+    return f"backoff/{identifier}/attempts", f"backoff/{identifier}/pause"
 
 
 def create_rate_limiter(settings: Settings, redis: Redis | None) -> RateLimiter:

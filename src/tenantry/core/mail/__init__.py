@@ -16,7 +16,7 @@ from tenantry.core.mail.backends import (
     SmtpMailer,
     create_mailer,
 )
-from tenantry.core.mail.outbox import bind_mail, queue_email
+from tenantry.core.mail.outbox import bind_mail, open_job_payload, queue_email, seal_job_payload
 from tenantry.core.mail.render import (
     TEMPLATES,
     InvalidAddress,
@@ -39,8 +39,10 @@ __all__ = [
     "SmtpMailer",
     "bind_mail",
     "create_mailer",
+    "open_job_payload",
     "queue_email",
     "render_email",
+    "seal_job_payload",
     "send_email",
     "validate_address",
 ]

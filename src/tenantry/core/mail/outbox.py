@@ -79,6 +79,23 @@ def _binding(session: AsyncSession) -> MailBinding:
     return binding
 
 
+def seal_job_payload(session: AsyncSession, value: Any, *, purpose: str) -> str:
+    """Seal `value` for another job's payload (personal data a request hands to a job).
+
+    Same key as mail payloads; `purpose` (the job type) is the associated data, so a
+    payload sealed for one job type does not open as another's.
+    """
+    return _binding(session).seal.seal(value, template=purpose)
+
+
+def open_job_payload(session: AsyncSession, sealed: str, *, purpose: str) -> Any:
+    """The value `seal_job_payload` sealed; `ValueError` when it cannot be opened."""
+    try:
+        return _binding(session).seal.open(sealed, template=purpose)
+    except (ValueError, InvalidTag) as exc:
+        raise ValueError("sealed payload cannot be opened (was SECRET_KEY changed?)") from exc
+
+
 async def queue_email(
     session: AsyncSession,
     *,

@@ -15,7 +15,11 @@ from tenantry.modules.users.models import User
 
 
 def token_link(settings: Settings, path: str, token: str) -> str:
-    return f"{settings.app_url}{path}?{urlencode({'token': token})}"
+    return link_with_token(settings.app_url, path, token)
+
+
+def link_with_token(app_url: str, path: str, token: str) -> str:
+    return f"{app_url}{path}?{urlencode({'token': token})}"
 
 
 def greeting_context(user: User) -> dict[str, Any]:

@@ -3,6 +3,10 @@
 Wrong codes are counted in the database with an atomic increment; the 5th in a row
 locks verification for 15 minutes. Callers run `verify_mfa_code` inside
 `run_committing_failures`, so the count survives the 401 it causes.
+
+Enabling and disabling need the current password as well as a code: an access token alone
+(15 minutes, maybe stolen) must not be enough to put a second factor the owner does not
+hold on the account. Both mail the owner a security notice.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ from tenantry.core.db import Database, utcnow
 from tenantry.core.errors import Conflict, RateLimited, Unauthorized
 from tenantry.core.logging import get_logger
 from tenantry.core.security import AccessClaims, Security
-from tenantry.modules.auth.credentials import verify_password_or_fail
-from tenantry.modules.auth.deps import load_principal
+from tenantry.modules.auth.credentials import invalid_credentials
+from tenantry.modules.auth.deps import ClientInfo, load_principal
+from tenantry.modules.auth.emails import greeting_context, send_auth_email
 from tenantry.modules.auth.models import MfaRecoveryCode
 from tenantry.modules.auth.transaction import CommitThenRaise, run_committing_failures
 from tenantry.modules.users.models import User
@@ -56,7 +61,10 @@ async def start_mfa_setup(security: Security, settings: Settings, user: User) ->
     return secret, uri
 
 
-async def enable_mfa(session: AsyncSession, security: Security, user: User, code: str) -> list[str]:
+async def enable_mfa(
+    session: AsyncSession, security: Security, user: User, code: str, client: ClientInfo
+) -> list[str]:
+    """Turn MFA on for `user`, whose password the caller has already checked."""
     if user.mfa_enabled:
         raise Conflict("MFA is already enabled")
     if user.mfa_secret_encrypted is None:
@@ -65,10 +73,14 @@ async def enable_mfa(session: AsyncSession, security: Security, user: User, code
     user.mfa_enabled = True
     codes = await _replace_recovery_codes(session, security, user)
     security_log.info("mfa_enabled", security_event="security.mfa_enabled", user_id=str(user.id))
+    await _send_mfa_notice(session, user, client, "two-factor authentication was turned on")
     return codes
 
 
-async def disable_mfa(session: AsyncSession, security: Security, user: User, code: str) -> None:
+async def disable_mfa(
+    session: AsyncSession, security: Security, user: User, code: str, client: ClientInfo
+) -> None:
+    """Turn MFA off for `user`, whose password the caller has already checked."""
     if not user.mfa_enabled:
         raise Conflict("MFA is not enabled")
     await verify_mfa_code(session, security, user, code)
@@ -77,6 +89,25 @@ async def disable_mfa(session: AsyncSession, security: Security, user: User, cod
     user.mfa_last_step = None
     await session.execute(delete(MfaRecoveryCode).where(MfaRecoveryCode.user_id == user.id))
     security_log.info("mfa_disabled", security_event="security.mfa_disabled", user_id=str(user.id))
+    await _send_mfa_notice(session, user, client, "two-factor authentication was turned off")
+
+
+async def _send_mfa_notice(
+    session: AsyncSession, user: User, client: ClientInfo, event: str
+) -> None:
+    """A `security_notice` to the owner, committed with the change it reports."""
+    await send_auth_email(
+        session,
+        to=user.email,
+        template="security_notice",
+        context=greeting_context(user)
+        | {
+            "event": event,
+            "occurred_at": utcnow().isoformat(timespec="seconds"),
+            "ip": client.ip or "unknown",
+            "device": client.user_agent or "unknown",
+        },
+    )
 
 
 async def verify_mfa_code(
@@ -206,25 +237,62 @@ async def remaining_recovery_codes(session: AsyncSession, user: User) -> int:
 
 
 async def enable_mfa_for(
-    database: Database, security: Security, claims: AccessClaims, code: str
+    database: Database,
+    security: Security,
+    claims: AccessClaims,
+    client: ClientInfo,
+    password: str,
+    code: str,
 ) -> list[str]:
-    """`enable_mfa` for the caller, in a transaction that keeps failure counts on a 401."""
+    """`enable_mfa` for the caller once its password matched (failure counts kept on a 401)."""
+    verified_hash = await _check_password(database, security, claims, password)
 
     async def work(session: AsyncSession) -> list[str]:
-        user = await load_principal(session, claims)
-        return await enable_mfa(session, security, user, code)
+        user = await _principal_with_hash(session, claims, verified_hash)
+        return await enable_mfa(session, security, user, code, client)
 
     return await run_committing_failures(database, work)
 
 
 async def disable_mfa_for(
-    database: Database, security: Security, claims: AccessClaims, password: str, code: str
+    database: Database,
+    security: Security,
+    claims: AccessClaims,
+    client: ClientInfo,
+    password: str,
+    code: str,
 ) -> None:
-    """`disable_mfa` for the caller after checking its password (failure counts kept)."""
+    """`disable_mfa` for the caller once its password matched (failure counts kept on a 401)."""
+    verified_hash = await _check_password(database, security, claims, password)
 
     async def work(session: AsyncSession) -> None:
-        user = await load_principal(session, claims)
-        await verify_password_or_fail(security, user, password)
-        await disable_mfa(session, security, user, code)
+        user = await _principal_with_hash(session, claims, verified_hash)
+        await disable_mfa(session, security, user, code, client)
 
     await run_committing_failures(database, work)
+
+
+async def _check_password(
+    database: Database, security: Security, claims: AccessClaims, password: str
+) -> str:
+    """The caller's password hash, once `password` matched it; 401 otherwise.
+
+    Checked before any write transaction opens (hashing takes a while; on SQLite a write
+    transaction would hold the database lock meanwhile) and before the code is looked
+    at: a wrong password consumes no TOTP step and counts no MFA failure.
+    """
+    async with database.session(write=False) as session:
+        user = await load_principal(session, claims)
+    matches, _ = await security.passwords.verify(password, user.password_hash)
+    if not matches:
+        raise invalid_credentials()
+    return user.password_hash
+
+
+async def _principal_with_hash(
+    session: AsyncSession, claims: AccessClaims, verified_hash: str
+) -> User:
+    user = await load_principal(session, claims)
+    if user.password_hash != verified_hash:
+        raise invalid_credentials()  # the password changed while we were hashing
+    return user

@@ -10,6 +10,7 @@ from tenantry.core.routing import UnitOfWorkRoute
 from tenantry.modules.auth import mfa
 from tenantry.modules.auth.deps import (
     AccessClaimsDep,
+    ClientDep,
     CurrentUser,
     DatabaseDep,
     SecurityDep,
@@ -17,8 +18,8 @@ from tenantry.modules.auth.deps import (
 )
 from tenantry.modules.auth.ratelimits import hit_mfa_verification
 from tenantry.modules.auth.schemas import (
-    MfaCodeRequest,
     MfaDisableRequest,
+    MfaEnableRequest,
     MfaSetupOut,
     RecoveryCodesOut,
 )
@@ -37,10 +38,14 @@ async def setup(
 
 @router.post("/enable", dependencies=[Depends(hit_mfa_verification)])
 async def enable(
-    body: MfaCodeRequest, claims: AccessClaimsDep, database: DatabaseDep, security: SecurityDep
+    body: MfaEnableRequest,
+    claims: AccessClaimsDep,
+    client: ClientDep,
+    database: DatabaseDep,
+    security: SecurityDep,
 ) -> Envelope[RecoveryCodesOut]:
-    """Turn MFA on with a valid code; returns 10 single-use recovery codes (shown once)."""
-    codes = await mfa.enable_mfa_for(database, security, claims, body.code)
+    """Turn MFA on (password and a valid code); returns 10 recovery codes (shown once)."""
+    codes = await mfa.enable_mfa_for(database, security, claims, client, body.password, body.code)
     return ok(RecoveryCodesOut(recovery_codes=codes))
 
 
@@ -51,7 +56,11 @@ async def enable(
     dependencies=[Depends(hit_mfa_verification)],
 )
 async def disable(
-    body: MfaDisableRequest, claims: AccessClaimsDep, database: DatabaseDep, security: SecurityDep
+    body: MfaDisableRequest,
+    claims: AccessClaimsDep,
+    client: ClientDep,
+    database: DatabaseDep,
+    security: SecurityDep,
 ) -> None:
     """Turn MFA off (password and a current code required)."""
-    await mfa.disable_mfa_for(database, security, claims, body.password, body.code)
+    await mfa.disable_mfa_for(database, security, claims, client, body.password, body.code)

@@ -9,7 +9,7 @@ import datetime as dt
 import uuid
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tenantry.core.db import Base, UUIDPrimaryKey, utcnow
@@ -41,6 +41,10 @@ class RefreshToken(UUIDPrimaryKey, Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     # Set once, by compare-and-set, when the token is exchanged for its successor.
     rotated_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # The successor's raw value sealed with the app secret (SecretBox, this row's hash as
+    # associated data), kept only for REFRESH_REUSE_GRACE_SECONDS after `rotated_at`: a
+    # second tab presenting this token meanwhile gets the same successor.
+    successor_sealed: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class TokenPurpose(StrEnum):

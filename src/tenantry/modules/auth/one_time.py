@@ -52,3 +52,23 @@ async def consume_one_time_token(
     if user_id is None:
         raise InvalidToken()
     return user_id
+
+
+async def revoke_one_time_tokens(
+    session: AsyncSession, user_id: uuid.UUID, purpose: TokenPurpose
+) -> None:
+    """Spend every outstanding token of `user_id` for `purpose` (a newer event supersedes them).
+
+    A password change or reset makes every earlier reset link void: a link read from an
+    old mailbox copy must not undo the new password.
+    """
+    await session.execute(
+        update(OneTimeToken)
+        .where(
+            OneTimeToken.user_id == user_id,
+            OneTimeToken.purpose == purpose.value,
+            OneTimeToken.used_at.is_(None),
+        )
+        .values(used_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )

@@ -24,6 +24,7 @@ from tenantry.modules.auth.deps import (
 from tenantry.modules.auth.models import AuthSession
 from tenantry.modules.auth.ratelimits import (
     forget_login_failures,
+    hit_login_per_account,
     hit_login_per_email,
     hit_mfa_verification,
     limit_login_per_ip,
@@ -98,6 +99,7 @@ async def login(
 ) -> Envelope[AuthResult]:
     """Sign in with email and password (and an MFA code when MFA is on)."""
     await hit_login_per_email(request, body.email)
+    await hit_login_per_account(request, body.email)
     if body.mfa_code is not None:
         await hit_mfa_verification(request)
     issued = await service.login(database, security, settings, body, client)
@@ -110,13 +112,17 @@ async def refresh(
     body: RefreshRequest,
     database: DatabaseDep,
     security: SecurityDep,
+    settings: SettingsDep,
     revocations: RevocationsDep,
     client: ClientDep,
 ) -> Envelope[AuthResult]:
     """Exchange a refresh token for a new pair (the old one is revoked)."""
+    grace = settings.refresh_reuse_grace_seconds
     issued = await run_committing_failures(
         database,
-        lambda s: rotate_refresh_token(s, security, revocations, body.refresh_token, client),
+        lambda s: rotate_refresh_token(
+            s, security, revocations, body.refresh_token, client, reuse_grace_seconds=grace
+        ),
     )
     return _result(issued)
 

@@ -51,7 +51,9 @@ class VerifyEmailRequest(RequestSchema):
     token: OpaqueToken
 
 
-class MfaCodeRequest(RequestSchema):
+class MfaEnableRequest(RequestSchema):
+    # The current password: an access token alone cannot turn MFA on.
+    password: PresentedPassword
     code: MfaCode
 
 

@@ -3,25 +3,33 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import asdict, dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.config import Settings
 from tenantry.core.db import Database, utcnow
 from tenantry.core.errors import Conflict, InvalidToken, Unauthorized
+from tenantry.core.jobs import enqueue
 from tenantry.core.logging import get_logger
+from tenantry.core.mail import seal_job_payload
 from tenantry.core.security import Security
 from tenantry.modules.auth.credentials import invalid_credentials, verify_password_or_fail
 from tenantry.modules.auth.deps import ClientInfo
 from tenantry.modules.auth.emails import (
     duration_text,
     greeting_context,
+    link_with_token,
     send_auth_email,
     token_link,
 )
 from tenantry.modules.auth.mfa import verify_mfa_code
 from tenantry.modules.auth.models import TokenPurpose
-from tenantry.modules.auth.one_time import consume_one_time_token, issue_one_time_token
+from tenantry.modules.auth.one_time import (
+    consume_one_time_token,
+    issue_one_time_token,
+    revoke_one_time_tokens,
+)
 from tenantry.modules.auth.revocation import Revocations
 from tenantry.modules.auth.schemas import LoginRequest, RegisterRequest
 from tenantry.modules.auth.sessions import IssuedTokens, end_all_sessions, start_session
@@ -90,22 +98,50 @@ async def login(
     return await run_committing_failures(database, complete)
 
 
-async def request_password_reset(
-    session: AsyncSession, settings: Settings, email: str
-) -> str | None:
-    """Mail a reset token when the account exists; the caller answers 202 either way."""
-    user = await find_user_by_email(session, email)
+PASSWORD_RESET_REQUEST = "auth.password_reset_request"
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordResetRequest:
+    """What `forgot` hands to its job: the address as typed, and where the link points."""
+
+    email: str
+    app_url: str
+    ttl_seconds: int
+
+
+async def request_password_reset(session: AsyncSession, settings: Settings, email: str) -> str:
+    """Queue the reset mail's job whether or not the account exists; returns the job id.
+
+    The request does the same work for every address (seal, one job row): whether an
+    account exists is decided by the job, so neither the answer nor its time tells.
+    """
+    request = PasswordResetRequest(
+        email=email,
+        app_url=settings.app_url,
+        ttl_seconds=settings.password_reset_ttl_seconds,
+    )
+    sealed = seal_job_payload(session, asdict(request), purpose=PASSWORD_RESET_REQUEST)
+    job = await enqueue(session, PASSWORD_RESET_REQUEST, {"sealed": sealed})
+    return str(job.id)
+
+
+async def mail_password_reset(session: AsyncSession, request: PasswordResetRequest) -> None:
+    """The job's half: mail a reset token when an active account has the address."""
+    user = await find_user_by_email(session, request.email)
     if user is None or not user.is_usable:
-        return None
-    token = await issue_password_reset_token(session, settings, user.id)
-    return await send_auth_email(
+        return
+    token = await issue_one_time_token(
+        session, user.id, TokenPurpose.PASSWORD_RESET, request.ttl_seconds
+    )
+    await send_auth_email(
         session,
         to=user.email,
         template="password_reset",
         context=greeting_context(user)
         | {
-            "link": token_link(settings, "/reset-password", token),
-            "expires_in": duration_text(settings.password_reset_ttl_seconds),
+            "link": link_with_token(request.app_url, "/reset-password", token),
+            "expires_in": duration_text(request.ttl_seconds),
         },
     )
 
@@ -133,6 +169,7 @@ async def reset_password(
     user.password_hash = await security.passwords.hash(new_password)
     if user.email_verified_at is None:
         user.email_verified_at = utcnow()  # the reset link proved the address
+    await revoke_one_time_tokens(session, user.id, TokenPurpose.PASSWORD_RESET)
     await end_all_sessions(session, revocations, user, reason="password_reset")
     security_log.info(
         "password_reset", security_event="security.password_reset", user_id=str(user.id)
@@ -153,6 +190,7 @@ async def change_password(
 ) -> None:
     await verify_password_or_fail(security, user, current_password)
     user.password_hash = await security.passwords.hash(new_password)
+    await revoke_one_time_tokens(session, user.id, TokenPurpose.PASSWORD_RESET)
     await end_all_sessions(
         session, revocations, user, reason="password_changed", keep_session_id=current_session_id
     )

@@ -1,8 +1,10 @@
 """Sessions and refresh tokens: start, rotate (with reuse detection), revoke.
 
 A session is one login; its refresh tokens form a family. Rotation is a compare-and-set
-on `rotated_at`, so of N concurrent refreshes with the same token exactly one wins; the
-others see a rotated token, which is treated as theft: the whole family is revoked.
+on `rotated_at`, so of N concurrent refreshes with the same token exactly one wins. The
+others see a rotated token: within `REFRESH_REUSE_GRACE_SECONDS` of the rotation they get
+the same successor (two tabs refreshing at once), later it is treated as theft and the
+whole family is revoked.
 """
 
 from __future__ import annotations
@@ -64,19 +66,34 @@ async def start_session(
 
 
 async def _issue(
-    session: AsyncSession, security: Security, user: User, auth_session: AuthSession
+    session: AsyncSession,
+    security: Security,
+    user: User,
+    auth_session: AuthSession,
+    raw: str | None = None,
 ) -> IssuedTokens:
-    raw = new_opaque_token()
+    raw = raw or new_opaque_token()
     session.add(RefreshToken(session_id=auth_session.id, token_hash=sha256_hex(raw)))
     await session.flush()
+    return _pair(security, user, auth_session, raw)
+
+
+def _pair(
+    security: Security, user: User, auth_session: AuthSession, refresh_token: str
+) -> IssuedTokens:
     access = security.tokens.issue(user_id=user.id, session_id=auth_session.id, role=user.role)
     return IssuedTokens(
         user=user,
         session_id=auth_session.id,
         access_token=access,
-        refresh_token=raw,
+        refresh_token=refresh_token,
         expires_in=security.tokens.ttl_seconds,
     )
+
+
+def _successor_context(token_hash: str) -> str:
+    # Bound to the rotated row: a sealed value copied onto another row does not open.
+    return f"refresh-successor:{token_hash}"
 
 
 async def rotate_refresh_token(
@@ -85,21 +102,48 @@ async def rotate_refresh_token(
     revocations: Revocations,
     raw: str,
     client: ClientInfo,
+    *,
+    reuse_grace_seconds: int,
 ) -> IssuedTokens:
-    """Exchange a live refresh token for a new pair; a replayed one revokes its family."""
+    """Exchange a live refresh token for a new pair; a replayed one revokes its family.
+
+    The successor is drawn before the compare-and-set so the winner can leave it sealed
+    on the rotated row: a replay within `reuse_grace_seconds` gets that same successor.
+    """
     now = utcnow()
     token_hash = sha256_hex(raw)
+    successor = new_opaque_token()
+    sealed = (
+        security.secrets.encrypt(successor, context=_successor_context(token_hash))
+        if reuse_grace_seconds > 0
+        else None
+    )
     claimed = await session.execute(
         update(RefreshToken)
         .where(RefreshToken.token_hash == token_hash, RefreshToken.rotated_at.is_(None))
-        .values(rotated_at=now)
+        .values(rotated_at=now, successor_sealed=sealed)
         .returning(RefreshToken.session_id)
         .execution_options(synchronize_session=False)
     )
     session_id = claimed.scalar_one_or_none()
     if session_id is None:
+        replayed = await _successor_within_grace(
+            session, security, token_hash, now, reuse_grace_seconds
+        )
+        if replayed is not None:
+            return replayed
         await _handle_unusable_token(session, revocations, token_hash)
         raise _invalid_refresh()
+    auth_session, user = await _live_session(session, session_id, now)
+    auth_session.last_used_at = now
+    auth_session.ip = client.ip or auth_session.ip
+    await _forget_expired_successors(session, session_id, now, reuse_grace_seconds)
+    return await _issue(session, security, user, auth_session, successor)
+
+
+async def _live_session(
+    session: AsyncSession, session_id: uuid.UUID, now: dt.datetime
+) -> tuple[AuthSession, User]:
     auth_session = await session.get(AuthSession, session_id)
     if (
         auth_session is None
@@ -110,9 +154,63 @@ async def rotate_refresh_token(
     user = await session.get(User, auth_session.user_id)
     if user is None or not user.is_usable:
         raise _invalid_refresh()
+    return auth_session, user
+
+
+async def _successor_within_grace(
+    session: AsyncSession,
+    security: Security,
+    token_hash: str,
+    now: dt.datetime,
+    grace_seconds: int,
+) -> IssuedTokens | None:
+    """The successor of a token rotated less than `grace_seconds` ago, with a new access token.
+
+    None when there is no such successor (unknown token, rotated too long ago, grace off):
+    the caller then treats the token as replayed.
+    """
+    row = (
+        await session.execute(
+            select(
+                RefreshToken.session_id, RefreshToken.rotated_at, RefreshToken.successor_sealed
+            ).where(RefreshToken.token_hash == token_hash)
+        )
+    ).one_or_none()
+    if row is None or row.rotated_at is None or row.successor_sealed is None:
+        return None
+    if now - row.rotated_at > dt.timedelta(seconds=grace_seconds):
+        return None
+    auth_session, user = await _live_session(session, row.session_id, now)
+    try:
+        successor = security.secrets.decrypt(
+            row.successor_sealed, context=_successor_context(token_hash)
+        )
+    except ValueError:  # sealed under another SECRET_KEY: no grace, a plain replay
+        return None
+    security_log.info(
+        "refresh_token_grace_reuse",
+        security_event="security.refresh_token_grace_reuse",
+        session_id=str(auth_session.id),
+        user_id=str(user.id),
+    )
     auth_session.last_used_at = now
-    auth_session.ip = client.ip or auth_session.ip
-    return await _issue(session, security, user, auth_session)
+    return _pair(security, user, auth_session, successor)
+
+
+async def _forget_expired_successors(
+    session: AsyncSession, session_id: uuid.UUID, now: dt.datetime, grace_seconds: int
+) -> None:
+    """Drop sealed successors whose grace interval is over (they are never handed out again)."""
+    await session.execute(
+        update(RefreshToken)
+        .where(
+            RefreshToken.session_id == session_id,
+            RefreshToken.successor_sealed.is_not(None),
+            RefreshToken.rotated_at < now - dt.timedelta(seconds=grace_seconds),
+        )
+        .values(successor_sealed=None)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def _handle_unusable_token(
@@ -165,6 +263,16 @@ async def revoke_sessions(
             auth_session.revoked_at = now
             auth_session.revoked_reason = reason
     await session.flush()
+    if sessions:  # an ended session's sealed successors are useless: drop them now
+        await session.execute(
+            update(RefreshToken)
+            .where(
+                RefreshToken.session_id.in_([s.id for s in sessions]),
+                RefreshToken.successor_sealed.is_not(None),
+            )
+            .values(successor_sealed=None)
+            .execution_options(synchronize_session=False)
+        )
     await revocations.revoke_sessions([s.id for s in sessions])
 
 
