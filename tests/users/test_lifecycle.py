@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -39,10 +40,15 @@ async def erase(_app: FastAPI, client: httpx.AsyncClient, account: Account) -> N
     assert response.status_code == 204, response.text
 
 
-async def _key_status(client: httpx.AsyncClient, org: Org, key: str) -> str:
+async def _listed_key(client: httpx.AsyncClient, org: Org, key: str) -> dict[str, Any]:
     listed = await client.get(f"{org.path}/api-keys", headers=org.owner.headers)
     assert listed.status_code == 200, listed.text
-    return str(next(k["status"] for k in listed.json()["data"] if key.startswith(k["prefix"])))
+    entry: dict[str, Any] = next(k for k in listed.json()["data"] if key.startswith(k["prefix"]))
+    return entry
+
+
+async def _key_status(client: httpx.AsyncClient, org: Org, key: str) -> str:
+    return str((await _listed_key(client, org, key))["status"])
 
 
 async def _use_key(client: httpx.AsyncClient, org: Org, key: str) -> tuple[int, int]:
@@ -148,7 +154,9 @@ async def test_erasure_leaves_every_organization_and_deletes_one_the_caller_was_
     await erase(app, client, user)
 
     assert user.id not in await _member_ids(client, other)
-    assert await _key_status(client, other, key) == "revoked"
+    revoked = await _listed_key(client, other, key)
+    assert revoked["status"] == "revoked"
+    assert revoked["revokedAt"] is not None  # revoked for good, not only while erased
     async with app.state.database.transaction() as session:
         deleted_at = await session.scalar(
             select(Organization.deleted_at).where(Organization.id == uuid.UUID(alone.id))
@@ -219,3 +227,37 @@ async def test_export_lists_memberships_invitations_keys_files_and_own_audit_ent
     theirs_ids = {e["id"] for e in owners_actions.json()["data"]}
     assert theirs_ids
     assert not theirs_ids & {e["id"] for e in data["auditEntries"]}
+
+
+@pytest.mark.services
+async def test_erasure_and_export_work_as_the_app_role_under_rls(build_app) -> None:  # type: ignore[no-untyped-def]
+    """Erasure writes in each organization in turn and the export reads across them:
+    under row-level security (the app role) nothing may be silently filtered out."""
+    from tests.conftest import client_for
+
+    app: FastAPI = await build_app(database_app_role="tenantry_app", rate_limit_enabled=False)
+    async with client_for(app) as http:
+        user = await register(http)
+        alone = await create_org(http, user)
+        other = await create_org(http, await register(http))
+        await add_member(app, http, other, "admin", account=user)
+        keys = [
+            await create_api_key(http, alone, ["members:read"], by=user),
+            await create_api_key(http, other, ["members:read"], by=user),
+        ]
+        exported = await http.get("/api/v1/users/me/export", headers=user.headers)
+        assert sorted(k["prefix"] for k in exported.json()["data"]["apiKeys"]) == sorted(
+            k[:12] for k in keys
+        )
+        assert len(exported.json()["data"]["memberships"]) == 2
+
+        await erase(app, http, user)
+
+        assert (await _listed_key(http, other, keys[1]))["revokedAt"] is not None
+        assert await _use_key(http, other, keys[1]) == (401, 401)
+        assert user.id not in await _member_ids(http, other)
+        async with app.state.database.transaction() as session:
+            deleted_at = await session.scalar(
+                select(Organization.deleted_at).where(Organization.id == uuid.UUID(alone.id))
+            )
+        assert deleted_at is not None
