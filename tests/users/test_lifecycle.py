@@ -17,11 +17,13 @@ from fastapi import FastAPI
 from sqlalchemy import select
 
 from tenantry.modules.orgs.models import Organization
+from tenantry.modules.users.models import PlatformRole
 from tests.factories import (
     Account,
     Org,
     add_member,
     api_key_headers,
+    create_account,
     create_api_key,
     create_org,
     deactivate,
@@ -75,7 +77,29 @@ async def test_a_key_stops_at_once_when_its_creator_is_offboarded(
     await offboard(app, client, admin)
 
     assert await _use_key(client, org, key) == (401, 401)
+    listed = await _listed_key(client, org, key)
+    assert listed["status"] == "revoked"
+    assert listed["revokedAt"] is not None
+
+
+async def test_a_returning_creator_does_not_revive_their_keys(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    org = await create_org(client, await register(client))
+    admin = await add_member(app, client, org, "admin")
+    key = await create_api_key(client, org, ["members:read", "projects:write"], by=admin)
+    await deactivate(app, client, admin)
+    platform = (await create_account(app, client, role=PlatformRole.SUPER_ADMIN)).headers
+    back = await client.patch(
+        f"/api/v1/users/{admin.id}", json={"isActive": True}, headers=platform
+    )
+    assert back.status_code == 200, back.text
+    assert await _use_key(client, org, key) == (401, 401)
     assert await _key_status(client, org, key) == "revoked"
+    audit = await client.get(
+        f"{org.path}/audit-logs", params={"action": "api_key.revoked"}, headers=org.owner.headers
+    )
+    assert [e["changes"]["reason"][1] for e in audit.json()["data"]] == ["creator_deactivated"]
 
 
 async def test_a_key_stops_when_its_creator_leaves_and_is_not_revived_by_rejoining(

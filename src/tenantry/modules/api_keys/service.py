@@ -137,8 +137,14 @@ async def revoke_key(session: AsyncSession, key_id: uuid.UUID) -> None:
     )
 
 
-async def revoke_keys_created_by(session: AsyncSession, user_id: uuid.UUID) -> None:
-    """Revoke every live key `user_id` created in the bound organization (they left it)."""
+async def revoke_keys_created_by(
+    session: AsyncSession, user_id: uuid.UUID, *, reason: str = "creator_left"
+) -> None:
+    """Revoke every live key `user_id` created in the bound organization, for good.
+
+    `reason` (audited): the creator left, or was deactivated, deleted or erased; a key
+    does not come back if they return.
+    """
     keys = await session.scalars(
         select(ApiKey).where(ApiKey.created_by == user_id, ApiKey.revoked_at.is_(None))
     )
@@ -150,7 +156,7 @@ async def revoke_keys_created_by(session: AsyncSession, user_id: uuid.UUID) -> N
             "api_key.revoked",
             "api_key",
             key.id,
-            {"revoked_at": (None, key.revoked_at), "reason": (None, "creator_left")},
+            {"revoked_at": (None, key.revoked_at), "reason": (None, reason)},
         )
 
 

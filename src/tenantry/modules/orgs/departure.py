@@ -79,7 +79,7 @@ async def depart(
         org = departure.organization
         bind_tenant(session, TenantContext.system(org.id, acting_user_id=user_id))
         try:
-            await revoke_keys_created_by(session, user_id)
+            await revoke_keys_created_by(session, user_id, reason="creator_erased")
             await session.delete(departure.membership)
             await session.flush()
             await record(
@@ -108,3 +108,21 @@ async def _delete_organization(session: AsyncSession, cache: Cache, org: Organiz
         {"deleted_at": (None, org.deleted_at), "reason": (None, "sole_member_erased")},
     )
     await forget_organization(cache, session, org.id)
+
+
+async def revoke_keys_everywhere(
+    session: AsyncSession, user_id: uuid.UUID, *, actor_id: uuid.UUID, reason: str
+) -> None:
+    """Revoke the keys `user_id` created in each organization they belong to (a platform
+    admin deactivated or deleted the account). Keys of organizations they left were
+    revoked when they left (members.remove_member)."""
+    org_ids = await session.scalars(
+        select(Membership.organization_id).where(Membership.user_id == user_id)
+    )
+    for org_id in list(org_ids):
+        bind_tenant(session, TenantContext.system(org_id, acting_user_id=actor_id))
+        try:
+            await revoke_keys_created_by(session, user_id, reason=reason)
+            await session.flush()
+        finally:
+            unbind_tenant(session)

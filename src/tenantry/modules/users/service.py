@@ -16,7 +16,7 @@ from tenantry.core.responses import ListQuery
 from tenantry.core.security import Security
 from tenantry.modules.auth.revocation import Revocations
 from tenantry.modules.auth.sessions import end_all_sessions, erase_credentials
-from tenantry.modules.orgs.departure import depart, plan_departure
+from tenantry.modules.orgs.departure import depart, plan_departure, revoke_keys_everywhere
 from tenantry.modules.users.models import PlatformRole, User
 from tenantry.modules.users.schemas import AdminCreateUser, AdminUpdateUser, UpdateMe
 
@@ -193,6 +193,9 @@ async def admin_update_user(
         setattr(target, field, value.value if isinstance(value, PlatformRole) else value)
     if changes.get("is_active") is False:
         await end_all_sessions(session, revocations, target, reason="deactivated")
+        await revoke_keys_everywhere(
+            session, target.id, actor_id=actor.id, reason="creator_deactivated"
+        )
     await session.flush()
     return target
 
@@ -205,6 +208,7 @@ async def admin_delete_user(
         raise Forbidden("Use DELETE /users/me to delete your own account")
     target.deleted_at = utcnow()
     await end_all_sessions(session, revocations, target, reason="deleted")
+    await revoke_keys_everywhere(session, target.id, actor_id=actor.id, reason="creator_deleted")
 
 
 async def admin_restore_user(session: AsyncSession, actor: User, target: User) -> User:
