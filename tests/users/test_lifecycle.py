@@ -6,6 +6,7 @@ organization the caller was alone in; the export lists everything stored about t
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import uuid
 from collections.abc import Awaitable, Callable
@@ -285,3 +286,25 @@ async def test_erasure_and_export_work_as_the_app_role_under_rls(build_app) -> N
                 select(Organization.deleted_at).where(Organization.id == uuid.UUID(alone.id))
             )
         assert deleted_at is not None
+
+
+async def test_two_owners_erasing_at_once_both_succeed_and_the_organization_goes_with_the_last(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    first = await register(client)
+    org = await create_org(client, first)
+    second = await add_member(app, client, org, "owner")
+    responses = await asyncio.gather(
+        *(
+            client.request(
+                "DELETE", "/api/v1/users/me", json={"password": a.password}, headers=a.headers
+            )
+            for a in (first, second)
+        )
+    )
+    assert sorted(r.status_code for r in responses) == [204, 204], [r.text for r in responses]
+    async with app.state.database.transaction() as session:
+        deleted_at = await session.scalar(
+            select(Organization.deleted_at).where(Organization.id == uuid.UUID(org.id))
+        )
+    assert deleted_at is not None

@@ -47,15 +47,17 @@ async def plan_departure(session: AsyncSession, user_id: uuid.UUID) -> list[Depa
     ).all()
     plan = []
     for membership, organization in rows:
+        owner = membership.role == Role.OWNER.value and organization.deleted_at is None
+        # An owner locks the organization before counting, so two owners erasing at once
+        # run one after the other: the second sees the first gone (and is then alone).
+        owners = await lock_owners(session, organization.id) if owner else 0
         others = await _other_members(session, organization.id, user_id)
-        if membership.role == Role.OWNER.value and others and organization.deleted_at is None:
-            owners = await lock_owners(session, organization.id)
-            if owners <= 1:
-                raise Conflict(
-                    f"You are the last owner of {organization.name!r}: transfer ownership "
-                    "or remove the other members first",
-                    details=[{"field": "organizationId", "message": str(organization.id)}],
-                )
+        if owner and others and owners <= 1:
+            raise Conflict(
+                f"You are the last owner of {organization.name!r}: transfer ownership "
+                "or remove the other members first",
+                details=[{"field": "organizationId", "message": str(organization.id)}],
+            )
         plan.append(Departure(membership, organization, sole_member=others == 0))
     return plan
 
