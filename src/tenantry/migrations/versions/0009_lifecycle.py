@@ -1,4 +1,5 @@
-"""Idempotency keys per principal (a user or an API key), not per organization.
+"""Idempotency keys per principal (a user or an API key), not per organization; an index
+for a person's audit entries across organizations (the GDPR export).
 
 Revision ID: 0009
 Revises: 0008
@@ -29,9 +30,11 @@ def upgrade() -> None:
             "uq_idempotency_keys_organization_id_principal_key",
             ["organization_id", "principal", "key"],
         )
+    op.create_index("ix_audit_logs_actor_user_id", "audit_logs", ["actor_user_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_audit_logs_actor_user_id", table_name="audit_logs")
     # Back to one key per organization: rows that would collide are dropped first.
     op.execute(
         "DELETE FROM idempotency_keys WHERE id NOT IN ("
