@@ -251,7 +251,7 @@ def _register_test_job() -> None:
             return {}
 
 
-async def create_org_job(app: FastAPI, org: Org) -> str:
+async def create_org_job(app: FastAPI, org: Org, job_type: str | None = None) -> str:
     """A queued job of `org`, due tomorrow (no worker of the test run claims it meanwhile)."""
     import datetime as dt
 
@@ -261,7 +261,7 @@ async def create_org_job(app: FastAPI, org: Org) -> str:
     async with app.state.database.transaction() as session:
         job = await enqueue(
             session,
-            TEST_JOB_TYPE,
+            job_type or TEST_JOB_TYPE,
             {},
             organization_id=uuid.UUID(org.id),
             created_by=uuid.UUID(org.owner.id),

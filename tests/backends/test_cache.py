@@ -67,6 +67,23 @@ async def test_a_non_positive_ttl_is_refused(cache: Cache) -> None:
         await cache.set("k", b"v", ttl=0)
 
 
+async def test_add_sets_only_an_absent_key(cache: Cache) -> None:
+    assert await cache.add("lease", b"mine", ttl=30)
+    assert not await cache.add("lease", b"theirs", ttl=30)
+    assert await cache.get("lease") == b"mine"
+
+
+async def test_replace_if_writes_only_over_the_expected_value(cache: Cache) -> None:
+    await cache.add("k", b"lease-1", ttl=30)
+    assert not await cache.replace_if("k", b"lease-2", b"stale", ttl=30)
+    assert await cache.get("k") == b"lease-1"
+    assert await cache.replace_if("k", b"lease-1", b"fresh", ttl=30)
+    assert await cache.get("k") == b"fresh"
+    await cache.delete("k")  # an invalidation between the lease and the write
+    assert not await cache.replace_if("k", b"fresh", b"late", ttl=30)
+    assert await cache.get("k") is None
+
+
 async def test_delete_removes_one_key_only(cache: Cache) -> None:
     await cache.set("one", b"1")
     await cache.set("two", b"2")

@@ -197,6 +197,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("DELETE", _TASK): Rule("tasks:delete", others_row=True),
     ("POST", _TASK + "/restore"): Rule("tasks:delete", others_row=True),
     ("DELETE", "/api/v1/orgs/{orgId}/files/{fileId}"): Rule("files:delete", others_row=True),
+    # A test job (no starting permission): only `jobs:cancel` cancels it.
+    ("POST", "/api/v1/orgs/{orgId}/jobs/{jobId}/cancel"): Rule("jobs:cancel"),
 }
 
 

@@ -53,6 +53,31 @@ async def test_keys_are_per_organization(tenants: Tenants) -> None:
         assert "idempotent-replayed" not in response.headers
 
 
+async def test_keys_are_per_caller_not_shared_by_the_organizations_members(
+    tenants: Tenants,
+) -> None:
+    org = await tenants.org()
+    colleague = await org.join("manager")
+    key = await org.key(["projects:write", "projects:read"])  # acts for the owner, own keys
+    body, idempotency = {"name": "Shared"}, {"Idempotency-Key": "retry-7"}
+    callers = {"owner": org.owner.headers, "colleague": colleague.headers, "key": key}
+    projects = {}
+    for name, headers in callers.items():
+        response = await tenants.client.post(
+            org.url("/projects"), json=body, headers={**headers, **idempotency}
+        )
+        assert response.status_code == 201, response.text
+        assert "idempotent-replayed" not in response.headers
+        projects[name] = response.json()["data"]["id"]
+    assert len(set(projects.values())) == 3  # nobody got another caller's response
+    replay = await tenants.client.post(
+        org.url("/projects"), json=body, headers={**colleague.headers, **idempotency}
+    )
+    assert replay.headers["idempotent-replayed"] == "true"
+    assert replay.json()["data"]["id"] == projects["colleague"]
+    assert await _count(tenants, org.url("/projects"), org.owner.headers) == 3
+
+
 async def test_without_a_key_every_post_creates(tenants: Tenants) -> None:
     org = await tenants.org()
     for _ in range(2):

@@ -78,6 +78,35 @@ async def test_bulk_checks_own_row_permissions_item_by_item(tenants: Tenants) ->
     assert (await _task(tenants, org, mine))["priority"] == "low"
 
 
+async def test_bulk_writes_one_audit_entry_per_updated_task_and_none_for_a_failed_one(
+    tenants: Tenants,
+) -> None:
+    org = await tenants.org()
+    project = await org.project()
+    member = await org.join("member")
+    first, second = await org.task(project, as_=member), await org.task(project, as_=member)
+    theirs = await org.task(project)  # not in the batch: no entry
+    done = await org.task(project, status="archived")  # archived → done: conflict
+    body = {"ids": [first["id"], second["id"], done["id"]], "changes": {"status": "done"}}
+    response = await _bulk(tenants, org, body, member.headers)
+    assert response.status_code == 200, response.text
+    data = response.json()["data"]
+    assert data["updated"] == [first["id"], second["id"]]
+    assert isinstance(data["updated"], list)
+    assert data["failed"] == [{"id": done["id"], "code": "conflict"}]
+    for task, expected in ((first, 1), (second, 1), (done, 0), (theirs, 0)):
+        entries = await tenants.client.get(
+            org.url("/audit-logs"),
+            params={"entityId": task["id"], "action": "task.updated"},
+            headers=org.owner.headers,
+        )
+        rows = entries.json()["data"]
+        assert len(rows) == expected
+        if expected:
+            assert rows[0]["actorUserId"] == str(member.id)
+            assert rows[0]["changes"]["status"] == ["todo", "done"]
+
+
 @pytest.mark.parametrize(
     "body",
     [

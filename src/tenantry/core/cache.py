@@ -26,6 +26,14 @@ from tenantry.core.errors import ServiceUnavailable
 DEFAULT_MAX_ENTRIES = 10_000
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 T = TypeVar("T")
+# Compare-and-set in one step on the server (`replace_if`).
+_REPLACE_IF = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+"""
 
 
 class Cache(ABC):
@@ -40,6 +48,19 @@ class Cache(ABC):
 
     @abstractmethod
     async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None: ...
+
+    @abstractmethod
+    async def add(self, key: str, value: bytes, *, ttl: float) -> bool:
+        """Set `key` only if it holds nothing; whether it was set (a lease, see below)."""
+
+    @abstractmethod
+    async def replace_if(self, key: str, expected: bytes, value: bytes, *, ttl: float) -> bool:
+        """Set `key` to `value` only while it still holds `expected`, atomically.
+
+        With `add`, the way to fill a cache from the database without a race: `add` a
+        unique lease before reading, `replace_if` the lease after. A `delete` between the
+        two (an invalidation) removes the lease, so the stale answer is never written.
+        """
 
     @abstractmethod
     async def delete(self, key: str) -> None: ...
@@ -90,6 +111,19 @@ class MemoryCache(Cache):
         self._entries.move_to_end(key)
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
+
+    async def add(self, key: str, value: bytes, *, ttl: float) -> bool:
+        if await self.get(key) is not None:
+            return False
+        await self.set(key, value, ttl=ttl)
+        return True
+
+    async def replace_if(self, key: str, expected: bytes, value: bytes, *, ttl: float) -> bool:
+        # No await between the comparison and the write: atomic on the event loop.
+        if await self.get(key) != expected:
+            return False
+        await self.set(key, value, ttl=ttl)
+        return True
 
     async def delete(self, key: str) -> None:
         self._entries.pop(key, None)
@@ -144,6 +178,20 @@ class RedisCache(Cache):
         _check_ttl(ttl)
         px = None if ttl is None else max(1, round(ttl * 1000))
         await self._call(lambda: self._redis.set(self._key(key), bytes(value), px=px))
+
+    async def add(self, key: str, value: bytes, *, ttl: float) -> bool:
+        _check_ttl(ttl)
+        px = max(1, round(ttl * 1000))
+        done = await self._call(lambda: self._redis.set(self._key(key), value, px=px, nx=True))
+        return bool(done)
+
+    async def replace_if(self, key: str, expected: bytes, value: bytes, *, ttl: float) -> bool:
+        _check_ttl(ttl)
+        px = max(1, round(ttl * 1000))
+        done = await self._call(
+            lambda: self._redis.eval(_REPLACE_IF, 1, self._key(key), expected, value, px)
+        )
+        return bool(done)
 
     async def delete(self, key: str) -> None:
         await self._call(lambda: self._redis.unlink(self._key(key)))

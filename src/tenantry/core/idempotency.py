@@ -3,8 +3,10 @@
 A client that did not see the answer to a POST (timeout, dropped connection) repeats it
 with the same `Idempotency-Key` header. Within `IDEMPOTENCY_TTL` the repeat gets the
 first response back — same status, same body — and nothing is created again; the same
-key with a different request (body, method or path) is a 409. Keys are stored per
-organization (the table is tenant-owned: automatic scoping, RLS), in the request's own
+key with a different request (body, method or path) is a 409. Keys belong to the caller
+(a user, or an API key): another member sending the same key and body gets their own
+answer, never the first caller's. They are stored in the organization (the table is
+tenant-owned: automatic scoping, RLS), in the request's own
 transaction, so a create that rolls back leaves no key behind. Each new key deletes its
 organization's expired ones (index on `(organization_id, created_at)`).
 
@@ -37,6 +39,7 @@ from tenantry.core.db import Base, TenantOwned, UUIDPrimaryKey, utcnow
 from tenantry.core.errors import Conflict, ValidationFailed
 from tenantry.core.responses import JSONResponse
 from tenantry.core.routing import SessionDep
+from tenantry.core.tenancy import TenantContext
 
 IDEMPOTENCY_TTL = dt.timedelta(hours=24)
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -48,10 +51,13 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 class IdempotencyKey(UUIDPrimaryKey, TenantOwned, Base):
     __tablename__ = "idempotency_keys"
     __table_args__ = (
-        UniqueConstraint("organization_id", "key"),
+        UniqueConstraint("organization_id", "principal", "key"),
         Index("ix_idempotency_keys_organization_id_created_at", "organization_id", "created_at"),
     )
 
+    # Who sent the key (`principal_of`): a key is the caller's own, never shared with the
+    # other members of the organization.
+    principal: Mapped[str] = mapped_column(String(64), server_default="")
     key: Mapped[str] = mapped_column(String(255))
     fingerprint: Mapped[str] = mapped_column(String(64))
     status_code: Mapped[int] = mapped_column(Integer)
@@ -75,8 +81,11 @@ def request_fingerprint(method: str, path: str, body: bytes) -> str:
 class IdempotentRequest:
     """The `Idempotency-Key` of one create request (or none) and how to answer it."""
 
-    def __init__(self, session: AsyncSession, key: str | None, fingerprint: str) -> None:
+    def __init__(
+        self, session: AsyncSession, principal: str, key: str | None, fingerprint: str
+    ) -> None:
         self.session = session  # bound to the organization: keys are looked up per tenant
+        self.principal = principal
         self.key = key
         self.fingerprint = fingerprint
 
@@ -99,6 +108,7 @@ class IdempotentRequest:
         )
         self.session.add(
             IdempotencyKey(
+                principal=self.principal,
                 key=self.key,
                 fingerprint=self.fingerprint,
                 status_code=status_code,
@@ -116,7 +126,9 @@ class IdempotentRequest:
 
     async def _stored(self) -> IdempotencyKey | None:
         row = await self.session.scalar(
-            select(IdempotencyKey).where(IdempotencyKey.key == self.key)
+            select(IdempotencyKey).where(
+                IdempotencyKey.principal == self.principal, IdempotencyKey.key == self.key
+            )
         )
         if row is None:
             return None
@@ -132,6 +144,13 @@ class IdempotentRequest:
         return row
 
 
+def principal_of(context: TenantContext) -> str:
+    """Whose keys: an API key's own (not its creator's), else the signed-in user's."""
+    if context.api_key_id is not None:
+        return f"api_key:{context.api_key_id}"
+    return f"user:{context.user_id}"
+
+
 def _json(status_code: int, model: BaseModel) -> JSONResponse:
     return JSONResponse(model.model_dump(mode="json", by_alias=True), status_code=status_code)
 
@@ -139,7 +158,7 @@ def _json(status_code: int, model: BaseModel) -> JSONResponse:
 async def get_idempotent_request(
     request: Request,
     session: SessionDep,
-    _context: TenantContextDep,  # binds the session to the organization first
+    context: TenantContextDep,  # binds the session to the organization first
     idempotency_key: Annotated[
         str | None,
         Header(
@@ -154,7 +173,7 @@ async def get_idempotent_request(
             details=[{"field": "Idempotency-Key", "message": "1 to 255 visible ASCII characters"}]
         )
     fingerprint = request_fingerprint(request.method, request.url.path, await request.body())
-    return IdempotentRequest(session, idempotency_key, fingerprint)
+    return IdempotentRequest(session, principal_of(context), idempotency_key, fingerprint)
 
 
 IdempotencyDep = Annotated[IdempotentRequest, Depends(get_idempotent_request)]

@@ -24,7 +24,8 @@ class Role(StrEnum):
 
 OWN_SUFFIX = ":own"
 
-# Every permission of API.md, in its order.
+# Every permission of API.md, in its order; then `jobs:cancel` (cancel any job of the
+# organization; without it, only jobs one could have started: docs/jobs.md).
 CORE_PERMISSIONS: tuple[str, ...] = (
     "org:read",
     "org:update",
@@ -47,6 +48,7 @@ CORE_PERMISSIONS: tuple[str, ...] = (
     "billing:manage",
     "exports:create",
     "jobs:read",
+    "jobs:cancel",
 )
 
 # Resources added by `tenantry new-resource` (docs/adding-a-resource.md). Each one gets
@@ -81,6 +83,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[str]] = {
             "audit:read",
             "exports:create",
             "jobs:read",
+            "jobs:cancel",
             "billing:read",
         }
     ),

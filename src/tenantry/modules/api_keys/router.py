@@ -45,6 +45,7 @@ class ApiKeyOut(Schema):
     expires_at: dt.datetime | None
     revoked_at: dt.datetime | None
     created_at: dt.datetime
+    status: service.KeyStatus = "active"
 
 
 class CreatedApiKey(ApiKeyOut):
@@ -66,12 +67,15 @@ async def create_api_key(
 async def list_api_keys(
     _ctx: Manager, session: SessionDep, query: Annotated[ListQuery, Query()]
 ) -> Page[ApiKeyOut]:
+    """The organization's keys; `status` is `revoked` once the key or its creator is gone."""
     rows, total = await service.list_keys(session, offset=query.offset, limit=query.limit)
     return page(_out(rows), total=total, page=query.page, limit=query.limit)
 
 
-def _out(rows: list[ApiKey]) -> list[ApiKeyOut]:
-    return [ApiKeyOut.model_validate(row) for row in rows]
+def _out(rows: list[tuple[ApiKey, service.KeyStatus]]) -> list[ApiKeyOut]:
+    return [
+        ApiKeyOut.model_validate(row).model_copy(update={"status": state}) for row, state in rows
+    ]
 
 
 @router.delete("/{keyId}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)

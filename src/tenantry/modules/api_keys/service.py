@@ -13,6 +13,7 @@ import re
 import secrets
 import uuid
 from collections.abc import Sequence
+from typing import Literal
 
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,6 +28,9 @@ from tenantry.core.security import sha256_hex
 from tenantry.core.tenancy import TenantContext, bind_tenant
 from tenantry.modules.api_keys.models import ApiKey
 from tenantry.modules.audit.service import created, record
+from tenantry.modules.users.accounts import usable_account, usable_user_ids
+
+KeyStatus = Literal["active", "expired", "revoked"]
 
 KEY_PREFIX = "tnt_"
 PREFIX_LENGTH = 12
@@ -91,8 +95,15 @@ async def create_key(
     return key, raw
 
 
-async def list_keys(session: AsyncSession, *, offset: int, limit: int) -> tuple[list[ApiKey], int]:
-    return await offset_page(
+async def list_keys(
+    session: AsyncSession, *, offset: int, limit: int
+) -> tuple[list[tuple[ApiKey, KeyStatus]], int]:
+    """A page of the bound organization's keys, each with its status.
+
+    A key whose creator can no longer use it (deactivated, deleted, erased) is `revoked`,
+    like one revoked explicitly: it answers 401 (see `authenticate`).
+    """
+    rows, total = await offset_page(
         session,
         select(ApiKey),
         key=created_at_key(ApiKey.created_at),
@@ -101,6 +112,16 @@ async def list_keys(session: AsyncSession, *, offset: int, limit: int) -> tuple[
         offset=offset,
         limit=limit,
     )
+    usable = await usable_user_ids(session, [k.created_by for k in rows if k.created_by])
+    return [(key, _status(key, key.created_by in usable)) for key in rows], total
+
+
+def _status(key: ApiKey, creator_usable: bool) -> KeyStatus:
+    if key.revoked_at is not None or not creator_usable:
+        return "revoked"
+    if key.expires_at is not None and key.expires_at <= utcnow():
+        return "expired"
+    return "active"
 
 
 async def revoke_key(session: AsyncSession, key_id: uuid.UUID) -> None:
@@ -116,6 +137,29 @@ async def revoke_key(session: AsyncSession, key_id: uuid.UUID) -> None:
     )
 
 
+async def revoke_keys_created_by(
+    session: AsyncSession, user_id: uuid.UUID, *, reason: str = "creator_left"
+) -> None:
+    """Revoke every live key `user_id` created in the bound organization, for good.
+
+    `reason` (audited): the creator left, or was deactivated, deleted or erased; a key
+    does not come back if they return.
+    """
+    keys = await session.scalars(
+        select(ApiKey).where(ApiKey.created_by == user_id, ApiKey.revoked_at.is_(None))
+    )
+    for key in list(keys):
+        key.revoked_at = utcnow()
+        await session.flush()
+        await record(
+            session,
+            "api_key.revoked",
+            "api_key",
+            key.id,
+            {"revoked_at": (None, key.revoked_at), "reason": (None, reason)},
+        )
+
+
 def looks_like_key(value: str) -> bool:
     return value.startswith(KEY_PREFIX)
 
@@ -123,19 +167,26 @@ def looks_like_key(value: str) -> bool:
 async def authenticate(session: AsyncSession, raw: str) -> ApiKey | None:
     """The key of the bound organization matching `raw`, or None (another org's key, unknown).
 
-    A malformed key is a 401; a revoked or expired one too.
+    A malformed key is a 401; a revoked or expired one too, and one whose creator can no
+    longer act (deactivated, deleted, erased): that is read from the users table in the
+    same statement as the key, on every use, never from a cache.
     """
     if not KEY_SHAPE.match(raw):
         raise Unauthorized("The API key is invalid")
     digest = sha256_hex(raw)
-    candidates = await session.scalars(select(ApiKey).where(ApiKey.prefix == raw[:PREFIX_LENGTH]))
+    candidates = await session.execute(
+        select(ApiKey, usable_account(ApiKey.created_by)).where(
+            ApiKey.prefix == raw[:PREFIX_LENGTH]
+        )
+    )
     match: ApiKey | None = None
-    for candidate in candidates:
+    creator_usable = False
+    for candidate, usable in candidates:
         if hmac.compare_digest(candidate.key_hash, digest):
-            match = candidate
+            match, creator_usable = candidate, bool(usable)
     if match is None:
         return None
-    if match.revoked_at is not None:
+    if match.revoked_at is not None or not creator_usable:
         raise Unauthorized("The API key has been revoked")
     if match.expires_at is not None and match.expires_at <= utcnow():
         raise Unauthorized("The API key has expired")

@@ -19,6 +19,8 @@ class AuditLog(UUIDPrimaryKey, TenantOwned, Base):
         Index(
             "ix_audit_logs_organization_id_entity", "organization_id", "entity_type", "entity_id"
         ),
+        # A person's entries in every organization (GET /users/me/export).
+        Index("ix_audit_logs_actor_user_id", "actor_user_id"),
     )
 
     action: Mapped[str] = mapped_column(String(100))

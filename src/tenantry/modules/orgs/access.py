@@ -6,10 +6,16 @@ on every membership, role or organization change — at once and again after the
 so a role change applies on the very next request. With Redis every process shares the
 cache (5 minutes); the in-process cache of the embedded mode keeps answers 5 seconds,
 the bound on what another `--workers` process can still see.
+
+A miss is filled under a lease: a unique marker is `add`ed before the database read and
+the answer replaces it only if the marker is still there. An invalidation that runs
+between the read and the write (a member removed concurrently) deletes the marker, so
+the answer read before the removal is dropped instead of being served for 5 minutes.
 """
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from dataclasses import dataclass
 
@@ -27,6 +33,9 @@ ACCESS_TTL_SECONDS = 300
 # its answer until it expires, so it expires quickly.
 LOCAL_ACCESS_TTL_SECONDS = 5
 _PREFIX = "orgs:access:"
+# A lease outlives any database read; a reader that died holding one only delays caching.
+LEASE_TTL_SECONDS = 10
+_LEASE_MARK = b"lease:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,12 +71,35 @@ async def organization_access(
     """
     key = _key(org_id, user_id)
     raw = prefetched[0] if prefetched is not None else await cache.get(key)
-    cached = None if raw is None else orjson.loads(raw)
+    if raw is not None and not raw.startswith(_LEASE_MARK):
+        return _cached_access(raw)
+    lease = _LEASE_MARK + secrets.token_hex(16).encode()
+    # Another reader's lease (or a lost race for ours): read, answer, don't cache.
+    leased = raw is None and await cache.add(key, lease, ttl=LEASE_TTL_SECONDS)
+    access = await _read_access(session, org_id, user_id)
+    if leased:
+        value: dict[str, object] = (
+            {"role": access.role, "subscription": access.subscription.to_json()}
+            if access
+            else {"role": None}
+        )
+        ttl = LOCAL_ACCESS_TTL_SECONDS if isinstance(cache, MemoryCache) else ACCESS_TTL_SECONDS
+        await cache.replace_if(key, lease, orjson.dumps(value), ttl=ttl)
+    return access
+
+
+def _cached_access(raw: bytes) -> Access | None:
+    cached = orjson.loads(raw)
     if isinstance(cached, dict):
         role, subscription = cached.get("role"), cached.get("subscription")
         if role and isinstance(subscription, dict):
             return Access(role=role, subscription=Subscription.from_json(subscription))
-        return None
+    return None
+
+
+async def _read_access(
+    session: AsyncSession, org_id: uuid.UUID, user_id: uuid.UUID
+) -> Access | None:
     row = (
         await session.execute(
             select(
@@ -86,7 +118,7 @@ async def organization_access(
             )
         )
     ).first()
-    access = (
+    return (
         Access(
             role=row[0],
             subscription=Subscription(
@@ -100,14 +132,6 @@ async def organization_access(
         if row is not None
         else None
     )
-    value: dict[str, object] = (
-        {"role": access.role, "subscription": access.subscription.to_json()}
-        if access
-        else {"role": None}
-    )
-    ttl = LOCAL_ACCESS_TTL_SECONDS if isinstance(cache, MemoryCache) else ACCESS_TTL_SECONDS
-    await cache.set_json(key, value, ttl=ttl)
-    return access
 
 
 async def forget_member(

@@ -19,6 +19,7 @@ from tenantry.core.errors import BadRequest, Conflict, Forbidden, NotFound
 from tenantry.core.listing import search_condition
 from tenantry.core.permissions import Role, can_change_role, can_grant, grants
 from tenantry.core.tenancy import TenantContext
+from tenantry.modules.api_keys.service import revoke_keys_created_by
 from tenantry.modules.audit.service import record
 from tenantry.modules.orgs.access import forget_member
 from tenantry.modules.orgs.models import Membership, Organization
@@ -83,7 +84,7 @@ async def _member_or_404(
     return membership
 
 
-async def _lock_owners(session: AsyncSession, organization_id: uuid.UUID) -> int:
+async def lock_owners(session: AsyncSession, organization_id: uuid.UUID) -> int:
     """Lock the organization's row, then count its owners (see the module docstring)."""
     await session.execute(
         select(Organization.id).where(Organization.id == organization_id).with_for_update()
@@ -105,7 +106,7 @@ async def _lock_owners(session: AsyncSession, organization_id: uuid.UUID) -> int
 async def _keep_an_owner(session: AsyncSession, membership: Membership) -> None:
     if membership.role != Role.OWNER.value:
         return
-    owners = await _lock_owners(session, membership.organization_id)
+    owners = await lock_owners(session, membership.organization_id)
     await session.refresh(membership)
     if membership.role == Role.OWNER.value and owners <= 1:
         raise Conflict(LAST_OWNER)
@@ -148,6 +149,9 @@ async def remove_member(
     await _keep_an_owner(session, membership)
     await session.delete(membership)
     await session.flush()
+    # A key acts only while its creator is a member: listed as revoked, never revived by
+    # a later invitation of the same person.
+    await revoke_keys_created_by(session, user_id)
     action = "member.left" if leaving else "member.removed"
     await record(
         session,
@@ -173,7 +177,7 @@ async def transfer_ownership(
         raise BadRequest("You already own this organization")
     target = await _member_or_404(session, context, user_id)
     mine = await _member_or_404(session, context, context.user_id)
-    await _lock_owners(session, context.organization_id)
+    await lock_owners(session, context.organization_id)
     await session.refresh(mine)
     if mine.role != Role.OWNER.value:
         raise Forbidden("Only an owner can transfer ownership")

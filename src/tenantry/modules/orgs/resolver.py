@@ -5,8 +5,11 @@ a session already bound to `orgId`). The principal is
 
 - an API key, sent as `X-API-Key: tnt_...` or `Authorization: Bearer tnt_...` (never a
   query parameter): looked up in this organization only; a key of another organization
-  is simply not found here → 404; revoked or expired → 401. It acts with its own
-  permissions, narrowed to what its creator still holds, and as its creator (user id);
+  is simply not found here → 404; revoked or expired → 401, and so is a key whose
+  creator can no longer act (deactivated, deleted, erased: read with the key, from the
+  database) or is no longer a member (the cached membership, dropped on every change).
+  It acts with its own permissions, narrowed to what its creator's role holds now, and
+  as its creator (user id);
 - otherwise a user's access token (JWT): verified and checked against the cached
   revocations (no query, like `AccessClaimsDep`), then the membership is read (cached,
   see access.py).
@@ -26,7 +29,7 @@ from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.cache import Cache
-from tenantry.core.errors import NotFound
+from tenantry.core.errors import NotFound, Unauthorized
 from tenantry.core.permissions import covers, role_permissions
 from tenantry.core.tenancy import TenantContext
 from tenantry.modules.api_keys import service as api_keys
@@ -98,8 +101,8 @@ async def _api_key_context(
         if key.created_by is not None
         else None
     )
-    if creator is None:  # organization deleted, or the creator left: the key acts no more
-        raise NotFound(ORG_NOT_FOUND)
+    if creator is None:  # the creator left, or the organization was deleted: the key is dead
+        raise Unauthorized("The API key has been revoked")
     await check_access(request, org_id, creator.subscription, key.created_by)
     held = role_permissions(creator.role)
     permissions = frozenset(p for p in key.permissions if covers(held, [p]))

@@ -12,17 +12,24 @@ from tenantry.core.db import utcnow
 from tenantry.core.errors import ValidationFailed
 from tenantry.core.responses import CursorPage, Envelope, Page, ok
 from tenantry.core.routing import SessionDep, UnitOfWorkRoute
+from tenantry.modules.admin.subject_access import subject_rows
 from tenantry.modules.auth.credentials import verify_password_or_fail
 from tenantry.modules.auth.deps import CurrentUser, PlatformAdmin, RevocationsDep, SecurityDep
 from tenantry.modules.auth.mfa import remaining_recovery_codes
 from tenantry.modules.auth.sessions import all_sessions
+from tenantry.modules.orgs.deps import CacheDep
 from tenantry.modules.users import service
 from tenantry.modules.users.models import User
 from tenantry.modules.users.schemas import (
     AdminCreateUser,
     AdminUpdateUser,
     AdminUserOut,
+    ApiKeyExport,
+    AuditEntryExport,
     DeleteMe,
+    FileExport,
+    InvitationExport,
+    MembershipExport,
     SessionExport,
     UpdateMe,
     UserExport,
@@ -53,21 +60,39 @@ async def delete_me(
     session: SessionDep,
     security: SecurityDep,
     revocations: RevocationsDep,
+    cache: CacheDep,
 ) -> None:
-    """Erase the caller's account (password required): data anonymised, sessions revoked."""
+    """Erase the caller's account (password required): memberships, keys, sessions, data."""
     await verify_password_or_fail(security, user, body.password)
-    await service.erase_account(session, revocations, user)
+    await service.erase_account(session, cache, revocations, user)
 
 
 @router.get("/me/export")
 async def export_me(user: CurrentUser, session: SessionDep) -> Envelope[UserExport]:
     """Everything stored about the caller (GDPR)."""
     sessions = await all_sessions(session, user.id)
+    rows = await subject_rows(session, user.id, user.email)
     return ok(
         UserExport(
             user=AdminUserOut.model_validate(user),
             sessions=[SessionExport.model_validate(s) for s in sessions],
             mfa_recovery_codes_remaining=await remaining_recovery_codes(session, user),
+            memberships=[
+                MembershipExport(
+                    organization_id=org.id,
+                    organization_name=org.name,
+                    role=membership.role,
+                    joined_at=membership.created_at,
+                )
+                for membership, org in rows.memberships
+            ],
+            invitations_sent=[InvitationExport.model_validate(i) for i in rows.invitations_sent],
+            invitations_received=[
+                InvitationExport.model_validate(i) for i in rows.invitations_received
+            ],
+            api_keys=[ApiKeyExport.model_validate(k) for k in rows.api_keys],
+            files=[FileExport.model_validate(f) for f in rows.files],
+            audit_entries=[AuditEntryExport.model_validate(a) for a in rows.audit_entries],
             exported_at=utcnow(),
         )
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BeforeValidator, EmailStr, Field
 
@@ -95,10 +95,77 @@ class SessionExport(Schema):
     revoked_at: dt.datetime | None
 
 
+class MembershipExport(Schema):
+    organization_id: uuid.UUID
+    organization_name: str
+    role: str
+    joined_at: dt.datetime
+
+
+class InvitationExport(Schema):
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    email: str
+    role: str
+    status: str
+    invited_by: uuid.UUID | None
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    accepted_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+
+class ApiKeyExport(Schema):
+    """Metadata only: never the key or its hash."""
+
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    name: str
+    prefix: str
+    permissions: list[str]
+    created_at: dt.datetime
+    last_used_at: dt.datetime | None
+    expires_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+
+class FileExport(Schema):
+    """Metadata only (the bytes are downloaded from the organization's files)."""
+
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    filename: str
+    content_type: str
+    size: int
+    sha256: str
+    created_at: dt.datetime
+    deleted_at: dt.datetime | None
+
+
+class AuditEntryExport(Schema):
+    id: uuid.UUID
+    organization_id: uuid.UUID
+    action: str
+    entity_type: str
+    entity_id: uuid.UUID | None
+    actor_api_key_id: uuid.UUID | None
+    changes: dict[str, Any]
+    ip: str | None
+    user_agent: str | None
+    request_id: str | None
+    created_at: dt.datetime
+
+
 class UserExport(Schema):
     """Everything stored about the caller (GDPR access request)."""
 
     user: AdminUserOut
     sessions: list[SessionExport]
     mfa_recovery_codes_remaining: int
+    memberships: list[MembershipExport]
+    invitations_sent: list[InvitationExport]
+    invitations_received: list[InvitationExport]
+    api_keys: list[ApiKeyExport]
+    files: list[FileExport]
+    audit_entries: list[AuditEntryExport]
     exported_at: dt.datetime

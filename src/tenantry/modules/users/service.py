@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
 from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tenantry.core.cache import Cache
 from tenantry.core.db import utcnow
 from tenantry.core.errors import Conflict, Forbidden, NotFound
 from tenantry.core.listing import Listing, SortKey, created_at_key, list_rows, updated_at_key
@@ -15,12 +16,9 @@ from tenantry.core.responses import ListQuery
 from tenantry.core.security import Security
 from tenantry.modules.auth.revocation import Revocations
 from tenantry.modules.auth.sessions import end_all_sessions, erase_credentials
+from tenantry.modules.orgs.departure import depart, plan_departure, revoke_keys_everywhere
 from tenantry.modules.users.models import PlatformRole, User
 from tenantry.modules.users.schemas import AdminCreateUser, AdminUpdateUser, UpdateMe
-
-ErasureHook = Callable[[AsyncSession, User], Awaitable[None]]
-# Other modules (memberships, ...) register here what erasing an account must remove.
-erasure_hooks: list[ErasureHook] = []
 
 ERASED_PASSWORD_HASH = "!erased"  # matches no hasher: nothing can ever log in
 
@@ -71,10 +69,17 @@ async def update_profile(session: AsyncSession, user: User, body: UpdateMe) -> U
     return user
 
 
-async def erase_account(session: AsyncSession, revocations: Revocations, user: User) -> None:
-    """GDPR erasure: the row stays (foreign keys), everything personal goes."""
-    for hook in erasure_hooks:
-        await hook(session, user)
+async def erase_account(
+    session: AsyncSession, cache: Cache, revocations: Revocations, user: User
+) -> None:
+    """GDPR erasure: the row stays (foreign keys), everything personal goes.
+
+    The memberships go too (the last owner of an organization with other members gets
+    409 before anything changes; an organization the user was alone in is deleted), with
+    the API keys the user created, the sessions and every access token.
+    """
+    plan = await plan_departure(session, user.id)
+    await depart(session, cache, user.id, plan)
     await erase_credentials(session, revocations, user)
     user.email = f"erased-{user.id.hex}@erased.invalid"
     user.first_name = None
@@ -188,6 +193,9 @@ async def admin_update_user(
         setattr(target, field, value.value if isinstance(value, PlatformRole) else value)
     if changes.get("is_active") is False:
         await end_all_sessions(session, revocations, target, reason="deactivated")
+        await revoke_keys_everywhere(
+            session, target.id, actor_id=actor.id, reason="creator_deactivated"
+        )
     await session.flush()
     return target
 
@@ -200,6 +208,7 @@ async def admin_delete_user(
         raise Forbidden("Use DELETE /users/me to delete your own account")
     target.deleted_at = utcnow()
     await end_all_sessions(session, revocations, target, reason="deleted")
+    await revoke_keys_everywhere(session, target.id, actor_id=actor.id, reason="creator_deleted")
 
 
 async def admin_restore_user(session: AsyncSession, actor: User, target: User) -> User:
