@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +22,7 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy import func, select
 
 from tenantry.config import Settings
@@ -253,3 +256,109 @@ async def test_redis_transport_delivers_jobs_before_any_poll_would(
         durations.append(time.monotonic() - started)
     assert min(durations) < 0.35, durations
     assert proc.poll() is None
+
+
+class OwnRedis:
+    """A redis-server of this test's own (never the shared one), restartable, not persisted."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    async def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [
+                REDIS_SERVER or "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = Redis.from_url(self.url)
+
+        async def answers() -> bool:
+            try:
+                return bool(await client.ping())
+            except (OSError, RedisError):
+                return False
+
+        try:
+            await wait_until(answers, within=10, every=0.05)
+        finally:
+            await client.aclose()
+
+    async def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            await asyncio.to_thread(self.proc.wait, 10)
+
+
+REDIS_SERVER = shutil.which("redis-server")
+
+
+@pytest.fixture
+async def own_redis(tmp_path: Path) -> AsyncIterator[OwnRedis]:
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed: the Redis restart test needs its own server")
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    server = OwnRedis(directory)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.kill()
+
+
+@pytest.mark.services
+async def test_stream_delivery_resumes_after_a_redis_restart_without_restarting_the_worker(
+    cluster: Callable[..., Any], own_redis: OwnRedis
+) -> None:
+    # A 30 s poll: the worker's table poll claims only rows overdue by 60 s, so a job done
+    # within seconds came through the stream.
+    jobs: Cluster = await cluster(lease=10, redis_url=own_redis.url)
+    assert jobs.redis is not None
+    proc = jobs.spawn(concurrency=2, JOBS_POLL_SECONDS="30")
+    await jobs.wait_until_ready()
+
+    async def delivered_within(seconds: float) -> float:
+        started = time.monotonic()
+        async with unit_of_work(jobs.database) as session:  # a handler that needs no Redis
+            job = await enqueue(session, SLOW, {"seconds": 0})
+
+        async def done() -> bool:
+            return (await load(jobs.database, job.id)).status == "succeeded"
+
+        try:
+            await wait_until(done, within=seconds, every=0.05)
+        except AssertionError:
+            pytest.fail(f"not delivered within {seconds}s; worker log:\n" + jobs.logs())
+        return time.monotonic() - started
+
+    before = await delivered_within(5)
+    await own_redis.kill()  # nothing persisted: the stream and its consumer group are gone
+    await own_redis.start()
+    after = await delivered_within(10)
+    groups = await jobs.redis.xinfo_groups(jobs.stream)
+    assert [group["name"] for group in groups] == [
+        f"{jobs.settings.redis_key_prefix}workers".encode()
+    ]
+    assert "recreating it" in jobs.logs()
+    assert proc.poll() is None  # the same worker process throughout
+    print(f"stream delivery: {before:.2f}s before the Redis restart, {after:.2f}s after")
