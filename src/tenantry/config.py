@@ -137,6 +137,8 @@ class Settings(BaseSettings):
     # organizations (modules/orgs): trial length of a new organization, invitation lifetime
     trial_days: int = Field(default=30, ge=1, le=365)
     invitation_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=3600, le=30 * 24 * 3600)
+    # invitations (and so invitation emails) one organization may send in any hour
+    invitations_per_org_per_hour: int = Field(default=50, ge=1, le=100_000)
 
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.CONSOLE
