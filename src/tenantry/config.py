@@ -110,7 +110,9 @@ class Settings(BaseSettings):
     jobs_poll_seconds: float = Field(default=1.0, ge=0.05, le=3_600)
     jobs_shutdown_timeout: float = Field(default=30.0, ge=0, le=3_600)
     # A worker silent this long is dead: its jobs are requeued without waiting for the lease.
-    jobs_worker_timeout_seconds: float = Field(default=10.0, ge=1.0, le=3_600)
+    # It beats every fifth of it, so its jobs are back in the queue within 1.2 x this (9.6 s)
+    # of its death.
+    jobs_worker_timeout_seconds: float = Field(default=8.0, ge=1.0, le=3_600)
     jobs_retry_base_seconds: float = Field(default=10.0, ge=0, le=86_400)
     jobs_retry_max_seconds: float = Field(default=3_600.0, ge=0, le=7 * 86_400)
     jobs_import: CommaList = Field(default_factory=list)
