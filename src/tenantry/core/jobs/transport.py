@@ -109,6 +109,7 @@ class RedisTransport:
             except RedisConnectionError:
                 # After a Redis restart every pooled connection is dead, and the first use
                 # of each fails; the pool has dropped this one, so one retry gets a fresh one.
+                # (A connect timeout is a TimeoutError: not retried, a request waits once.)
                 await self.broker.kick(message)
 
     def deliveries(self) -> AsyncIterator[tuple[uuid.UUID, Callable[[], Awaitable[None]]]] | None:
