@@ -118,6 +118,10 @@ class Settings(BaseSettings):
     jobs_lease_seconds: float = Field(default=60.0, ge=0.5, le=86_400)
     jobs_poll_seconds: float = Field(default=1.0, ge=0.05, le=3_600)
     jobs_shutdown_timeout: float = Field(default=30.0, ge=0, le=3_600)
+    # A worker silent this long is dead: its jobs are requeued without waiting for the lease.
+    # It beats every fifth of it, so its jobs are back in the queue within 1.2 x this (9.6 s)
+    # of its death.
+    jobs_worker_timeout_seconds: float = Field(default=8.0, ge=1.0, le=3_600)
     jobs_retry_base_seconds: float = Field(default=10.0, ge=0, le=86_400)
     jobs_retry_max_seconds: float = Field(default=3_600.0, ge=0, le=7 * 86_400)
     jobs_import: CommaList = Field(default_factory=list)
@@ -156,6 +160,8 @@ class Settings(BaseSettings):
     # organizations (modules/orgs): trial length of a new organization, invitation lifetime
     trial_days: int = Field(default=30, ge=1, le=365)
     invitation_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=3600, le=30 * 24 * 3600)
+    # invitations (and so invitation emails) one organization may send in any hour
+    invitations_per_org_per_hour: int = Field(default=50, ge=1, le=100_000)
 
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.CONSOLE

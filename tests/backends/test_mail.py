@@ -266,3 +266,19 @@ async def test_send_email_renders_and_hands_the_message_to_the_mailer(
     message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
     assert message["To"] == "helper@example.com"
     assert message["Subject"] == "Your tenantry password was changed"
+
+
+CONTROLS = ["\x00", "\x07", "\x1b", "\x7f", "\x85", "\x9b", "\u202e", "\u2066"]
+
+
+@pytest.mark.parametrize("junk", CONTROLS)
+def test_control_characters_never_reach_the_subject_or_a_display_name(junk: str) -> None:
+    from tenantry.core.mail.render import make_address
+
+    context = {**CONTEXTS["invitation"], "organization_name": f"Ac{junk}me"}
+    message = render_email("invitation", "user@example.com", context)
+    assert junk not in message["Subject"]
+    assert "Acme" in message["Subject"] or "Ac me" in message["Subject"]
+    sender = make_address("no-reply@example.com", f"Evil{junk}\r\nBcc: x@example.com")
+    assert junk not in sender.display_name
+    assert "\n" not in sender.display_name

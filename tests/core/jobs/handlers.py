@@ -36,5 +36,8 @@ async def count_run(ctx: JobContext) -> dict[str, Any]:
 @job_handler(SLOW, max_attempts=5)
 async def sleep_a_while(ctx: JobContext) -> dict[str, Any]:
     await ctx.report(10, f"attempt {ctx.attempt} in process {os.getpid()}")
-    await asyncio.sleep(float(ctx.payload["seconds"]))
+    seconds = ctx.payload["seconds"]
+    if ctx.attempt == 1:  # lets a crash test kill the first attempt, not wait on the second
+        seconds = ctx.payload.get("first_attempt_seconds", seconds)
+    await asyncio.sleep(float(seconds))
     return {"pid": os.getpid(), "attempt": ctx.attempt}

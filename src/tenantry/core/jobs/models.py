@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     CheckConstraint,
     Index,
@@ -79,3 +80,19 @@ class Job(UUIDPrimaryKey, Base):
     @property
     def is_finished(self) -> bool:
         return self.status in FINISHED_STATUSES
+
+
+class JobWorker(Base):
+    """A live worker process: its heartbeat counter, bumped every fifth of the worker timeout.
+
+    Other workers watch `beats` change on their own clock (no cross-host clock comparison);
+    a row that stops changing for `JOBS_WORKER_TIMEOUT_SECONDS` is deleted and the jobs
+    it had claimed go back to the queue, long before their lease would expire.
+    """
+
+    __tablename__ = "job_workers"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    beats: Mapped[int] = mapped_column(BigInteger, default=0)
+    started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[dt.datetime] = mapped_column(default=utcnow)  # for operators only

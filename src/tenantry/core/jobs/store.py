@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, select, update
+from sqlalchemy import ColumnElement, and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.db import Database
-from tenantry.core.jobs.models import Job, JobStatus
+from tenantry.core.jobs.models import Job, JobStatus, JobWorker
 
 WORKER_LOST = "The worker running this job stopped responding."
 
@@ -202,25 +202,99 @@ async def recover_expired_leases(database: Database, *, now: dt.datetime) -> Seq
 
     Returns the ids put back in the queue, for the transport to re-dispatch.
     """
-    expired = and_(Job.status == JobStatus.RUNNING, Job.lease_until < now)
+    async with database.transaction() as session:
+        return await _requeue_abandoned(session, Job.lease_until < now, now=now)
+
+
+async def _requeue_abandoned(
+    session: AsyncSession, abandoned: ColumnElement[bool], *, now: dt.datetime
+) -> list[uuid.UUID]:
+    """Running jobs matching `abandoned`: cancelled if asked, failed after the last try,
+    else queued again. `attempts` is kept, so the old attempt's fence no longer matches
+    once the job is queued or claimed again: a late write of the lost worker is refused.
+    """
+    lost = and_(Job.status == JobStatus.RUNNING, abandoned)
+    await session.execute(
+        update(Job)
+        .where(lost, Job.cancel_requested.is_(True))
+        .values(status=JobStatus.CANCELLED, lease_until=None, finished_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(
+        update(Job)
+        .where(lost, Job.attempts >= Job.max_attempts)
+        .values(status=JobStatus.FAILED, error=WORKER_LOST, lease_until=None, finished_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    result = await session.execute(
+        update(Job)
+        .where(lost)
+        .values(status=JobStatus.QUEUED, lease_until=None, claimed_by=None, run_at=now)
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    )
+    return list(result.scalars().all())
+
+
+# -- worker liveness (the `job_workers` table) ---------------------------------------------
+
+
+async def beat_worker(database: Database, worker_id: str, *, now: dt.datetime) -> bool:
+    """Bump this worker's heartbeat counter; False when its row had to be (re)created."""
+    key = worker_id[:100]
+    async with database.transaction() as session:
+        bumped = (
+            await session.execute(
+                update(JobWorker)
+                .where(JobWorker.id == key)
+                .values(beats=JobWorker.beats + 1, heartbeat_at=now)
+                .returning(JobWorker.id)
+                .execution_options(synchronize_session=False)
+            )
+        ).scalar_one_or_none()
+        if bumped is not None:
+            return True
+        session.add(JobWorker(id=key, beats=1, started_at=now, heartbeat_at=now))
+    return False
+
+
+async def worker_beats(database: Database) -> dict[str, int]:
+    """Every registered worker's heartbeat counter."""
+    async with database.session(write=False) as session:
+        rows = await session.execute(select(JobWorker.id, JobWorker.beats))
+        return {row.id: row.beats for row in rows}
+
+
+async def reap_workers(
+    database: Database, dead: Mapping[str, int], *, now: dt.datetime
+) -> list[uuid.UUID]:
+    """Forget workers whose counter still reads as observed, and requeue their jobs.
+
+    The delete is conditional on the observed `beats`: a worker that beat in between is
+    alive and keeps its row and its jobs. Returns the ids put back in the queue.
+    """
+    if not dead:
+        return []
+    async with database.transaction() as session:
+        gone: list[str] = []
+        for worker_id, beats in dead.items():
+            deleted = await session.execute(
+                delete(JobWorker)
+                .where(JobWorker.id == worker_id, JobWorker.beats == beats)
+                .returning(JobWorker.id)
+                .execution_options(synchronize_session=False)
+            )
+            gone.extend(deleted.scalars().all())
+        if not gone:
+            return []
+        return await _requeue_abandoned(session, Job.claimed_by.in_(gone), now=now)
+
+
+async def forget_worker(database: Database, worker_id: str) -> None:
+    """A worker that stops gracefully removes its row (its jobs were finished or released)."""
     async with database.transaction() as session:
         await session.execute(
-            update(Job)
-            .where(expired, Job.cancel_requested.is_(True))
-            .values(status=JobStatus.CANCELLED, lease_until=None, finished_at=now)
+            delete(JobWorker)
+            .where(JobWorker.id == worker_id[:100])
             .execution_options(synchronize_session=False)
         )
-        await session.execute(
-            update(Job)
-            .where(expired, Job.attempts >= Job.max_attempts)
-            .values(status=JobStatus.FAILED, error=WORKER_LOST, lease_until=None, finished_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        result = await session.execute(
-            update(Job)
-            .where(expired)
-            .values(status=JobStatus.QUEUED, lease_until=None, claimed_by=None, run_at=now)
-            .returning(Job.id)
-            .execution_options(synchronize_session=False)
-        )
-        return list(result.scalars().all())

@@ -17,6 +17,8 @@ from tenantry.core.db import Database
 log = logging.getLogger("tenantry.jobs")
 
 TRANSPORT_KEY = "job_transport"
+# How far back (Redis time) a consumer group recreated after a Redis restart starts reading.
+REGROUP_LOOKBACK_MS = 60_000
 Listener = Callable[[Sequence[uuid.UUID]], None]
 
 
@@ -94,28 +96,71 @@ class RedisTransport:
             await self.broker.shutdown()
 
     async def notify(self, job_ids: list[uuid.UUID]) -> None:
+        from redis.exceptions import ConnectionError as RedisConnectionError
         from taskiq import BrokerMessage
 
         for job_id in job_ids:
             text = str(job_id)
-            await self.broker.kick(
-                BrokerMessage(
-                    task_id=text, task_name="tenantry.job", message=text.encode(), labels={}
-                )
+            message = BrokerMessage(
+                task_id=text, task_name="tenantry.job", message=text.encode(), labels={}
             )
+            try:
+                await self.broker.kick(message)
+            except RedisConnectionError:
+                # After a Redis restart every pooled connection is dead, and the first use
+                # of each fails; the pool has dropped this one, so one retry gets a fresh one.
+                # (A connect timeout is a TimeoutError: not retried, a request waits once.)
+                await self.broker.kick(message)
 
     def deliveries(self) -> AsyncIterator[tuple[uuid.UUID, Callable[[], Awaitable[None]]]] | None:
         return self._deliveries()
 
     async def _deliveries(self) -> AsyncIterator[tuple[uuid.UUID, Callable[[], Awaitable[None]]]]:
-        async for message in self.broker.listen():
+        from redis.exceptions import ResponseError
+
+        while True:
             try:
-                job_id = uuid.UUID(bytes(message.data).decode())
-            except ValueError:
-                log.warning("dropping a malformed message from the job stream")
-                await _ack(message.ack)
-                continue
-            yield job_id, _acker(message.ack)
+                async for message in self.broker.listen():
+                    try:
+                        job_id = uuid.UUID(bytes(message.data).decode())
+                    except ValueError:
+                        log.warning("dropping a malformed message from the job stream")
+                        await _ack(message.ack)
+                        continue
+                    yield job_id, _acker(message.ack)
+            except ResponseError as exc:
+                if not str(exc).startswith("NOGROUP"):
+                    raise
+                # Redis lost the group (a restart without persistence, a flush): the group is
+                # only declared at start, so without this every read fails until a restart.
+                log.warning("job stream consumer group missing; recreating it")
+                await self.ensure_group()
+
+    async def ensure_group(self) -> None:
+        """Create the consumer group (and the stream) unless it exists.
+
+        A recreated group starts `REGROUP_LOOKBACK_MS` back in Redis's own time, not at `$`:
+        ids added since the restart, before any worker noticed, are delivered too. Older
+        ids are not replayed (a persisted stream may hold 100,000 of them); the workers'
+        table poll has claimed those already. Replaying an id is harmless: claiming is by
+        id and only a queued row is claimed.
+        """
+        from redis.asyncio import Redis
+        from redis.exceptions import ResponseError
+
+        async with Redis(connection_pool=self.broker.connection_pool) as client:
+            seconds, micros = await client.time()
+            start = max(seconds * 1000 + micros // 1000 - REGROUP_LOOKBACK_MS, 0)
+            try:
+                await client.xgroup_create(
+                    self.broker.queue_name,
+                    self.broker.consumer_group_name,
+                    id=f"{start}-0",
+                    mkstream=True,
+                )
+            except ResponseError as exc:
+                if not str(exc).startswith("BUSYGROUP"):  # another worker was first: fine
+                    raise
 
     def add_listener(self, listener: Listener) -> None:
         """Ids reach this process's worker through the stream; local listeners are unused."""

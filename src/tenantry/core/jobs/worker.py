@@ -4,6 +4,10 @@ One class for both transports. Embedded: a poll loop woken by in-process notific
 Redis: ids arrive on the stream and are claimed by id; the poll loop still claims rows
 overdue past `run_at` (lost or delayed messages, retries) and recovers expired leases,
 so no job depends on a Redis message being delivered.
+
+A started worker also heartbeats in `job_workers` and watches the other workers' beats
+(`liveness.py`): the jobs of a worker that stopped beating (killed, frozen, cut off) are
+requeued after `JOBS_WORKER_TIMEOUT_SECONDS` instead of waiting out their lease.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from tenantry.core.db import Database, utcnow
 from tenantry.core.jobs import store
 from tenantry.core.jobs.enqueue import enqueue
 from tenantry.core.jobs.execution import JobExecutor
+from tenantry.core.jobs.liveness import LivenessObserver
 from tenantry.core.jobs.models import Job
 from tenantry.core.jobs.registry import Schedule, registered_schedules
 from tenantry.core.jobs.session import unit_of_work
@@ -71,6 +76,10 @@ class Worker:
         self._last_sweep = -math.inf
         self._stopping = False
         self._delivers = False
+        self.worker_timeout = settings.jobs_worker_timeout_seconds
+        self.liveness = LivenessObserver(self.worker_timeout)
+        self._liveness_task: asyncio.Task[None] | None = None
+        self._registered = False
         if transport is not None:
             transport.add_listener(lambda _ids: self.wake())
 
@@ -80,6 +89,7 @@ class Worker:
         """Start claiming in the background (returns at once)."""
         deliveries = self.transport.deliveries() if self.transport is not None else None
         self._delivers = deliveries is not None
+        self._liveness_task = asyncio.create_task(self._liveness_loop(), name="jobs-liveness")
         self._loops.append(asyncio.create_task(self._poll_loop(), name="jobs-poll"))
         if deliveries is not None:
             self._loops.append(asyncio.create_task(self._consume(deliveries), name="jobs-consume"))
@@ -93,16 +103,25 @@ class Worker:
         self._loops.clear()
         wait = self.settings.jobs_shutdown_timeout if grace_seconds is None else grace_seconds
         running = dict(self._running)
-        if not running:
-            return
-        _, pending = await asyncio.wait(running.values(), timeout=wait)
-        for job_id, task in running.items():
-            if task in pending:
-                self.executor.releasing.add(job_id)
-                task.cancel()
-        if pending:
-            log.warning("releasing %d unfinished job(s) back to the queue", len(pending))
-            await asyncio.gather(*pending, return_exceptions=True)
+        if running:
+            _, pending = await asyncio.wait(running.values(), timeout=wait)
+            for job_id, task in running.items():
+                if task in pending:
+                    self.executor.releasing.add(job_id)
+                    task.cancel()
+            if pending:
+                log.warning("releasing %d unfinished job(s) back to the queue", len(pending))
+                await asyncio.gather(*pending, return_exceptions=True)
+        # Beat until the last job is finished or released: others must not requeue it.
+        if self._liveness_task is not None:
+            await _cancel_until_done([self._liveness_task])
+            self._liveness_task = None
+        if self._registered:
+            self._registered = False
+            try:
+                await store.forget_worker(self.database, self.worker_id)
+            except Exception:
+                log.exception("job worker %s could not unregister", self.worker_id)
 
     def wake(self) -> None:
         self._wake.set()
@@ -161,6 +180,48 @@ class Worker:
             if self.transport is not None:
                 await self.transport.notify(list(requeued))
         await self.fire_schedules()
+
+    async def check_liveness(self) -> None:
+        """Beat once, then requeue the jobs of workers seen silent for the whole timeout."""
+        try:
+            known = await store.beat_worker(self.database, self.worker_id, now=self.clock())
+        except Exception:
+            self.liveness.reset()  # we were not watching either: our view starts over
+            log.exception("job worker %s heartbeat failed", self.worker_id)
+            return
+        if not known and self._registered:
+            log.warning(
+                "job worker %s was silent long enough to be declared dead; its running jobs "
+                "were requeued (their results will be refused)",
+                self.worker_id,
+            )
+        self._registered = True
+        try:
+            beats = await store.worker_beats(self.database)
+            dead = self.liveness.observe(beats, me=self.worker_id[:100])
+            requeued = await store.reap_workers(self.database, dead, now=self.clock())
+        except Exception:
+            self.liveness.reset()
+            log.exception("job worker liveness check failed")
+            return
+        if dead:
+            log.warning(
+                "worker(s) %s stopped heartbeating; requeued %d job(s)",
+                ", ".join(sorted(dead)),
+                len(requeued),
+            )
+        if requeued:
+            if self.transport is not None:
+                await self.transport.notify(list(requeued))
+            self.wake()
+
+    async def _liveness_loop(self) -> None:
+        while True:
+            try:
+                await self.check_liveness()
+            except Exception:  # e.g. Redis down for the notification: the poll finds them
+                log.exception("job worker liveness round failed")
+            await asyncio.sleep(self.worker_timeout / 5)
 
     async def fire_schedules(self) -> list[Job]:
         """Enqueue each schedule's latest due firing, keyed `(schedule, fire time)`."""

@@ -2,7 +2,9 @@
 
 Header injection is impossible by construction: addresses go through `email_validator`
 (no CR/LF, no second address), headers are set on `EmailMessage` (which refuses line
-breaks) from `Address` objects, and the rendered subject is collapsed to one line.
+breaks) from `Address` objects, and the rendered subject (and any display name) is
+collapsed to one line with every control character removed — whatever a tenant put in
+an organization or user name.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ TEMPLATES = frozenset(
     }
 )
 _WHITESPACE = re.compile(r"\s+")
+# What is left after whitespace is collapsed: C0/C1 controls (NUL, ESC, ...), DEL, and the
+# bidi overrides that would make a subject read differently from what it says.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 _environment = Environment(
     loader=PackageLoader("tenantry.core.mail", "templates"),
@@ -62,7 +67,8 @@ def make_address(address: str, display_name: str = "") -> Address:
 
 
 def _one_line(text: str) -> str:
-    return _WHITESPACE.sub(" ", text).strip()
+    """One printable line: line breaks (CR, LF, U+2028, ...) become spaces, controls go."""
+    return _CONTROL.sub("", _WHITESPACE.sub(" ", text)).strip()
 
 
 def render_email(

@@ -5,11 +5,16 @@ The token is `<organization id hex>.<256-bit secret>`: the organization part let
 table is tenant data, under row-level security); only the SHA-256 of the whole token is
 stored. A token works once, for 7 days (`INVITATION_TTL_SECONDS`), for the account whose
 verified email is the invited one; the role is the invitation's.
+
+An organization sends at most `INVITATIONS_PER_ORG_PER_HOUR` invitations (each one an
+email naming the organization) in any rolling hour: counted from this table under the
+organization's row lock, so the cap holds across processes and concurrent requests.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import uuid
 
 from sqlalchemy import func, select, update
@@ -18,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tenantry.config import Settings
 from tenantry.core.cache import Cache
 from tenantry.core.db import utcnow
-from tenantry.core.errors import Conflict, Forbidden, InvalidToken, NotFound
+from tenantry.core.errors import Conflict, Forbidden, InvalidToken, NotFound, RateLimited
 from tenantry.core.listing import created_at_key, offset_page
 from tenantry.core.mail import queue_email
 from tenantry.core.permissions import Role, can_grant, role_permissions
@@ -28,10 +33,11 @@ from tenantry.modules.audit.service import created, record
 from tenantry.modules.auth.emails import duration_text, token_link
 from tenantry.modules.orgs.members import add_member, find_member
 from tenantry.modules.orgs.models import Invitation, Membership, Organization
-from tenantry.modules.plans.enforce import check_join
+from tenantry.modules.plans.enforce import check_join, lock_organization
 from tenantry.modules.users.models import User
 
 ACCEPT_PATH = "/accept-invitation"
+CAP_WINDOW = dt.timedelta(hours=1)
 
 
 def _token_for(organization_id: uuid.UUID) -> str:
@@ -60,6 +66,7 @@ async def create_invitation(
     ):
         raise Conflict("This person is already a member of the organization")
     now = utcnow()
+    await _check_hourly_cap(session, context.organization_id, settings, now)
     await session.execute(  # a new invitation replaces a pending one for the same address
         update(Invitation)
         .where(
@@ -103,6 +110,38 @@ async def create_invitation(
         created({"email": email, "role": role.value, "expires_at": invitation.expires_at}),
     )
     return invitation
+
+
+async def _check_hourly_cap(
+    session: AsyncSession, organization_id: uuid.UUID, settings: Settings, now: dt.datetime
+) -> None:
+    """429 `rate_limited` once the organization sent its hourly share of invitations.
+
+    Every invitation created in the last hour counts, revoked or replaced ones too: each
+    sent an email. `Retry-After` is when the oldest one that must age out leaves the window.
+    """
+    cap = settings.invitations_per_org_per_hour
+    await lock_organization(session, organization_id)  # concurrent invites queue here
+    recent = list(
+        (
+            await session.scalars(
+                select(Invitation.created_at)
+                .where(
+                    Invitation.organization_id == organization_id,
+                    Invitation.created_at > now - CAP_WINDOW,
+                )
+                .order_by(Invitation.created_at.desc())
+                .limit(cap)
+            )
+        ).all()
+    )
+    if len(recent) < cap:
+        return
+    frees_at = recent[-1] + CAP_WINDOW  # the cap-th newest: once it is out, one slot is free
+    raise RateLimited(
+        retry_after=math.ceil((frees_at - now).total_seconds()),
+        message=f"This organization has sent {cap} invitations in the last hour; try later",
+    )
 
 
 def _display_name(user: User | None) -> str:

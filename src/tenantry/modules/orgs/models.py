@@ -72,6 +72,8 @@ class Invitation(UUIDPrimaryKey, TenantOwned, Timestamped, Base):
     __table_args__ = (
         Index("ix_invitations_organization_id_email", "organization_id", "email"),
         Index("ix_invitations_token_hash", "token_hash", unique=True),
+        # the hourly cap counts an organization's invitations of the last hour
+        Index("ix_invitations_organization_id_created_at", "organization_id", "created_at"),
     )
 
     email: Mapped[str] = mapped_column(String(320))

@@ -3,23 +3,40 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import uuid
+from typing import Annotated
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from tenantry.core.permissions import Role
 from tenantry.core.responses import ListQuery, RequestSchema, Schema
 from tenantry.modules.orgs.slugs import SLUG_PATTERN
 from tenantry.modules.users.schemas import Email
 
+# C0/C1 controls (CR/LF among them), DEL, Unicode line/paragraph separators and bidi
+# overrides: an organization name is shown in email subjects and other people's UIs.
+_UNSAFE_IN_NAME = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _printable_name(value: str) -> str:
+    if _UNSAFE_IN_NAME.search(value):
+        raise ValueError("must not contain line breaks or control characters")
+    return value
+
+
+OrganizationName = Annotated[
+    str, Field(min_length=1, max_length=100), AfterValidator(_printable_name)
+]
+
 
 class CreateOrganization(RequestSchema):
-    name: str = Field(min_length=1, max_length=100)
+    name: OrganizationName
     slug: str | None = Field(default=None, pattern=SLUG_PATTERN)
 
 
 class UpdateOrganization(RequestSchema):
-    name: str | None = Field(default=None, min_length=1, max_length=100)
+    name: OrganizationName | None = None
     slug: str | None = Field(default=None, pattern=SLUG_PATTERN)
 
 
