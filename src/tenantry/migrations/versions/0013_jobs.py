@@ -5,7 +5,7 @@ whose counter stops moving marks a dead worker, whose jobs are requeued at once 
 their lease expires). It is platform data, not tenant data: no row-level security.
 
 Revision ID: 0013
-Revises: 0008
+Revises: 0012
 Create Date: 2026-12-07
 """
 
@@ -17,7 +17,7 @@ from alembic import op
 from tenantry.core.db import UTCDateTime
 
 revision: str = "0013"
-down_revision: str | None = "0008"
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
