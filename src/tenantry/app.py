@@ -102,7 +102,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Multi-tenant SaaS backend: accounts, organizations, isolation, jobs, plans.",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url="/docs" if settings.docs_enabled else None,
+        openapi_url="/openapi.json" if settings.docs_enabled else None,
         redoc_url=None,
         debug=settings.debug,
     )
