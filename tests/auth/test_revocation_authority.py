@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from tenantry.core.cache import DEFAULT_MAX_ENTRIES, MemoryCache
 from tests.conftest import client_for
 from tests.factories import Account, create_org, deactivate, login, register
+from tests.tasks.test_task_lists import count_statements
 
 Revoke = Callable[[FastAPI, httpx.AsyncClient, Account], Awaitable[None]]
 
@@ -102,6 +103,23 @@ async def test_a_live_token_keeps_working_after_the_cache_is_lost(
     org = await create_org(client, account)
     await _forget_auth_facts(app)
     assert (await client.get(f"{org.path}/projects", headers=account.headers)).status_code == 200
+
+
+async def test_a_warm_tenant_request_asks_the_database_nothing_about_the_session(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """The hot path stays one cache round trip; a lost fact costs exactly one query."""
+    account = await register(client)
+    org = await create_org(client, account)
+    url, params = f"{org.path}/projects", {"cursor": ""}
+    assert (await client.get(url, params=params, headers=account.headers)).status_code == 200
+    with count_statements(app.state.database.engine) as warm:
+        assert (await client.get(url, params=params, headers=account.headers)).status_code == 200
+    assert [sql for sql in warm if "auth_sessions" in sql] == []
+    await _forget_auth_facts(app)
+    with count_statements(app.state.database.engine) as cold:
+        assert (await client.get(url, params=params, headers=account.headers)).status_code == 200
+    assert len([sql for sql in cold if "auth_sessions" in sql]) == 1
 
 
 async def test_a_revoked_token_stays_401_after_an_evicting_flood(

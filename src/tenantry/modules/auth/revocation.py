@@ -70,10 +70,6 @@ class Revocations:
         for session_id in session_ids:
             await self._cache.set(session_fact_key(session_id), _TOMBSTONE, ttl=self._ttl)
 
-    async def is_revoked(self, claims: AccessClaims) -> bool:
-        revoked, _ = await self.check(claims, [])
-        return revoked
-
     async def check(self, claims: AccessClaims, keys: list[str]) -> tuple[bool, list[bytes | None]]:
         """Whether `claims` are revoked, plus the cache values of `keys`, in one round trip
         when the session's fact is cached (one query more when it is not)."""
