@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -40,20 +41,23 @@ def _clean_env(**values: str) -> dict[str, str]:
 
 
 def test_production_refuses_several_workers_without_redis(tmp_path: Path) -> None:
-    port = str(_free_port())
-    env = _clean_env(**PRODUCTION_ENV, PORT=port)
-    result = subprocess.run(
+    env = _clean_env(**PRODUCTION_ENV, PORT=str(_free_port()))
+    process = subprocess.Popen(
         [sys.executable, "-m", "tenantry.cli", "serve", "--workers", "2", "--no-migrate"],
         env=env,
         cwd=tmp_path,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=60,
-        check=False,
+        start_new_session=True,
     )
-    assert result.returncode == 2
-    assert "REDIS_URL" in result.stderr
-    assert "--workers 2" in result.stderr
+    try:
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        _stop(process)  # had it started serving, its workers go too
+    assert process.returncode == 2
+    assert "REDIS_URL" in stderr
+    assert "--workers 2" in stderr
 
 
 @pytest.mark.parametrize(
@@ -86,8 +90,9 @@ def _wait_until_live(process: subprocess.Popen[bytes], port: int) -> None:
     raise AssertionError("serve did not come up")
 
 
-def test_sigterm_ends_serve_within_the_graceful_shutdown_timeout(tmp_path: Path) -> None:
-    """A request that never finishes (a body that never arrives) cannot hold the process."""
+def _start_serve(
+    tmp_path: Path, *args: str, **settings: str
+) -> tuple[subprocess.Popen[bytes], int]:
     port = _free_port()
     env = _clean_env(
         ENV="development",
@@ -95,16 +100,63 @@ def test_sigterm_ends_serve_within_the_graceful_shutdown_timeout(tmp_path: Path)
         DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'serve.db'}",
         PORT=str(port),
         JOBS_EMBEDDED_WORKER="false",
-        GRACEFUL_SHUTDOWN_SECONDS="1",
         LOG_LEVEL="WARNING",
+        PASSWORD_HASH_TIME_COST="1",
+        PASSWORD_HASH_MEMORY_KIB="64",
+        PASSWORD_HASH_PARALLELISM="1",
+        **settings,
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "tenantry.cli", "serve", "--no-migrate"],
+        [sys.executable, "-m", "tenantry.cli", "serve", *args],
         env=env,
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # the test stops the whole group: uvicorn's workers too
     )
+    return process, port
+
+
+def _stop(process: subprocess.Popen[Any]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def test_a_logged_out_token_is_refused_by_every_worker_process_without_redis(
+    tmp_path: Path,
+) -> None:
+    """Development allows `--workers 2` without Redis: another process's cached answer
+    about a session lives 5 s at most (it was 'valid until the token expires')."""
+    process, port = _start_serve(
+        tmp_path, "--workers", "2", "--migrate", RATE_LIMIT_ENABLED="false"
+    )
+    try:
+        _wait_until_live(process, port)
+        base = f"http://127.0.0.1:{port}/api/v1"
+        with httpx.Client(base_url=base, timeout=10) as http:
+            email = f"workers-{os.getpid()}-{time.monotonic_ns()}@example.com"
+            data = http.post(
+                "/auth/register", json={"email": email, "password": "a-long-password-1"}
+            ).json()["data"]
+            headers = {"Authorization": f"Bearer {data['accessToken']}"}
+            org = http.post("/orgs", json={"name": "Workers"}, headers=headers).json()["data"]
+            url = f"/orgs/{org['id']}/projects"
+            # Fresh connections, so both processes answer (and cache the session as valid).
+            warm = [httpx.get(base + url, headers=headers).status_code for _ in range(20)]
+            assert set(warm) == {200}
+            logout = http.post("/auth/logout", json={"refreshToken": data["refreshToken"]})
+            assert logout.status_code == 204
+            time.sleep(5.5)  # LOCAL_SESSION_FACT_TTL_SECONDS: the bound of another process
+            after = [httpx.get(base + url, headers=headers).status_code for _ in range(40)]
+        assert set(after) == {401}, after
+    finally:
+        _stop(process)
+
+
+def test_sigterm_ends_serve_within_the_graceful_shutdown_timeout(tmp_path: Path) -> None:
+    """A request that never finishes (a body that never arrives) cannot hold the process."""
+    process, port = _start_serve(tmp_path, "--no-migrate", GRACEFUL_SHUTDOWN_SECONDS="1")
     try:
         _wait_until_live(process, port)
         with socket.create_connection(("127.0.0.1", port), timeout=5) as stuck:
@@ -119,6 +171,4 @@ def test_sigterm_ends_serve_within_the_graceful_shutdown_timeout(tmp_path: Path)
             elapsed = time.monotonic() - started
         assert elapsed < 10, elapsed
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        _stop(process)
