@@ -70,7 +70,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     database = Database(settings)
     redis = _create_redis(settings)
     cache = create_cache(settings, redis)
-    bind_counts(database, CountCache(cache))  # list totals, invalidated by each org's writes
+    # List totals, invalidated by each org's writes, in a cache of their own: a flood of
+    # distinct searches evicts other totals, never memberships or session facts.
+    counts_cache = create_cache(settings, redis, namespace="counts")
+    bind_counts(database, CountCache(counts_cache))
     rate_limiter = create_rate_limiter(settings, redis)
     mailer = create_mailer(settings)
     bind_mail(database, mailer)  # requests queue email; the embedded worker sends it
@@ -94,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await rate_limiter.close()
             await usage_store.close()
             await cache.close()
+            await counts_cache.close()
             if redis is not None:
                 await redis.aclose()
             await database.dispose()
@@ -103,7 +107,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         summary="Multi-tenant SaaS backend: accounts, organizations, isolation, jobs, plans.",
         lifespan=lifespan,
-        docs_url="/docs",
+        docs_url="/docs" if settings.docs_enabled else None,
+        openapi_url="/openapi.json" if settings.docs_enabled else None,
         redoc_url=None,
         debug=settings.debug,
     )
@@ -120,8 +125,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.jobs = jobs
     app.state.metrics = Metrics(database)
     app.state.security = Security.from_settings(settings)  # hashing, JWTs, secret sealing
-    app.state.revocations = Revocations(
-        cache, access_token_ttl_seconds=settings.access_token_ttl_seconds
+    app.state.revocations = Revocations(  # the database decides, the cache remembers
+        cache, database, access_token_ttl_seconds=settings.access_token_ttl_seconds
     )
     app.state.tenant_resolver = resolve_tenant  # principal + membership → TenantContext
     app.state.health_checks = {

@@ -71,6 +71,9 @@ def serve(
     settings = _settings(host=host, port=port)
     if reload and settings.is_production:
         raise click.UsageError("--reload is for development; refusing with ENV=production")
+    problem = multi_process_problem(settings, workers)
+    if problem is not None:
+        raise click.UsageError(problem)
     if migrate_first if migrate_first is not None else settings.should_auto_migrate:
         _migrate(settings)
     common: dict[str, Any] = {
@@ -81,6 +84,9 @@ def serve(
         "proxy_headers": bool(settings.trusted_proxies),
         "forwarded_allow_ips": ",".join(settings.trusted_proxies) or None,
         "server_header": False,
+        # On SIGTERM, in-flight requests get this long, then are cancelled: a client that
+        # never finishes its request cannot keep the process alive.
+        "timeout_graceful_shutdown": settings.graceful_shutdown_seconds,
     }
     if workers > 1 or reload:
         uvicorn.run(
@@ -90,6 +96,22 @@ def serve(
         from tenantry.app import create_app
 
         uvicorn.run(create_app(settings), **common)
+
+
+def multi_process_problem(settings: Settings, workers: int) -> str | None:
+    """Why `serve --workers N` must not start, or None.
+
+    Without Redis every process has its own cache, rate-limit buckets and list totals: a
+    revocation, a membership change or a write is seen at once only by the process that
+    made it. Tolerable on a laptop, not in production.
+    """
+    if workers > 1 and settings.is_production and settings.redis_url is None:
+        return (
+            f"--workers {workers} needs REDIS_URL in production: without Redis each process "
+            "keeps its own cache, rate limits and list totals (set REDIS_URL=redis://host:6379/0, "
+            "or serve with --workers 1)"
+        )
+    return None
 
 
 @main.command()

@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_SECRET_KEY_LENGTH = 32
 MIN_PRODUCTION_HASH_MEMORY_KIB = 19 * 1024
+MIN_METRICS_TOKEN_LENGTH = 16
 
 
 class Environment(StrEnum):
@@ -132,6 +133,10 @@ class Settings(BaseSettings):
     password_reset_ttl_seconds: int = Field(default=3600, ge=300, le=24 * 3600)
     email_verification_ttl_seconds: int = Field(default=48 * 3600, ge=3600, le=30 * 24 * 3600)
     jwt_algorithm: Literal["HS256", "HS384", "HS512"] = "HS256"
+    # `iss` and `aud` of access tokens, required and checked on every verification: a
+    # token minted for another service sharing the key (or another deployment) is refused.
+    jwt_issuer: str = Field(default="tenantry", min_length=1, max_length=256)
+    jwt_audience: str = Field(default="tenantry", min_length=1, max_length=256)
     password_hash_time_cost: int = Field(default=3, ge=1, le=20)
     password_hash_memory_kib: int = Field(default=64 * 1024, ge=64, le=4 * 1024 * 1024)
     password_hash_parallelism: int = Field(default=4, ge=1, le=16)
@@ -166,6 +171,13 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_format: LogFormat = LogFormat.CONSOLE
 
+    # operations: who may scrape /metrics, whether /docs and /openapi.json are served,
+    # how long `serve` lets in-flight requests finish on SIGTERM
+    metrics_token: SecretStr | None = None
+    metrics_public: bool = False
+    docs_enabled: bool = True
+    graceful_shutdown_seconds: float = Field(default=30.0, gt=0, le=3_600)
+
     @field_validator(
         "cors_origins", "trusted_proxies", "jobs_import", "upload_allowed_types", mode="before"
     )
@@ -173,6 +185,15 @@ class Settings(BaseSettings):
     def _split_commas(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _long_metrics_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or value.get_secret_value() == "":
+            return None
+        if len(value.get_secret_value()) < MIN_METRICS_TOKEN_LENGTH:
+            raise ValueError(f"must be at least {MIN_METRICS_TOKEN_LENGTH} characters")
         return value
 
     @field_validator("database_url")
@@ -335,6 +356,20 @@ class Settings(BaseSettings):
             raise ValueError(
                 "MAIL_URL must point to an SMTP server in production "
                 "(smtp://user:pass@host:587?starttls=1), not the file backend"
+            )
+        if self.database_app_role is None:
+            raise ValueError(
+                "DATABASE_APP_ROLE must be set in production so row-level security applies: "
+                "DATABASE_APP_ROLE=tenantry_app (the role `tenantry migrate` creates; the "
+                "connecting user usually owns the tables or is a superuser, and those skip "
+                "RLS; see docs/tenancy.md)"
+            )
+        if self.metrics_token is None and not self.metrics_public:
+            raise ValueError(
+                "METRICS_TOKEN must be set in production (scrapers send "
+                "Authorization: Bearer <token> to /metrics; python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))'), or METRICS_PUBLIC=true when /metrics "
+                "is reachable only from a trusted network"
             )
         return self
 

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from tenantry.core.cache import Cache, MemoryCache, RedisCache
 from tenantry.core.errors import ServiceUnavailable
 from tests.backends.conftest import BACKENDS, connect_test_redis
-from tests.conftest import client_for
+from tests.conftest import USES_SERVICES, client_for
 
 
 @pytest.fixture(params=BACKENDS)
@@ -37,6 +37,35 @@ async def test_get_many_answers_each_key_in_order(cache: Cache) -> None:
     await cache.set("one", b"1")
     await cache.set("three", b"3", ttl=60)
     assert await cache.get_many(["three", "missing", "one"]) == [b"3", None, b"1"]
+
+
+async def test_add_sets_only_an_absent_or_expired_key(cache: Cache) -> None:
+    # A revocation's tombstone must survive a concurrent fill from an older database read.
+    await cache.set("tomb", b"revoked")
+    assert await cache.add("tomb", b"ok", ttl=30) is False
+    assert await cache.get("tomb") == b"revoked"
+    assert await cache.add("fresh", b"ok", ttl=0.2) is True
+    assert await cache.get("fresh") == b"ok"
+    await asyncio.sleep(0.35)
+    assert await cache.add("fresh", b"again", ttl=30) is True
+    assert await cache.get("fresh") == b"again"
+
+
+async def test_namespaces_keep_their_keys_apart(key_prefix: str) -> None:
+    if not USES_SERVICES:
+        pytest.skip("Redis namespaces; in process each cache is its own dict")
+    client = connect_test_redis()
+    try:
+        main, counts = (
+            RedisCache(client, key_prefix=key_prefix, namespace=name)
+            for name in ("cache", "counts")
+        )
+        await counts.set("count:x", b"1")
+        assert await main.get("count:x") is None
+        assert await main.delete_prefix("count") == 0
+        assert await counts.get("count:x") == b"1"
+    finally:
+        await client.aclose()
 
 
 async def test_json_values_round_trip(cache: Cache) -> None:

@@ -17,6 +17,8 @@ PRODUCTION_OK = {
     "secret_key": "k" * 48,
     "database_url": "postgresql+asyncpg://app@db/tenantry",
     "mail_url": "smtp://mailer:pw@smtp.example.com:587?starttls=1",
+    "database_app_role": "tenantry_app",
+    "metrics_token": "m" * 32,
 }
 
 
@@ -35,6 +37,10 @@ def test_production_accepts_a_safe_configuration() -> None:
         ({"cors_origins": "*"}, "CORS_ORIGINS"),
         ({"mail_url": None}, "MAIL_URL"),
         ({"mail_url": "file:///srv/mail"}, "MAIL_URL"),
+        ({"database_app_role": None}, "DATABASE_APP_ROLE=tenantry_app"),
+        ({"database_app_role": ""}, "docs/tenancy.md"),
+        ({"metrics_token": None}, "METRICS_TOKEN"),
+        ({"metrics_token": "short"}, "METRICS_TOKEN"),
     ],
 )
 def test_production_refuses_unsafe_settings(override: dict[str, object], mentions: str) -> None:
@@ -42,6 +48,11 @@ def test_production_refuses_unsafe_settings(override: dict[str, object], mention
         load_settings(**{**PRODUCTION_OK, **override})
     assert mentions in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_production_serves_public_metrics_only_when_told() -> None:
+    settings = load_settings(**{**PRODUCTION_OK, "metrics_token": None, "metrics_public": True})
+    assert settings.metrics_token is None
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,8 @@
 
 Values are bytes (`get`/`set`) or anything orjson serialises (`get_json`/`set_json`).
 Keys are plain strings; the Redis implementation puts every key under
-`settings.redis_key_prefix + "cache:"`, so `delete_prefix` never touches other data.
+`settings.redis_key_prefix + namespace + ":"` (`cache:` by default, `counts:` for list
+totals), so `delete_prefix` never touches other data.
 A Redis that is down surfaces as `ServiceUnavailable` (503), never as a 500.
 """
 
@@ -50,7 +51,7 @@ class Cache(ABC):
     async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None: ...
 
     @abstractmethod
-    async def add(self, key: str, value: bytes, *, ttl: float) -> bool:
+    async def add(self, key: str, value: bytes, *, ttl: float | None = None) -> bool:
         """Set `key` only if it holds nothing; whether it was set (a lease, see below)."""
 
     @abstractmethod
@@ -112,7 +113,7 @@ class MemoryCache(Cache):
         while len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
 
-    async def add(self, key: str, value: bytes, *, ttl: float) -> bool:
+    async def add(self, key: str, value: bytes, *, ttl: float | None = None) -> bool:
         if await self.get(key) is not None:
             return False
         await self.set(key, value, ttl=ttl)
@@ -150,9 +151,9 @@ async def redis_errors_as_unavailable(what: str = "Redis") -> AsyncIterator[None
 class RedisCache(Cache):
     """Cache on a shared `redis.asyncio.Redis` client (the app owns and closes it)."""
 
-    def __init__(self, redis: Redis, *, key_prefix: str) -> None:
+    def __init__(self, redis: Redis, *, key_prefix: str, namespace: str = "cache") -> None:
         self._redis = redis
-        self._prefix = key_prefix + "cache:"
+        self._prefix = f"{key_prefix}{namespace}:"
 
     def _key(self, key: str) -> str:
         return self._prefix + key
@@ -179,10 +180,12 @@ class RedisCache(Cache):
         px = None if ttl is None else max(1, round(ttl * 1000))
         await self._call(lambda: self._redis.set(self._key(key), bytes(value), px=px))
 
-    async def add(self, key: str, value: bytes, *, ttl: float) -> bool:
+    async def add(self, key: str, value: bytes, *, ttl: float | None = None) -> bool:
         _check_ttl(ttl)
-        px = max(1, round(ttl * 1000))
-        done = await self._call(lambda: self._redis.set(self._key(key), value, px=px, nx=True))
+        px = None if ttl is None else max(1, round(ttl * 1000))
+        done = await self._call(
+            lambda: self._redis.set(self._key(key), bytes(value), px=px, nx=True)
+        )
         return bool(done)
 
     async def replace_if(self, key: str, expected: bytes, value: bytes, *, ttl: float) -> bool:
@@ -214,7 +217,12 @@ class RedisCache(Cache):
         """Nothing to release: the shared Redis client is closed by the app's lifespan."""
 
 
-def create_cache(settings: Settings, redis: Redis | None) -> Cache:
+def create_cache(settings: Settings, redis: Redis | None, *, namespace: str = "cache") -> Cache:
+    """A cache of its own: a separate bounded dict in process, a separate key prefix in Redis.
+
+    List totals (`namespace="counts"`) live apart from the main cache, so thousands of
+    distinct searches evict other totals, never a membership or a session fact.
+    """
     if redis is None:
         return MemoryCache()
-    return RedisCache(redis, key_prefix=settings.redis_key_prefix)
+    return RedisCache(redis, key_prefix=settings.redis_key_prefix, namespace=namespace)

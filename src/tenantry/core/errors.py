@@ -23,6 +23,13 @@ from tenantry.core.responses import JSONResponse, utc_timestamp
 log = logging.getLogger("tenantry.errors")
 
 Details = Sequence[Mapping[str, Any]] | Mapping[str, Any] | None
+RETRY_AFTER_SECONDS = 5
+# PostgreSQL SQLSTATEs of an outage, not of a bad request: a connection failure (class 08),
+# too many connections or no resources left (class 53), a server starting or shutting down
+# (57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now), a statement that
+# ran past `statement_timeout` or was cancelled (57014), a lock wait past `lock_timeout`
+# (55P03).
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57P01", "57P02", "57P03", "57014", "55P03")
 
 
 class AppError(Exception):
@@ -145,6 +152,13 @@ class ServiceUnavailable(AppError):
     code = "service_unavailable"
     message = "A backing service is unavailable; try again shortly"
 
+    def __init__(
+        self, message: str | None = None, *, retry_after: int = RETRY_AFTER_SECONDS, **kwargs: Any
+    ) -> None:
+        super().__init__(message, **kwargs)
+        # Clients and proxies back off instead of hammering a service that is restarting.
+        self.headers.setdefault("Retry-After", str(max(1, retry_after)))
+
 
 _STATUS_ERRORS: dict[int, type[AppError]] = {
     400: BadRequest,
@@ -215,7 +229,21 @@ def classify_database_error(exc: sa_exc.DBAPIError) -> AppError:
         return BadRequest("The request violates a data constraint", code="validation_error")
     if exc.connection_invalidated or _is_connection_problem(exc):
         return ServiceUnavailable("The database is unavailable; try again shortly")
+    sqlstate = _sqlstate(exc.orig)
+    if sqlstate == "57014":
+        return ServiceUnavailable("The database took too long to answer; try again shortly")
+    if sqlstate is not None and sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
+        return ServiceUnavailable("The database is unavailable; try again shortly")
     return AppError()
+
+
+def _sqlstate(error: BaseException | None) -> str | None:
+    """The SQLSTATE of a driver error (asyncpg's, or SQLAlchemy's adaptation of it)."""
+    for candidate in (error, getattr(error, "__cause__", None)):
+        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if isinstance(code, str):
+            return code
+    return None
 
 
 def _is_connection_problem(exc: sa_exc.DBAPIError) -> bool:
@@ -223,9 +251,18 @@ def _is_connection_problem(exc: sa_exc.DBAPIError) -> bool:
         return True  # SQLite: unable to open, disk I/O, locked past the busy timeout
     orig = exc.orig
     cause = getattr(orig, "__cause__", None)
-    return isinstance(orig, OSError | ConnectionError) or isinstance(
-        cause, OSError | ConnectionError
+    return (
+        isinstance(orig, OSError | ConnectionError)
+        or isinstance(cause, OSError | ConnectionError)
+        or _is_closed_connection(cause)
     )
+
+
+def _is_closed_connection(error: BaseException | None) -> bool:
+    """asyncpg's InterfaceError on a connection the server or the pool already closed."""
+    if error is None or type(error).__name__ != "InterfaceError":
+        return False
+    return "asyncpg" in type(error).__module__ and "closed" in str(error).lower()
 
 
 def _is_postgres(exc: sa_exc.DBAPIError) -> bool:
@@ -241,9 +278,22 @@ def to_app_error(exc: BaseException) -> AppError | None:
         return None if type(error) is AppError else error
     if isinstance(exc, sa_exc.TimeoutError):
         return ServiceUnavailable("The database is busy; try again shortly")
+    if isinstance(exc, TimeoutError):  # a connect or command timeout of the driver
+        return ServiceUnavailable("A backing service did not answer in time; try again shortly")
     if isinstance(exc, ConnectionRefusedError | OSError) and _looks_like_connect_failure(exc):
         return ServiceUnavailable()
+    if _sqlstate(exc) is not None and _is_driver_error(exc):
+        # A driver error that escaped SQLAlchemy's wrapping (e.g. raised while connecting).
+        state = _sqlstate(exc) or ""
+        if state.startswith(_UNAVAILABLE_SQLSTATES):
+            return ServiceUnavailable("The database is unavailable; try again shortly")
+    if _is_closed_connection(exc):
+        return ServiceUnavailable("The database is unavailable; try again shortly")
     return None
+
+
+def _is_driver_error(exc: BaseException) -> bool:
+    return type(exc).__module__.startswith("asyncpg")
 
 
 def _looks_like_connect_failure(exc: OSError) -> bool:
@@ -283,3 +333,14 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(sa_exc.DBAPIError, on_known_exception)
     app.add_exception_handler(sa_exc.TimeoutError, on_known_exception)
     app.add_exception_handler(OSError, on_known_exception)
+    for driver_error in _driver_errors():
+        app.add_exception_handler(driver_error, on_known_exception)
+
+
+def _driver_errors() -> tuple[type[Exception], ...]:
+    """asyncpg's base errors, when the driver is installed (they can escape unwrapped)."""
+    try:
+        import asyncpg  # type: ignore[import-untyped]
+    except ImportError:  # pragma: no cover - asyncpg is a dependency
+        return ()
+    return (asyncpg.PostgresError, asyncpg.InterfaceError)

@@ -4,7 +4,8 @@
   NestJS/Prisma database still verify and are flagged for re-hashing. Hashing runs in a
   thread pool behind a semaphore so a burst of logins never stalls the event loop.
 - Access tokens: JWT signed with a key derived from `SECRET_KEY`; verification needs no
-  database (algorithm allow-list, `exp`/`iat`/`typ` required, `none` refused).
+  database (algorithm allow-list, `exp`/`iat`/`typ` required, `iss`/`aud` required and
+  equal to `JWT_ISSUER`/`JWT_AUDIENCE`, `none` refused).
 - Opaque tokens (refresh, reset, verification): 256 random bits, stored only as SHA-256.
 - Secrets at rest (the TOTP seed): AES-256-GCM with a key derived from `SECRET_KEY` (HKDF).
 """
@@ -117,6 +118,8 @@ class TokenCodec:
             raise ValueError(f"unsupported JWT algorithm {settings.jwt_algorithm}")
         self._key = derive_key(settings.secret(), "tenantry/jwt-signing", 64)
         self._algorithm = settings.jwt_algorithm
+        self._issuer = settings.jwt_issuer
+        self._audience = settings.jwt_audience
         self.ttl_seconds = settings.access_token_ttl_seconds
         # Tokens already verified, by their exact text: a client sends the same token on
         # every request for up to `ttl_seconds`, and a hit skips the HMAC and the JSON
@@ -126,6 +129,8 @@ class TokenCodec:
     def issue(self, *, user_id: uuid.UUID, session_id: uuid.UUID, role: str) -> str:
         now = time.time()  # sub-second iat: logout-all, then a new login in the same second
         claims: dict[str, Any] = {
+            "iss": self._issuer,
+            "aud": self._audience,
             "sub": str(user_id),
             "sid": str(session_id),
             "role": role,
@@ -157,7 +162,9 @@ class TokenCodec:
                 token,
                 self._key,
                 algorithms=[self._algorithm],
-                options={"require": ["exp", "iat", "sub", "sid", "typ", "jti"]},
+                issuer=self._issuer,
+                audience=self._audience,
+                options={"require": ["exp", "iat", "iss", "aud", "sub", "sid", "typ", "jti"]},
             )
         except jwt.ExpiredSignatureError:
             raise InvalidAccessToken(expired=True) from None

@@ -1,7 +1,8 @@
 """Who is calling: typed dependencies every feature router uses.
 
-- `AccessClaimsDep` — the verified access-token claims (signature, expiry, revocation via
-  the cache); no database query. For hot paths that only need the user id.
+- `AccessClaimsDep` — the verified access-token claims (signature, expiry, revocation:
+  the cached session fact, the database when the cache has none — revocation.py). For
+  hot paths that only need the user id.
 - `CurrentUser` — the calling `User`, loaded in the request session together with its
   session row, so a revoked session or a deactivated user is refused even without cache.
 - `require_platform_role(PlatformRole.ADMIN)` — a dependency returning the user when its
@@ -86,7 +87,8 @@ async def access_claims_fetching(
     keys: Callable[[AccessClaims], list[str]],
 ) -> tuple[AccessClaims, list[bytes | None]]:
     """The verified, unrevoked claims, and the cache values of `keys(claims)` read with the
-    revocation facts (one round trip for the whole authentication of a tenant request)."""
+    revocation facts (one round trip for the whole authentication of a warm tenant request;
+    a session whose fact the cache lacks is looked up in the database)."""
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise Unauthorized()
     try:
@@ -95,7 +97,7 @@ async def access_claims_fetching(
         if exc.expired:
             raise Unauthorized("The access token has expired", code="token_expired") from None
         raise Unauthorized("The access token is invalid") from None
-    revoked, values = await revocations.is_revoked_fetching(claims, keys(claims))
+    revoked, values = await revocations.check(claims, keys(claims))
     if revoked:
         raise Unauthorized("The session has ended; sign in again")
     return claims, values

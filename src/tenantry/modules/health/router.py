@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from tenantry.config import Settings
+from tenantry.core.errors import Unauthorized
 from tenantry.core.responses import JSONResponse
 
 HealthCheck = Callable[[], Awaitable[None]]
@@ -52,6 +55,18 @@ async def _run(check: HealthCheck | None) -> str:
 
 @router.get("/metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
-    """Prometheus text exposition."""
+    """Prometheus text exposition (`Authorization: Bearer <METRICS_TOKEN>` when set)."""
+    settings: Settings = request.app.state.settings
+    if settings.metrics_token is not None:
+        _require_metrics_token(request, settings.metrics_token.get_secret_value())
     registry = request.app.state.metrics
     return Response(registry.render(), media_type=registry.content_type)
+
+
+def _require_metrics_token(request: Request, expected: str) -> None:
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    # Constant-time comparison: the token must not be guessable byte by byte.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        presented.strip().encode(), expected.encode()
+    ):
+        raise Unauthorized("A valid metrics token is required")

@@ -10,9 +10,9 @@ a session already bound to `orgId`). The principal is
   database) or is no longer a member (the cached membership, dropped on every change).
   It acts with its own permissions, narrowed to what its creator's role holds now, and
   as its creator (user id);
-- otherwise a user's access token (JWT): verified and checked against the cached
-  revocations (no query, like `AccessClaimsDep`), then the membership is read (cached,
-  see access.py).
+- otherwise a user's access token (JWT): verified and checked for revocation like
+  `AccessClaimsDep` (the session's cached fact; the database when the cache has none),
+  then the membership is read (cached, see access.py).
   Permissions always come from the membership's role, never from the token.
 
 No credentials → 401. Not a member, unknown or deleted organization → the same 404.
@@ -67,9 +67,9 @@ async def resolve_tenant(
     raw_key = presented_api_key(request)
     if raw_key is not None:
         return await _api_key_context(request, session, cache, org_id, raw_key)
-    # The hot path: the token is verified and checked against the cached revocations
-    # (logout, password change, deactivation) without a query, the cached membership read
-    # in the same round trip.
+    # The hot path: the token is verified and checked against the session's cached fact
+    # (logout, password change, deactivation; the database on a miss), the cached
+    # membership read in the same round trip.
     claims, prefetched = await access_claims_fetching(
         request.app.state.security,
         request.app.state.revocations,
