@@ -198,13 +198,18 @@ async def current_versions(store: Store, task_ids: Sequence[str]) -> dict[str, i
     return versions
 
 
-async def running_queries(store: Store) -> int:
-    """Queries running now on the bench database other than ours (0 on SQLite)."""
+async def busy_connections(store: Store) -> int:
+    """Connections to the bench database other than ours running a query or holding a
+    transaction open (0 on SQLite).
+
+    An abandoned login waits for its password hash with its transaction open ("idle in
+    transaction"), holding a pool connection the next scenario's requests would queue for.
+    """
     if not isinstance(store, PostgresStore):
         return 0
     found = await store.rows(
         "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-        "AND state = 'active' AND pid <> pg_backend_pid()"
+        "AND state IS NOT NULL AND state <> 'idle' AND pid <> pg_backend_pid()"
     )
     return int(found[0][0])
 

@@ -1,15 +1,17 @@
 """`make bench`: seed, serve, load with wrk, write the report.
 
-    uv run python -m bench.run [--duration 5] [--warmup 1] [--connections 16,64]
+    uv run python -m bench.run [--duration 5] [--warmup 1] [--connections 10,32]
         [--only get_task,list_page1] [--configs pg1,pg2,sqlite] [--skip-seed] [--output PATH]
 
 Checks PostgreSQL and Redis are reachable, builds the datasets (bench/seed.py, skipped
 when already there), measures the bare reference endpoints (bench/limit.py), then for
 each configuration starts `tenantry serve --no-migrate`, logs every bench member in,
 runs every scenario with wrk (a discarded warm-up, then the measured run) at each
-connection count, samples the server processes' memory, stops the server (its whole
-process group, also on Ctrl-C or failure) and removes what the run added. The report
-goes to bench/results/<date>.md with the raw numbers in a JSON file next to it.
+connection count while reading the server's CPU time, samples the server processes'
+memory, stops the server (its whole process group, also on Ctrl-C or failure). For
+pg1 it then serves once more through bench/pgcount.py's proxy to count the PostgreSQL
+statements of each scenario, and removes what the run added. The report goes to
+bench/results/<date>.md with the raw numbers in a JSON file next to it.
 """
 
 from __future__ import annotations
@@ -34,17 +36,25 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import redis
 
 from bench import data
+from bench.pgcount import CountingProxy
 from bench.report import (
+    LATENCY_CONNECTIONS,
+    LOGIN_STALL,
+    RATIO_CONNECTIONS,
+    SEARCH_CONNECTIONS,
     ProcessMemory,
     Result,
+    StatementProbe,
     bar_checks,
     bar_section,
     results_table,
+    statements_table,
     table,
 )
 from bench.seed import (
@@ -65,6 +75,8 @@ SQLITE_SPEC = DatasetSpec(big_organizations=2)  # 2M rows do not fit the time bu
 # (id, label, organization group): the order they run in.
 SCENARIOS: list[tuple[str, str, str]] = [
     ("login", "login", "big"),
+    # get_task at 10 connections and login at 32, two wrk at once (the get side is measured).
+    (LOGIN_STALL, "get task by id while 32 connections log in", "big"),
     ("me", "me", "big"),
     ("get_task", "get task by id", "big"),
     ("list_page1", "list tasks page 1", "big"),
@@ -83,7 +95,14 @@ REFERENCES = [
     ("bare_constant", "bare ASGI constant JSON"),
     ("bare_asyncpg", "bare ASGI asyncpg fetch by id"),
 ]
-LABELS = dict([(s, label) for s, label, _ in SCENARIOS] + REFERENCES)
+LABELS = dict(
+    [(s, label) for s, label, _ in SCENARIOS]
+    + REFERENCES
+    + [("logins_alongside", "login, alongside the get above")]
+)
+# Connection counts beyond --connections: the bar's search line is at 16.
+EXTRA_CONNECTIONS = {"search": [SEARCH_CONNECTIONS]}
+LOGIN_STALL_RUNS = (("get_task", LATENCY_CONNECTIONS), ("login", RATIO_CONNECTIONS))
 POOL_SCENARIOS = {"patch_task", "mixed"}
 CONFIGS = {
     "pg1": "PostgreSQL + Redis, 1 process",
@@ -91,7 +110,14 @@ CONFIGS = {
     "sqlite": "SQLite (embedded), 1 process",
 }
 SETTLE_TIMEOUT = 35.0  # the app's statement timeout is 30 s
+IDLE_WINDOW = 0.3  # seconds of server CPU time looked at by settle()
+IDLE_WINDOWS = 2  # quiet windows in a row that make the server idle
+IDLE_CPU = 0.2  # fraction of a core below which the server counts as idle
 PATCHES_PER_SECOND = 2000  # upper bound of a patch run's rate, sizes the pool
+PROBE_CONFIG = "pg1"  # statements per request are counted on this configuration
+PROBE_WARMUP_SECONDS = 1  # fills the server's statement caches; not counted
+PROBE_SECONDS = 2  # the counted sequential run, and the idle window before it
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class BenchError(Exception):
@@ -115,6 +141,12 @@ class Options:
     def scenarios(self) -> list[tuple[str, str, str]]:
         return [s for s in SCENARIOS if self.only is None or s[0] in self.only]
 
+    def connections_of(self, scenario: str) -> list[int]:
+        """The connection counts `scenario` runs at (the login-stall one has its own)."""
+        if scenario == LOGIN_STALL:
+            return [LATENCY_CONNECTIONS]
+        return sorted(set(self.connections) | set(EXTRA_CONNECTIONS.get(scenario, [])))
+
 
 @dataclass
 class Run:
@@ -125,6 +157,7 @@ class Run:
     datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
     results: list[Result] = field(default_factory=list)
     memory: list[ProcessMemory] = field(default_factory=list)
+    probes: list[StatementProbe] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -206,6 +239,17 @@ def _descendants(pid: int) -> list[int]:
     for current in found:
         found += [child for child, parent in parents.items() if parent == current]
     return found
+
+
+def cpu_seconds(root: int) -> float:
+    """CPU time (user + system) spent so far by `root`'s process tree, children reaped
+    included (utime, stime, cutime, cstime of /proc/<pid>/stat)."""
+    ticks = 0
+    for pid in _descendants(root):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += sum(int(f) for f in fields[11:15])
+    return ticks / CLOCK_TICKS
 
 
 def _status_kib(pid: int, field_name: str) -> int:
@@ -327,26 +371,54 @@ def server_env(config: str, options: Options, var_dir: Path) -> dict[str, str]:
 # --- wrk --------------------------------------------------------------------------------
 
 
-def wrk(url: str, data_dir: Path, scenario: str, connections: int, seconds: int) -> dict[str, Any]:
-    argv = [
-        "wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
-        "-s", str(WRK_SCRIPT), url, "--", str(data_dir), scenario, str(WRK_THREADS),
+def _wrk_argv(url: str, data_dir: Path, scenario: str, connections: int, seconds: int) -> list[str]:
+    threads = min(WRK_THREADS, connections)  # wrk needs a connection per thread
+    return [
+        "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
+        "-s", str(WRK_SCRIPT), url, "--", str(data_dir), scenario, str(threads),
     ]  # fmt: skip
-    done = subprocess.run(argv, capture_output=True, text=True, check=False)
-    for line in done.stdout.splitlines():
+
+
+def _wrk_result(scenario: str, stdout: str, stderr: str) -> dict[str, Any]:
+    for line in stdout.splitlines():
         if line.startswith("BENCH_RESULT "):
-            if done.stderr.strip():
-                print("    " + done.stderr.strip().replace("\n", "\n    "), file=sys.stderr)
+            if stderr.strip():
+                print("    " + stderr.strip().replace("\n", "\n    "), file=sys.stderr)
             parsed: dict[str, Any] = json.loads(line.removeprefix("BENCH_RESULT "))
             return parsed
-    raise BenchError(f"wrk {scenario} printed no result:\n{done.stdout}\n{done.stderr}")
+    raise BenchError(f"wrk {scenario} printed no result:\n{stdout}\n{stderr}")
+
+
+def wrk(url: str, data_dir: Path, scenario: str, connections: int, seconds: int) -> dict[str, Any]:
+    argv = _wrk_argv(url, data_dir, scenario, connections, seconds)
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    return _wrk_result(scenario, done.stdout, done.stderr)
+
+
+def wrk_together(
+    url: str, data_dir: Path, runs: Sequence[tuple[str, int]], seconds: int
+) -> list[dict[str, Any]]:
+    """Several wrk (scenario, connections) on the server at once; their results in order."""
+    started = [
+        subprocess.Popen(
+            _wrk_argv(url, data_dir, scenario, connections, seconds),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for scenario, connections in runs
+    ]  # fmt: skip
+    return [
+        _wrk_result(scenario, *process.communicate())
+        for (scenario, _), process in zip(runs, started, strict=True)
+    ]
 
 
 def pool_size(options: Options) -> int:
     """Tasks every patching run of a configuration may take (each its own, never reused)."""
-    runs = sum(1 for s, _, _ in options.scenarios if s in POOL_SCENARIOS) * len(options.connections)
+    pooled = [s for s, _, _ in options.scenarios if s in POOL_SCENARIOS]
+    runs = sum(len(options.connections_of(s)) for s in pooled)
     per_run = [PatchPool.size(options.warmup), PatchPool.size(options.duration)]
-    return runs * sum(per_run)
+    per_probe = [PatchPool.size(PROBE_WARMUP_SECONDS), PatchPool.size(PROBE_SECONDS)]
+    return runs * sum(per_run) + len(pooled) * sum(per_probe)
 
 
 class PatchPool:
@@ -373,33 +445,55 @@ async def measure(
     scenarios: Sequence[tuple[str, str]],
     dirs: dict[str, Path],
     store: data.Store,
+    server: Server,
     pool: PatchPool | None = None,
-    server: Server | None = None,
 ) -> None:
-    """Warm-up then measured run of each (scenario, group), at every connection count."""
+    """Warm-up then measured run of each (scenario, group), at every connection count.
+
+    The server's CPU time is read just before and just after each measured run.
+    """
     options = run.options
     for scenario, group in scenarios:
-        lua_name = scenario.removesuffix("_small")
-        for connections in options.connections:
+        for connections in options.connections_of(scenario):
             for seconds, kept in ((options.warmup, False), (options.duration, True)):
                 if seconds <= 0:
                     continue
                 if pool and scenario in POOL_SCENARIOS:
                     await pool.prepare(store, dirs[group], seconds)
-                raw = wrk(url, dirs[group], lua_name, connections, seconds)
+                cpu_before = cpu_seconds(server.process.pid)
+                if scenario == LOGIN_STALL:
+                    raws = wrk_together(url, dirs[group], LOGIN_STALL_RUNS, seconds)
+                    runs = [
+                        (LOGIN_STALL, LATENCY_CONNECTIONS),
+                        ("logins_alongside", RATIO_CONNECTIONS),
+                    ]
+                else:
+                    lua_name = scenario.removesuffix("_small")
+                    raws = [wrk(url, dirs[group], lua_name, connections, seconds)]
+                    runs = [(scenario, connections)]
+                cpu = cpu_seconds(server.process.pid) - cpu_before
                 if kept:
                     # The measured run follows its warm-up at once (one continuous load);
                     # the next scenario starts on a server done with this one.
-                    await settle(url, store)
-                    result = Result.from_wrk(config, scenario, connections, raw)
-                    run.results.append(result)
-                    print(
-                        f"  {config:6} {LABELS[scenario]:34} c={connections:<3} "
-                        f"{result.rps:8.0f} rps  p50 {result.p50_ms:7.2f}  "
-                        f"p99 {result.p99_ms:8.2f} ms  errors {result.error_count}"
-                    )
-            if server:
+                    await settle(url, store, server)
+                    # Two wrk at once: the CPU of the run over the requests of both.
+                    requests = sum(raw["requests"] for raw in raws)
+                    for (name, conns), raw in zip(runs, raws, strict=True):
+                        share = cpu * raw["requests"] / requests if requests else None
+                        result = Result.from_wrk(config, name, conns, raw, share)
+                        run.results.append(result)
+                        _print_result(config, result)
+            if config != "bare":
                 _keep_peaks(run, server.memory(config))
+
+
+def _print_result(config: str, result: Result) -> None:
+    cpu = "-" if result.cpu_ms is None else f"{result.cpu_ms:.2f}"
+    print(
+        f"  {config:6} {LABELS[result.scenario]:42} c={result.connections:<3} "
+        f"{result.rps:8.0f} rps  p50 {result.p50_ms:7.2f}  p99 {result.p99_ms:8.2f} ms  "
+        f"CPU {cpu} ms/req  errors {result.error_count}"
+    )
 
 
 def _answer_seconds(url: str) -> float:
@@ -410,21 +504,30 @@ def _answer_seconds(url: str) -> float:
     return time.perf_counter() - started
 
 
-async def settle(url: str, store: data.Store) -> None:
+async def settle(url: str, store: data.Store, server: Server) -> None:
     """Wait until the server is done with the requests wrk left in flight when time was up.
 
-    A run ends with up to one request per connection still being served (and its query
-    still running): slow ones would otherwise eat into the next run. Settled = no query
-    of the bench database running and the readiness probe answering within 100 ms.
+    A run ends with up to one request per connection still being served (its query
+    running, its transaction open, or a password being hashed): slow ones would otherwise
+    eat into the next run. Settled = no connection of the bench database running a query
+    or inside a transaction, the server's processes using under IDLE_CPU of a core over
+    IDLE_WINDOWS windows in a row, and the readiness probe answering within 100 ms.
     """
-    started = time.monotonic()
-    while time.monotonic() - started < SETTLE_TIMEOUT:
-        quick = await asyncio.to_thread(_answer_seconds, url + "/health/ready") < 0.1
-        if quick and await data.running_queries(store) == 0:
-            break
-        await asyncio.sleep(0.2)
+    started, quiet = time.monotonic(), 0
+    while time.monotonic() - started < SETTLE_TIMEOUT and quiet < IDLE_WINDOWS:
+        cpu_before = cpu_seconds(server.process.pid)
+        await asyncio.sleep(IDLE_WINDOW)
+        busy = cpu_seconds(server.process.pid) - cpu_before > IDLE_CPU * IDLE_WINDOW
+        # A queue of password hashes can leave a short gap in the CPU time: the server
+        # is idle after IDLE_WINDOWS quiet windows in a row.
+        quiet = 0 if busy or await data.busy_connections(store) else quiet + 1
+        if quiet == IDLE_WINDOWS:
+            slow = await asyncio.to_thread(_answer_seconds, url + "/health/ready") >= 0.1
+            quiet = 0 if slow else quiet
     waited = time.monotonic() - started
-    if waited > 1:
+    if quiet < IDLE_WINDOWS:
+        print(f"    (still busy after {SETTLE_TIMEOUT:.0f}s: the next run starts anyway)")
+    elif waited > 1:
         print(f"    (waited {waited:.1f}s for the server to finish abandoned requests)")
 
 
@@ -504,8 +607,8 @@ async def _run_references(run: Run, logs: Path, store: data.Store) -> None:
     ):
         argv = [*limit, app, "--port", str(port), "--database-url", options.database_url]
         print(f"reference: {LABELS[scenario]}")
-        with serving(argv, env, logs / f"limit-{app}.log", port, ready):
-            await measure(run, "bare", url, [(scenario, "big")], {"big": data_dir}, store)
+        with serving(argv, env, logs / f"limit-{app}.log", port, ready) as server:
+            await measure(run, "bare", url, [(scenario, "big")], {"big": data_dir}, store, server)
 
 
 async def run_config(run: Run, config: str, markers: dict[str, Marker], logs: Path) -> None:
@@ -526,24 +629,96 @@ async def run_config(run: Run, config: str, markers: dict[str, Marker], logs: Pa
         url = f"http://127.0.0.1:{port}"
         print(f"{config}: {CONFIGS[config]} ({' '.join(argv[1:])})")
         log = logs / f"server-{config}.log"
-        with serving(argv, server_env(config, options, var_dir), log, port) as server:
+        env = server_env(config, options, var_dir)
+        pool = PatchPool(candidates)
+        dirs = {"big": logs / f"data-{config}-big", "small": logs / f"data-{config}-small"}
+        scenarios = [(s, group) for s, _, group in options.scenarios]
+        with serving(argv, env, log, port) as server:
             started = time.perf_counter()
             await data.log_in_everyone(url, organizations)
             print(
                 f"  logged in {sum(len(o.tokens) for o in organizations)} members "
                 f"in {time.perf_counter() - started:.1f}s"
             )
-            dirs = {"big": logs / f"data-{config}-big", "small": logs / f"data-{config}-small"}
             data.write_data_dir(dirs["big"], big, seed=1)
             data.write_data_dir(dirs["small"], small, seed=2)
-            scenarios = [(s, group) for s, _, group in options.scenarios]
-            await measure(run, config, url, scenarios, dirs, store, PatchPool(candidates), server)
+            await measure(run, config, url, scenarios, dirs, store, server, pool)
             _keep_peaks(run, server.memory(config))
+        if config == PROBE_CONFIG:
+            # The same settings (secret key, Redis): the tokens in `dirs` stay valid.
+            probes = [(s, g) for s, g in scenarios if s != LOGIN_STALL]
+            await count_statements(run, config, env, logs, probes, dirs, store, pool)
         await data.reset_after_run(store, marker.seeded_at)
     finally:
         await store.close()
         if config != "sqlite":
             clear_redis(options.redis_url)
+
+
+def _through(database_url: str, port: int) -> str:
+    """`database_url` with its host and port replaced by 127.0.0.1:`port`."""
+    parts = urlsplit(database_url)
+    user = parts.netloc.rsplit("@", 1)[0] + "@" if "@" in parts.netloc else ""
+    return parts._replace(netloc=f"{user}127.0.0.1:{port}").geturl()
+
+
+async def count_statements(
+    run: Run,
+    config: str,
+    env: dict[str, str],
+    logs: Path,
+    scenarios: Sequence[tuple[str, str]],
+    dirs: dict[str, Path],
+    store: data.Store,
+    pool: PatchPool,
+) -> None:
+    """PostgreSQL statements per request of each scenario, through bench/pgcount.py.
+
+    A dedicated server (the proxy costs CPU and latency: none of the figures above are
+    taken through it) whose DATABASE_URL points at the proxy. Per scenario: a 1 s
+    sequential warm-up (statement caches), an idle window of PROBE_SECONDS (what the
+    server sends on its own: job polling, usage flushes), then PROBE_SECONDS of wrk at
+    1 connection; statements/request = (run - idle window) ÷ requests.
+    """
+    upstream = urlsplit(run.options.database_url)
+    proxy = CountingProxy(upstream.hostname or "127.0.0.1", upstream.port or 5432)
+    proxy_port = proxy.start()
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    argv = [_venv_bin("tenantry"), "serve", "--no-migrate", "--port", str(port)]
+    env = env | {"DATABASE_URL": _through(env["DATABASE_URL"], proxy_port)}
+    print(f"{config}: PostgreSQL statements per request (through a counting proxy)")
+    try:
+        with serving(argv, env, logs / f"server-{config}-statements.log", port) as server:
+            for scenario, group in scenarios:
+                lua_name = scenario.removesuffix("_small")
+                if scenario in POOL_SCENARIOS:
+                    await pool.prepare(store, dirs[group], PROBE_WARMUP_SECONDS)
+                wrk(url, dirs[group], lua_name, 1, PROBE_WARMUP_SECONDS)
+                await settle(url, store, server)
+                if scenario in POOL_SCENARIOS:
+                    await pool.prepare(store, dirs[group], PROBE_SECONDS)
+                before = proxy.counts()
+                await asyncio.sleep(PROBE_SECONDS)
+                idle = proxy.counts() - before
+                before = proxy.counts()
+                raw = wrk(url, dirs[group], lua_name, 1, PROBE_SECONDS)
+                spent = proxy.counts() - before
+                probe = StatementProbe(
+                    config, scenario, raw["requests"], raw["duration_s"], spent.statements,
+                    spent.round_trips, idle.statements, idle.round_trips,
+                    Result.from_wrk(config, scenario, 1, raw).error_count,
+                )  # fmt: skip
+                run.probes.append(probe)
+                per_request = probe.statements_per_request
+                print(
+                    f"  {LABELS[scenario]:42} {probe.requests:5} requests  "
+                    f"{'-' if per_request is None else f'{per_request:.1f}'} statements/req  "
+                    f"(idle window: {idle.statements})  errors {probe.errors}"
+                )
+                await settle(url, store, server)
+    finally:
+        proxy.stop()
 
 
 def dataset_rows(datasets: dict[str, dict[str, Any]]) -> list[list[object]]:
@@ -571,10 +746,21 @@ def render(run: Run, checks_md: list[str]) -> str:
         f"per scenario at {', '.join(map(str, options.connections))} connections. "
         f"Total wall time of the run: {time.perf_counter() - run.started:.0f} s. "
         "Before each scenario and connection count the server has finished the requests the "
-        "previous run left in flight (no query running on the bench database, readiness "
-        "answering within 100 ms). Errors: socket errors and timeouts (10 s) plus responses "
+        "previous run left in flight (no query running and no transaction open on the bench "
+        f"database, the server's processes under {IDLE_CPU:.0%} of a core in "
+        f"{IDLE_WINDOWS} windows of {IDLE_WINDOW} s in a row, readiness answering within "
+        "100 ms). Errors: socket errors and timeouts (10 s) plus responses "
         "whose status is not the scenario's expected one; `-`: no request completed in the "
-        "run. The bar is computed from the runs at 16 connections.",
+        f"run. Search also runs at {SEARCH_CONNECTIONS} connections; the login-stall scenario "
+        f"runs get task at {LATENCY_CONNECTIONS} connections and login at "
+        f"{RATIO_CONNECTIONS} at once (two wrk). CPU ms/req: CPU time (user + system) of the "
+        "server's whole process tree over the measured run (/proc/<pid>/stat), divided by the "
+        "requests completed (both wrk for the login-stall run). The bar is computed from the "
+        "PostgreSQL 1-process runs: throughput ratios (to the bare asyncpg fetch at the same "
+        "connection count), the p99 ceiling, CPU per get, small vs big organization, bulk "
+        f"update and --workers 2 at {RATIO_CONNECTIONS} connections; p99 and offset-page "
+        f"latency at {LATENCY_CONNECTIONS}; search at {SEARCH_CONNECTIONS}; statements per "
+        "request from the counting proxy (below).",
         "",
         "## Machine",
         "",
@@ -600,6 +786,21 @@ def render(run: Run, checks_md: list[str]) -> str:
             continue
         title = "Reference endpoints (bench/limit.py)" if config == "bare" else CONFIGS[config]
         lines += [f"## {title}", "", *results_table(rows, LABELS, constant, asyncpg_rps), ""]
+    if run.probes:
+        lines += [
+            "## PostgreSQL statements per request",
+            "",
+            f"{CONFIGS[PROBE_CONFIG]}, a dedicated server whose database connections go "
+            "through bench/pgcount.py (a proxy reading the client side of the protocol): a "
+            "statement is an Execute or one SQL statement of a simple query; a round trip a "
+            "simple query, a Sync or a Flush. Per scenario: a "
+            f"{PROBE_WARMUP_SECONDS} s warm-up, an idle window of {PROBE_SECONDS} s whose "
+            "statements (the server's own: job polling, usage flushes) are subtracted, then "
+            f"wrk at 1 connection for {PROBE_SECONDS} s.",
+            "",
+            *statements_table(run.probes, LABELS),
+            "",
+        ]
     memory_rows = [
         [m.config, m.role, m.pid, f"{m.peak_mb:.0f}", f"{m.final_mb:.0f}"] for m in run.memory
     ]
@@ -628,7 +829,7 @@ async def bench(options: Options) -> Path:
     for config in options.configs:
         await run_config(run, config, markers, logs)
     run.machine["load average at end (1/5/15 min)"] = _load_average()
-    checks = bar_checks(run.results, run.memory, LABELS)
+    checks = bar_checks(run.results, run.memory, run.probes, LABELS)
     checks_md = bar_section(checks)
     options.output.parent.mkdir(parents=True, exist_ok=True)
     options.output.write_text(render(run, checks_md))
@@ -638,6 +839,7 @@ async def bench(options: Options) -> Path:
         "options": {k: str(v) for k, v in asdict(options).items()},
         "results": [asdict(r) for r in run.results],
         "memory": [asdict(m) for m in run.memory],
+        "statements": [asdict(p) for p in run.probes],
         "bar": [asdict(c) for c in checks],
     }
     options.output.with_suffix(".json").write_text(json.dumps(raw, indent=2) + "\n")
@@ -650,7 +852,11 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=int, default=5, help="measured seconds per run")
     parser.add_argument("--warmup", type=int, default=1, help="discarded seconds before each")
-    parser.add_argument("--connections", default="16,64", help="comma-separated counts")
+    parser.add_argument(
+        "--connections",
+        default=f"{LATENCY_CONNECTIONS},{RATIO_CONNECTIONS}",
+        help="comma-separated counts (search also runs at 16)",
+    )
     parser.add_argument("--only", help=f"scenarios: {','.join(s for s, _, _ in SCENARIOS)}")
     parser.add_argument("--configs", default="pg1,pg2,sqlite", help="pg1,pg2,sqlite")
     parser.add_argument("--skip-seed", action="store_true", help="use the datasets as they are")
