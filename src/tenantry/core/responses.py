@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from starlette.responses import JSONResponse as _StarletteJSONResponse
 
@@ -153,6 +153,8 @@ class ListQuery(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
     sort_fields: ClassVar[tuple[str, ...]] = ("createdAt",)
+    # The deepest offset page, in rows (`MAX_OFFSET_ROWS`, set by `limit_offset_pages`).
+    max_offset_rows: ClassVar[int] = 10_000
 
     page: int = Field(default=1, ge=1, le=1_000_000)
     limit: int = Field(default=10, ge=1, le=100)
@@ -173,6 +175,31 @@ class ListQuery(BaseModel):
             raise ValueError(f"must be one of: {', '.join(cls.sort_fields)}")
         return value
 
+    @model_validator(mode="after")
+    def _offset_within_reach(self) -> ListQuery:
+        """An offset page deeper than `max_offset_rows` is a 400 pointing to `cursor`.
+
+        PostgreSQL reads and drops every row an `OFFSET` skips: page 50,000 costs 50,000
+        times page 1, for every client that asks. A keyset page costs the same at any
+        depth. Checked here, where every list's query is parsed, so no list can forget.
+        """
+        rows = self.page * self.limit
+        if self.cursor is None and rows > self.max_offset_rows:
+            from tenantry.core.errors import ValidationFailed
+
+            raise ValidationFailed(
+                f"Offset pages stop at {self.max_offset_rows} rows (page * limit); "
+                "use `cursor` to read further",
+                details=[
+                    {
+                        "field": "page",
+                        "message": f"page * limit must be at most "
+                        f"{self.max_offset_rows}; use cursor pagination",
+                    }
+                ],
+            )
+        return self
+
     @property
     def offset(self) -> int:
         return (self.page - 1) * self.limit
@@ -180,6 +207,11 @@ class ListQuery(BaseModel):
     @property
     def uses_cursor(self) -> bool:
         return self.cursor is not None
+
+
+def limit_offset_pages(max_rows: int) -> None:
+    """Every list's deepest offset page (`MAX_OFFSET_ROWS`), set once by `create_app`."""
+    ListQuery.max_offset_rows = max_rows
 
 
 def encode_cursor(values: Sequence[Any]) -> str:
