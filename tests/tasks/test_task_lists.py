@@ -132,3 +132,25 @@ async def test_offset_pages_stop_at_max_offset_rows(tenants: Tenants, path: str)
         url, params={"page": 10_001, "limit": 1}, headers=org.owner.headers
     )
     assert also_deep.status_code == 400
+
+
+async def test_trashed_projects_hide_their_tasks_within_the_page_statement(
+    tenants: Tenants,
+) -> None:
+    """No second SELECT for the ids of trashed projects: one statement reads the page."""
+    org = await tenants.org()
+    kept, trashed = await org.project(), await org.project()
+    visible = await org.task(kept)
+    await org.task(trashed)
+    response = await tenants.client.delete(
+        org.url(f"/projects/{trashed['id']}"), headers=org.owner.headers
+    )
+    assert response.status_code == 204, response.text
+    engine = tenants.app.state.database.engine
+    for params in ({"cursor": ""}, {"limit": 10}):
+        with count_statements(engine) as statements:
+            ids = await _ids(tenants, org, "/tasks", **params)
+        assert ids == [visible["id"]]
+        reads = [s for s in statements if "FROM tasks" in s or "FROM projects" in s]
+        counting = [s for s in reads if "count(" in s.lower()]
+        assert len(reads) - len(counting) == 1, reads
