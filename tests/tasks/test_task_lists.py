@@ -111,7 +111,7 @@ async def test_listing_100_tasks_costs_as_many_statements_as_listing_1(tenants: 
 
 @pytest.mark.parametrize("path", ["/tasks", "/projects", "/audit-logs", "/projects/{p}/tasks"])
 async def test_offset_pages_stop_at_max_offset_rows(tenants: Tenants, path: str) -> None:
-    """Past `MAX_OFFSET_ROWS` (page × limit, 10,000 by default) a list says: use `cursor`."""
+    """Past `MAX_OFFSET_ROWS` (page * limit, 10,000 by default) a list says: use `cursor`."""
     org = await tenants.org()
     project = await org.project()
     url = org.url(path.format(p=project["id"]))
