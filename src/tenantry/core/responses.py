@@ -82,6 +82,10 @@ class Envelope(Schema, Generic[T]):
     timestamp: str = Field(default_factory=utc_timestamp)
 
 
+def _false(value: bool) -> bool:
+    return not value
+
+
 class PageMeta(Schema):
     total: int
     page: int
@@ -89,6 +93,8 @@ class PageMeta(Schema):
     total_pages: int
     has_next_page: bool
     has_prev_page: bool
+    # Present (and true) only when `total` is a cap, not a count (a search's total).
+    total_is_estimate: bool = Field(default=False, exclude_if=_false)
 
 
 class CursorMeta(Schema):
@@ -120,7 +126,9 @@ def ok(data: T) -> Envelope[T]:
     return Envelope[T](data=data)
 
 
-def page(items: Sequence[T], *, total: int, page: int, limit: int) -> Page[T]:
+def page(
+    items: Sequence[T], *, total: int, page: int, limit: int, total_is_estimate: bool = False
+) -> Page[T]:
     total_pages = math.ceil(total / limit) if total else 0
     meta = PageMeta(
         total=total,
@@ -129,6 +137,7 @@ def page(items: Sequence[T], *, total: int, page: int, limit: int) -> Page[T]:
         total_pages=total_pages,
         has_next_page=page < total_pages,
         has_prev_page=page > 1,
+        total_is_estimate=total_is_estimate,
     )
     return Page[T](data=list(items), meta=meta)
 
@@ -153,8 +162,10 @@ class ListQuery(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
     sort_fields: ClassVar[tuple[str, ...]] = ("createdAt",)
-    # The deepest offset page, in rows (`MAX_OFFSET_ROWS`, set by `limit_offset_pages`).
+    # The deepest offset page, in rows, and how far a search's total is counted
+    # (`MAX_OFFSET_ROWS`, `SEARCH_COUNT_CAP`: set by `configure_lists`).
     max_offset_rows: ClassVar[int] = 10_000
+    search_count_cap: ClassVar[int] = 1_000
 
     page: int = Field(default=1, ge=1, le=1_000_000)
     limit: int = Field(default=10, ge=1, le=100)
@@ -209,9 +220,10 @@ class ListQuery(BaseModel):
         return self.cursor is not None
 
 
-def limit_offset_pages(max_rows: int) -> None:
-    """Every list's deepest offset page (`MAX_OFFSET_ROWS`), set once by `create_app`."""
-    ListQuery.max_offset_rows = max_rows
+def configure_lists(*, max_offset_rows: int, search_count_cap: int) -> None:
+    """Every list's deepest offset page and search count cap, set once by `create_app`."""
+    ListQuery.max_offset_rows = max_offset_rows
+    ListQuery.search_count_cap = search_count_cap
 
 
 def encode_cursor(values: Sequence[Any]) -> str:
