@@ -5,7 +5,9 @@ and hands its filtered statement to `offset_page` or `keyset_page`. Every page i
 ordered by `(sort field, id)`, so equal sort values still have one total order:
 
 - `offset_page`: `LIMIT/OFFSET` + one `COUNT` (the `meta.total` of API.md), the count
-  cached per organization until its next write (core/counts.py);
+  cached per organization until its next write (core/counts.py); no deeper than
+  `MAX_OFFSET_ROWS` (`ListQuery` refuses it); a search's count stops at
+  `SEARCH_COUNT_CAP` (`meta.totalIsEstimate` beyond);
 - `keyset_page`: `WHERE (field, id) after the cursor ORDER BY field, id LIMIT n + 1`,
   no count; with an index on `(organization_id, field, id)` the cost is the same at
   page 1 and page 10,000, and every row appears exactly once even while rows are added.

@@ -8,6 +8,7 @@ import uuid
 from sqlalchemy import ColumnElement, Select, all_, any_, bindparam, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tenantry.core.counts import cached_total
 from tenantry.core.listing import (
     Listing,
     SortKey,
@@ -130,8 +131,20 @@ async def _list(
 
 
 async def _search_ids(session: AsyncSession, term: str, limit: int) -> list[uuid.UUID] | None:
-    """The ids of every task matching `term`, or None when there are `limit` or more."""
+    """The ids of every task matching `term`, or None when there are `limit` or more.
+
+    How many there are (up to `limit`) is cached like a total (core/counts.py): a common
+    term costs one cache read per page, not a function call returning `limit` ids.
+    """
     # Revision 0016's SECURITY DEFINER function (docs/tenancy.md, "Search under RLS").
-    found = func.tenantry_task_search(like_pattern(term), limit).table_valued("id")
-    ids = list(await session.scalars(select(found.c.id)))
-    return ids if len(ids) < limit else None
+    found = select(func.tenantry_task_search(like_pattern(term), limit).table_valued("id"))
+    ids: list[uuid.UUID] | None = None
+
+    async def count() -> int:
+        nonlocal ids
+        ids = list(await session.scalars(found))
+        return len(ids)
+
+    if await cached_total(session, found, count) >= limit:
+        return None
+    return ids if ids is not None else list(await session.scalars(found))
