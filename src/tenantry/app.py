@@ -36,6 +36,7 @@ from tenantry.core.middleware import (
 )
 from tenantry.core.openapi import ERROR_RESPONSES, finalize_openapi
 from tenantry.core.ratelimit import create_rate_limiter
+from tenantry.core.responses import configure_lists
 from tenantry.core.security import Security
 from tenantry.core.storage import bind_storage, create_storage
 from tenantry.modules.admin.router import router as admin_router
@@ -74,6 +75,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # distinct searches evicts other totals, never memberships or session facts.
     counts_cache = create_cache(settings, redis, namespace="counts")
     bind_counts(database, CountCache(counts_cache))
+    configure_lists(
+        max_offset_rows=settings.max_offset_rows, search_count_cap=settings.search_count_cap
+    )
     rate_limiter = create_rate_limiter(settings, redis)
     mailer = create_mailer(settings)
     bind_mail(database, mailer)  # requests queue email; the embedded worker sends it

@@ -84,6 +84,13 @@ class Settings(BaseSettings):
     database_statement_timeout_ms: int = Field(default=30_000, ge=0)
     database_echo: bool = False
     database_app_role: str | None = None
+    # Offset pages stop at this many rows (page * limit): deeper, PostgreSQL reads and
+    # drops every skipped row, so a client walks further with `cursor` (keyset) instead.
+    max_offset_rows: int = Field(default=10_000, ge=100, le=10_000_000)
+    # A search's `meta.total` counts matches up to this many; beyond, the total is this
+    # cap and `meta.totalIsEstimate` is true (counting every match of a common word in a
+    # 200,000-task organization costs more than the page itself).
+    search_count_cap: int = Field(default=1_000, ge=10, le=10_000_000)
     auto_migrate: bool | None = None
 
     redis_url: str | None = None

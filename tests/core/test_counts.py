@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from typing import Any
 
 import httpx
 import pytest
 
+from tenantry.core.counts import COUNTS_KEY, CountCache
 from tests.conftest import client_for
 from tests.tasks.test_task_lists import count_statements
 from tests.tenant_helpers import Org, Tenants
@@ -90,3 +93,73 @@ async def test_a_write_through_one_process_recounts_in_another(
         assert (await total(tenants.client), await total(second)) == (0, 0)
         await org.task(project)  # through the first process
         assert await total(second) == 1
+
+
+def _count_cache(tenants: Tenants) -> CountCache:
+    counts: CountCache = tenants.app.state.database.sessions.kw["info"][COUNTS_KEY]
+    return counts
+
+
+async def test_concurrent_pages_after_a_write_send_one_count(tenants: Tenants) -> None:
+    """No herd: the requests missing the same total at once share one COUNT."""
+    org = await tenants.org()
+    project = await org.project()
+    await org.task(project)
+    engine = tenants.app.state.database.engine
+    with count_statements(engine) as statements:
+        responses = await asyncio.gather(
+            *(tenants.client.get(org.url("/tasks"), headers=org.owner.headers) for _ in range(8))
+        )
+    assert [r.json()["meta"]["total"] for r in responses] == [1] * 8
+    assert _counts(statements) == 1
+
+
+async def test_one_recount_per_entry_within_a_process_and_across_processes(
+    tenants: Tenants,
+) -> None:
+    """Concurrent misses share the first one's count; a process sharing the cache waits.
+
+    `count` stands for the COUNT statement, held open until every caller has arrived.
+    """
+    counts = _count_cache(tenants)
+    elsewhere = CountCache(counts._cache)  # another process: the same cache, its own flights
+    org_id, started, release = uuid.uuid4(), asyncio.Event(), asyncio.Event()
+    calls = 0
+
+    async def count() -> int:
+        nonlocal calls
+        calls += 1
+        started.set()
+        await release.wait()
+        return 42
+
+    first = asyncio.create_task(counts.total(org_id, "q", count))
+    await started.wait()
+    others = [asyncio.create_task(counts.total(org_id, "q", count)) for _ in range(5)]
+    others.append(asyncio.create_task(elsewhere.total(org_id, "q", count)))
+    await asyncio.sleep(0.05)
+    release.set()
+    assert await asyncio.gather(first, *others) == [42] * 7
+    assert calls == 1
+
+
+async def test_a_failed_recount_lets_the_waiters_count_on_their_own(tenants: Tenants) -> None:
+    counts = _count_cache(tenants)
+    org_id, started, release = uuid.uuid4(), asyncio.Event(), asyncio.Event()
+
+    async def failing() -> int:
+        started.set()
+        await release.wait()
+        raise RuntimeError("the database went away")
+
+    async def count() -> int:
+        return 7
+
+    leader = asyncio.create_task(counts.total(org_id, "q", failing))
+    await started.wait()
+    waiter = asyncio.create_task(counts.total(org_id, "q", count))
+    await asyncio.sleep(0.01)
+    release.set()
+    with pytest.raises(RuntimeError):
+        await leader
+    assert await waiter == 7

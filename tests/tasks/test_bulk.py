@@ -6,8 +6,10 @@ import asyncio
 import uuid
 from typing import Any
 
+import asyncpg
 import pytest
 
+from tests.tasks.test_task_lists import count_statements
 from tests.tenant_helpers import Org, Tenants
 
 
@@ -174,3 +176,91 @@ async def test_concurrent_task_patches_with_the_same_version_exactly_one_wins(
     )
     assert sorted(r.status_code for r in responses) == [200, 409, 409, 409]
     assert all(r.json()["code"] == "version_conflict" for r in responses if r.status_code == 409)
+
+
+async def test_bulk_of_50_mixed_rows_is_batched_and_audited_row_by_row(tenants: Tenants) -> None:
+    """50 rows: a constant number of statements, one audit entry per row that changed."""
+    org = await tenants.org()
+    project = await org.project()
+    member = await org.join("member")
+    own_only = await org.key(["tasks:read", "tasks:write:own"])  # acts for the owner
+    mine = [await org.task(project) for _ in range(44)]
+    already = await org.task(project, priority="urgent", status="in_progress")  # no change
+    archived = await org.task(project, status="archived")  # archived → in_progress: conflict
+    theirs = await org.task(project, as_=member)  # not the key's creator: forbidden
+    other = await tenants.org()
+    foreign = await other.task(await other.project())
+    ids = [t["id"] for t in (*mine, already, archived, theirs, foreign)]
+    ids.append(str(uuid.uuid4()))  # missing
+    engine = tenants.app.state.database.engine
+    body = {"ids": ids, "changes": {"status": "in_progress", "priority": "urgent"}}
+    with count_statements(engine) as statements:
+        response = await _bulk(tenants, org, body, own_only)
+    assert response.status_code == 200, response.text
+    assert response.json()["data"] == {
+        "updated": [t["id"] for t in (*mine, already)],
+        "failed": [
+            {"id": archived["id"], "code": "conflict"},
+            {"id": theirs["id"], "code": "forbidden"},
+            {"id": foreign["id"], "code": "not_found"},
+            {"id": ids[-1], "code": "not_found"},
+        ],
+    }
+    task_statements = [s for s in statements if "tasks" in s or "audit_logs" in s]
+    assert len(task_statements) <= 4, task_statements  # load, update, audit (+ assignee)
+    for task, version in ((mine[0], 2), (mine[-1], 2), (already, 1), (archived, 1)):
+        now = await _task(tenants, org, task)
+        assert now["version"] == version
+    assert (await _task(tenants, org, mine[7]))["status"] == "in_progress"
+    assert (await _task(tenants, org, theirs))["priority"] == "medium"
+    entries = await tenants.client.get(
+        org.url("/audit-logs"),
+        params={"action": "task.updated", "limit": 100},
+        headers=org.owner.headers,
+    )
+    rows = entries.json()["data"]
+    assert sorted(r["entityId"] for r in rows) == sorted(t["id"] for t in mine)
+    assert all(
+        r["changes"] == {"status": ["todo", "in_progress"], "priority": ["medium", "urgent"]}
+        for r in rows
+    )
+
+
+@pytest.mark.services
+async def test_bulk_reports_a_row_changed_concurrently_as_a_version_conflict(
+    tenants: Tenants, database_url: str
+) -> None:
+    """A row updated by another transaction between the load and the write is not written."""
+    org = await tenants.org()
+    project = await org.project()
+    raced, calm = await org.task(project), await org.task(project)
+    dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
+    other = await asyncpg.connect(dsn)
+    try:
+        lock = other.transaction()
+        await lock.start()
+        await other.execute(
+            "UPDATE tasks SET version = version + 1, title = 'raced' WHERE id = $1",
+            uuid.UUID(raced["id"]),
+        )
+        body = {"ids": [raced["id"], calm["id"]], "changes": {"priority": "low"}}
+        pending = asyncio.create_task(_bulk(tenants, org, body))
+        for _ in range(200):  # until the bulk UPDATE waits for the row lock
+            waiting = await other.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                " AND query LIKE 'UPDATE tasks SET%'"
+            )
+            if waiting:
+                break
+            await asyncio.sleep(0.02)
+        await lock.commit()
+        response = await pending
+    finally:
+        await other.close()
+    assert response.status_code == 200, response.text
+    assert response.json()["data"] == {
+        "updated": [calm["id"]],
+        "failed": [{"id": raced["id"], "code": "version_conflict"}],
+    }
+    now = await _task(tenants, org, raced)
+    assert (now["title"], now["priority"], now["version"]) == ("raced", "medium", 2)

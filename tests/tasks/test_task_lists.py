@@ -107,3 +107,50 @@ async def test_listing_100_tasks_costs_as_many_statements_as_listing_1(tenants: 
     for (_size, path, cursor), count in counts.items():
         assert count == counts[(1, path, cursor)], counts
         assert count <= 6, counts  # begin/org setting + project + (count) + page
+
+
+@pytest.mark.parametrize("path", ["/tasks", "/projects", "/audit-logs", "/projects/{p}/tasks"])
+async def test_offset_pages_stop_at_max_offset_rows(tenants: Tenants, path: str) -> None:
+    """Past `MAX_OFFSET_ROWS` (page * limit, 10,000 by default) a list says: use `cursor`."""
+    org = await tenants.org()
+    project = await org.project()
+    url = org.url(path.format(p=project["id"]))
+    deepest = await tenants.client.get(
+        url, params={"page": 100, "limit": 100}, headers=org.owner.headers
+    )
+    assert deepest.status_code == 200, deepest.text
+    assert deepest.json()["meta"]["page"] == 100
+    too_deep = await tenants.client.get(
+        url, params={"page": 101, "limit": 100}, headers=org.owner.headers
+    )
+    assert too_deep.status_code == 400, too_deep.text
+    error = too_deep.json()
+    assert error["code"] == "validation_error"
+    assert "cursor" in error["message"]
+    assert error["details"][0]["field"] == "page"
+    also_deep = await tenants.client.get(
+        url, params={"page": 10_001, "limit": 1}, headers=org.owner.headers
+    )
+    assert also_deep.status_code == 400
+
+
+async def test_trashed_projects_hide_their_tasks_within_the_page_statement(
+    tenants: Tenants,
+) -> None:
+    """No second SELECT for the ids of trashed projects: one statement reads the page."""
+    org = await tenants.org()
+    kept, trashed = await org.project(), await org.project()
+    visible = await org.task(kept)
+    await org.task(trashed)
+    response = await tenants.client.delete(
+        org.url(f"/projects/{trashed['id']}"), headers=org.owner.headers
+    )
+    assert response.status_code == 204, response.text
+    engine = tenants.app.state.database.engine
+    for params in ({"cursor": ""}, {"limit": 10}):
+        with count_statements(engine) as statements:
+            ids = await _ids(tenants, org, "/tasks", **params)
+        assert ids == [visible["id"]]
+        reads = [s for s in statements if "FROM tasks" in s or "FROM projects" in s]
+        counting = [s for s in reads if "count(" in s.lower()]
+        assert len(reads) - len(counting) == 1, reads

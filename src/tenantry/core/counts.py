@@ -14,6 +14,13 @@ organization's *count generation*:
 - a count computed while a write commits is stored under the generation read *before*
   counting, which that commit has already replaced: it is never served.
 
+A recount never herds. Within a process, the requests that miss the same entry under
+the same generation share one `COUNT` (single flight): the first counts, the others
+await its result. Across processes sharing the cache, the first takes a short lock
+(`Cache.add`, `RECOUNT_LOCK_SECONDS`) and the others poll for the entry it stores, for
+at most that long, before counting on their own. Only a count for the very generation
+a request read is shared, so the guarantee above is unchanged.
+
 Entries also expire after `ENTRY_TTL_SECONDS`, bounding what a write outside the ORM (a
 manual SQL fix) can leave behind. The key is the SQL text and parameters of the count
 statement plus the organization, so two queries that could differ in their rows (a
@@ -23,6 +30,7 @@ filter, a search term, `:own` trash) never share an entry. Sessions bound with
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import hashlib
 import logging
@@ -45,6 +53,16 @@ log = logging.getLogger(__name__)
 
 COUNTS_KEY = "count_cache"
 ENTRY_TTL_SECONDS = 300.0
+# Another process's recount of the same entry: waited for at most this long (a COUNT
+# over 200,000 rows takes tens of milliseconds), then this process counts on its own.
+RECOUNT_LOCK_SECONDS = 2.0
+RECOUNT_POLL_SECONDS = 0.01
+
+
+class _LeaderFailed(Exception):
+    """The request counting for the others failed or was cancelled: count on your own."""
+
+
 _WRITTEN = "count_cache_written_orgs"
 
 
@@ -54,6 +72,8 @@ class CountCache:
     def __init__(self, cache: Cache, *, ttl: float = ENTRY_TTL_SECONDS) -> None:
         self._cache = cache
         self._ttl = ttl
+        # (entry key, generation) → the total being counted by one request of this process.
+        self._flights: dict[tuple[str, str], asyncio.Future[int]] = {}
 
     @staticmethod
     def _generation_key(org_id: uuid.UUID) -> str:
@@ -65,13 +85,53 @@ class CountCache:
         entry_key = f"count:{org_id}:{query_key}"
         generation, entry = await self._cache.get_many([self._generation_key(org_id), entry_key])
         tag = (generation or b"0").decode()
-        if entry is not None:
-            stored = orjson.loads(entry)
-            if stored.get("generation") == tag:
-                return int(stored["total"])
-        total = await count()
-        value = orjson.dumps({"generation": tag, "total": total})
-        await self._cache.set(entry_key, value, ttl=self._ttl)
+        cached = _stored_total(entry, tag)
+        if cached is not None:
+            return cached
+        flight = self._flights.get((entry_key, tag))
+        if flight is not None:
+            try:
+                # Shielded: a waiter's cancellation must not cancel the leader's count.
+                return await asyncio.shield(flight)
+            except _LeaderFailed:
+                return await count()
+        return await self._lead(entry_key, tag, count)
+
+    async def _lead(self, entry_key: str, tag: str, count: Callable[[], Awaitable[int]]) -> int:
+        """Count for every request of this process that misses `entry_key` under `tag`."""
+        flight: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        flight.add_done_callback(_consume_failure)
+        self._flights[(entry_key, tag)] = flight
+        try:
+            total = await self._count_once(entry_key, tag, count)
+        except BaseException:
+            flight.set_exception(_LeaderFailed())
+            raise
+        else:
+            flight.set_result(total)
+            return total
+        finally:
+            self._flights.pop((entry_key, tag), None)
+
+    async def _count_once(
+        self, entry_key: str, tag: str, count: Callable[[], Awaitable[int]]
+    ) -> int:
+        """Count and store; or, when another process is counting, wait for its entry."""
+        lock_key = f"{entry_key}:recount:{tag}"
+        if not await self._cache.add(lock_key, b"1", ttl=RECOUNT_LOCK_SECONDS):
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + RECOUNT_LOCK_SECONDS
+            while loop.time() < deadline:
+                await asyncio.sleep(RECOUNT_POLL_SECONDS)
+                stored = _stored_total(await self._cache.get(entry_key), tag)
+                if stored is not None:
+                    return stored
+        try:
+            total = await count()
+            value = orjson.dumps({"generation": tag, "total": total})
+            await self._cache.set(entry_key, value, ttl=self._ttl)
+        finally:
+            await self._cache.delete(lock_key)
         return total
 
     async def invalidate(self, org_ids: set[uuid.UUID]) -> None:
@@ -80,6 +140,20 @@ class CountCache:
             await self._cache.set(
                 self._generation_key(org_id), uuid.uuid4().hex.encode(), ttl=self._ttl * 2
             )
+
+
+def _stored_total(entry: bytes | None, tag: str) -> int | None:
+    """The total of a cache entry, if it was counted under generation `tag`."""
+    if entry is None:
+        return None
+    stored = orjson.loads(entry)
+    return int(stored["total"]) if stored.get("generation") == tag else None
+
+
+def _consume_failure(flight: asyncio.Future[int]) -> None:
+    """A failed flight nobody awaited must not log "exception was never retrieved"."""
+    if not flight.cancelled():
+        flight.exception()
 
 
 def bind_counts(database: Database, counts: CountCache) -> None:

@@ -30,3 +30,19 @@ def trash_index(table: str) -> Index:
 
 def _partial(condition: Any) -> dict[str, Any]:
     return {"postgresql_where": condition, "sqlite_where": condition}
+
+
+def trigram_search_index(table: str, *columns: str) -> Index:
+    """GIN `(organization_id, column gin_trgm_ops, ...)`: substring search (PostgreSQL).
+
+    SQLite has no trigram index (its `LIKE` scans): there the index exists, for the
+    schema to match the models on both backends, but holds no row (`WHERE 0`).
+    """
+    return Index(
+        f"ix_{table}_search",
+        "organization_id",
+        *columns,
+        postgresql_using="gin",
+        postgresql_ops=dict.fromkeys(columns, "gin_trgm_ops"),
+        sqlite_where=text("0"),
+    )

@@ -5,7 +5,9 @@ and hands its filtered statement to `offset_page` or `keyset_page`. Every page i
 ordered by `(sort field, id)`, so equal sort values still have one total order:
 
 - `offset_page`: `LIMIT/OFFSET` + one `COUNT` (the `meta.total` of API.md), the count
-  cached per organization until its next write (core/counts.py);
+  cached per organization until its next write (core/counts.py); no deeper than
+  `MAX_OFFSET_ROWS` (`ListQuery` refuses it); a search's count stops at
+  `SEARCH_COUNT_CAP` (`meta.totalIsEstimate` beyond);
 - `keyset_page`: `WHERE (field, id) after the cursor ORDER BY field, id LIMIT n + 1`,
   no count; with an index on `(organization_id, field, id)` the cost is the same at
   page 1 and page 10,000, and every row appears exactly once even while rows are added.
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, Select, and_, func, or_, text, tuple_
+from sqlalchemy import ColumnElement, Select, and_, func, literal, or_, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -75,6 +77,12 @@ def search_condition(term: str | None, *columns: InstrumentedAttribute[Any]) -> 
     return [or_(*(column.icontains(term, autoescape=True) for column in columns))]
 
 
+def like_pattern(term: str) -> str:
+    """`%term%` for `LIKE`/`ILIKE` with the default backslash escape (`%`, `_` literal)."""
+    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 def _order(key: SortKey, id_column: InstrumentedAttribute[Any], descending: bool) -> list[Any]:
     column: Any = key.column.desc() if descending else key.column.asc()
     if key.nullable:
@@ -91,9 +99,14 @@ async def offset_page(
     descending: bool,
     offset: int,
     limit: int,
+    count_cap: int | None = None,
 ) -> tuple[list[M], int]:
-    """One page by offset and the total count (cached per organization: core/counts.py)."""
-    counting = statement.with_only_columns(func.count(), maintain_column_froms=True).order_by(None)
+    """One page by offset and the total count (cached per organization: core/counts.py).
+
+    With `count_cap`, the count stops at `count_cap + 1` rows (a total above the cap is
+    returned as `count_cap + 1`: the caller says it is an estimate).
+    """
+    counting = _counting(statement, count_cap)
 
     async def count() -> int:
         return int(await session.scalar(counting) or 0)
@@ -103,6 +116,13 @@ async def offset_page(
         statement.order_by(*_order(key, id_column, descending)).offset(offset).limit(limit)
     )
     return list(rows), total
+
+
+def _counting(statement: Select[Any], cap: int | None) -> Select[Any]:
+    if cap is None:
+        return statement.with_only_columns(func.count(), maintain_column_froms=True).order_by(None)
+    capped = statement.with_only_columns(literal(1), maintain_column_froms=True)
+    return select(func.count()).select_from(capped.order_by(None).limit(cap + 1).subquery())
 
 
 async def keyset_page(
@@ -201,13 +221,20 @@ class Listing(Generic[M]):
     page: int = 1
     total: int = 0
     next_cursor: str | None = None
+    total_is_estimate: bool = False
 
     def as_page(self, schema: type[S]) -> Page[S] | CursorPage[S]:
         """The response: `Page` (offset) or `CursorPage` (keyset) of `schema` items."""
         items = [schema.model_validate(row) for row in self.rows]
         if self.uses_cursor:
             return cursor_page(items, limit=self.limit, next_cursor=self.next_cursor)
-        return page(items, total=self.total, page=self.page, limit=self.limit)
+        return page(
+            items,
+            total=self.total,
+            page=self.page,
+            limit=self.limit,
+            total_is_estimate=self.total_is_estimate,
+        )
 
 
 _WALK_SORT_INDEX = text(
@@ -235,11 +262,19 @@ async def list_rows(
     keys: Sequence[SortKey],
     id_column: InstrumentedAttribute[Any],
     query: ListQuery,
+    search_by_index: bool = False,
 ) -> Listing[M]:
-    """The page `query` asks for: keyset when it carries a `cursor`, offset otherwise."""
+    """The page `query` asks for: keyset when it carries a `cursor`, offset otherwise.
+
+    A search's total is counted up to `ListQuery.search_count_cap` (`SEARCH_COUNT_CAP`)
+    matches; beyond, it is the cap and the page says `totalIsEstimate`. With
+    `search_by_index` the caller has already narrowed `statement` to the ids an index
+    found (tasks/queries.py): the planner then picks its own plan.
+    """
     key = sort_key(keys, query.sort_by)
     descending = query.sort_order == "desc"
-    if query.search and session.get_bind().dialect.name == "postgresql":
+    searching = bool(query.search)
+    if searching and not search_by_index and session.get_bind().dialect.name == "postgresql":
         await _walk_sort_index(session)
     if query.cursor is not None:
         rows, next_cursor = await keyset_page(
@@ -252,6 +287,7 @@ async def list_rows(
             limit=query.limit,
         )
         return Listing(rows, query.limit, uses_cursor=True, next_cursor=next_cursor)
+    cap = query.search_count_cap if searching else None
     rows, total = await offset_page(
         session,
         statement,
@@ -260,5 +296,14 @@ async def list_rows(
         descending=descending,
         offset=query.offset,
         limit=query.limit,
+        count_cap=cap,
     )
-    return Listing(rows, query.limit, uses_cursor=False, page=query.page, total=total)
+    estimate = cap is not None and total > cap
+    return Listing(
+        rows,
+        query.limit,
+        uses_cursor=False,
+        page=query.page,
+        total=cap if cap is not None and estimate else total,
+        total_is_estimate=estimate,
+    )

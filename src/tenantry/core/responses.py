@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from starlette.responses import JSONResponse as _StarletteJSONResponse
 
@@ -82,6 +82,10 @@ class Envelope(Schema, Generic[T]):
     timestamp: str = Field(default_factory=utc_timestamp)
 
 
+def _false(value: bool) -> bool:
+    return not value
+
+
 class PageMeta(Schema):
     total: int
     page: int
@@ -89,6 +93,8 @@ class PageMeta(Schema):
     total_pages: int
     has_next_page: bool
     has_prev_page: bool
+    # Present (and true) only when `total` is a cap, not a count (a search's total).
+    total_is_estimate: bool = Field(default=False, exclude_if=_false)
 
 
 class CursorMeta(Schema):
@@ -120,7 +126,9 @@ def ok(data: T) -> Envelope[T]:
     return Envelope[T](data=data)
 
 
-def page(items: Sequence[T], *, total: int, page: int, limit: int) -> Page[T]:
+def page(
+    items: Sequence[T], *, total: int, page: int, limit: int, total_is_estimate: bool = False
+) -> Page[T]:
     total_pages = math.ceil(total / limit) if total else 0
     meta = PageMeta(
         total=total,
@@ -129,6 +137,7 @@ def page(items: Sequence[T], *, total: int, page: int, limit: int) -> Page[T]:
         total_pages=total_pages,
         has_next_page=page < total_pages,
         has_prev_page=page > 1,
+        total_is_estimate=total_is_estimate,
     )
     return Page[T](data=list(items), meta=meta)
 
@@ -153,6 +162,10 @@ class ListQuery(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
     sort_fields: ClassVar[tuple[str, ...]] = ("createdAt",)
+    # The deepest offset page, in rows, and how far a search's total is counted
+    # (`MAX_OFFSET_ROWS`, `SEARCH_COUNT_CAP`: set by `configure_lists`).
+    max_offset_rows: ClassVar[int] = 10_000
+    search_count_cap: ClassVar[int] = 1_000
 
     page: int = Field(default=1, ge=1, le=1_000_000)
     limit: int = Field(default=10, ge=1, le=100)
@@ -173,6 +186,31 @@ class ListQuery(BaseModel):
             raise ValueError(f"must be one of: {', '.join(cls.sort_fields)}")
         return value
 
+    @model_validator(mode="after")
+    def _offset_within_reach(self) -> ListQuery:
+        """An offset page deeper than `max_offset_rows` is a 400 pointing to `cursor`.
+
+        PostgreSQL reads and drops every row an `OFFSET` skips: page 50,000 costs 50,000
+        times page 1, for every client that asks. A keyset page costs the same at any
+        depth. Checked here, where every list's query is parsed, so no list can forget.
+        """
+        rows = self.page * self.limit
+        if self.cursor is None and rows > self.max_offset_rows:
+            from tenantry.core.errors import ValidationFailed
+
+            raise ValidationFailed(
+                f"Offset pages stop at {self.max_offset_rows} rows (page * limit); "
+                "use `cursor` to read further",
+                details=[
+                    {
+                        "field": "page",
+                        "message": f"page * limit must be at most "
+                        f"{self.max_offset_rows}; use cursor pagination",
+                    }
+                ],
+            )
+        return self
+
     @property
     def offset(self) -> int:
         return (self.page - 1) * self.limit
@@ -180,6 +218,12 @@ class ListQuery(BaseModel):
     @property
     def uses_cursor(self) -> bool:
         return self.cursor is not None
+
+
+def configure_lists(*, max_offset_rows: int, search_count_cap: int) -> None:
+    """Every list's deepest offset page and search count cap, set once by `create_app`."""
+    ListQuery.max_offset_rows = max_offset_rows
+    ListQuery.search_count_cap = search_count_cap
 
 
 def encode_cursor(values: Sequence[Any]) -> str:

@@ -16,7 +16,7 @@ import datetime as dt
 import enum
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,9 +116,35 @@ async def record(
     changes: Mapping[str, Any] | None = None,
 ) -> AuditLog:
     """Append one entry for the session's organization and actor (same transaction)."""
+    entry = _entry(session, action, entity_type, entity_id, changes)
+    session.add(entry)
+    await session.flush()
+    return entry
+
+
+async def record_many(
+    session: AsyncSession,
+    action: str,
+    entity_type: str,
+    entries: Sequence[tuple[uuid.UUID | None, Mapping[str, Any]]],
+) -> list[AuditLog]:
+    """One entry per `(entity_id, changes)`, written in one multi-row INSERT."""
+    rows = [_entry(session, action, entity_type, i, changes) for i, changes in entries]
+    session.add_all(rows)
+    await session.flush()
+    return rows
+
+
+def _entry(
+    session: AsyncSession,
+    action: str,
+    entity_type: str,
+    entity_id: uuid.UUID | None,
+    changes: Mapping[str, Any] | None,
+) -> AuditLog:
     context = require_tenant(session)
     meta: RequestMeta = session.info.get(_REQUEST_KEY) or RequestMeta()
-    entry = AuditLog(
+    return AuditLog(
         organization_id=context.organization_id,
         action=action,
         entity_type=entity_type,
@@ -130,9 +156,6 @@ async def record(
         user_agent=meta.user_agent,
         request_id=meta.request_id,
     )
-    session.add(entry)
-    await session.flush()
-    return entry
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from tenantry.core.db import (
     UUIDPrimaryKey,
     Versioned,
 )
-from tenantry.core.indexes import live_index, trash_index
+from tenantry.core.indexes import live_index, trash_index, trigram_search_index
 
 
 class TaskStatus(StrEnum):
@@ -58,6 +58,8 @@ class Task(UUIDPrimaryKey, TenantOwned, Timestamped, SoftDeletable, AuditColumns
         live_index("tasks", "status", "created_at", "id"),
         live_index("tasks", "assignee_id", "created_at", "id"),
         trash_index("tasks"),
+        # `search=` on PostgreSQL, through revision 0016's function (docs/tenancy.md).
+        trigram_search_index("tasks", "title", "description"),
     )
 
     project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
