@@ -12,13 +12,14 @@ from fastapi import APIRouter, Depends, Query, Response, status
 
 from tenantry.core.authz import require
 from tenantry.core.concurrency import Expectation, IfMatchHeader, set_etag
+from tenantry.core.hotreads import envelope_response
 from tenantry.core.idempotency import IdempotencyDep
 from tenantry.core.responses import CursorPage, Envelope, Page, ok
 from tenantry.core.routing import SessionDep, UnitOfWorkRoute
 from tenantry.core.tenancy import TenantContext
-from tenantry.modules.projects.deps import ProjectDep
+from tenantry.modules.projects.deps import ProjectDep, ProjectId
 from tenantry.modules.tasks import bulk, queries, service
-from tenantry.modules.tasks.deps import DeletedTaskDep, TaskDep
+from tenantry.modules.tasks.deps import DeletedTaskDep, TaskDep, TaskId
 from tenantry.modules.tasks.schemas import (
     BulkResult,
     BulkUpdate,
@@ -85,11 +86,13 @@ async def create_task(
     return await idempotency.respond(status.HTTP_201_CREATED, create)
 
 
-@router.get("/{taskId}")
-async def get_task(_ctx: CanRead, task: TaskDep, response: Response) -> Envelope[TaskOut]:
+@router.get("/{taskId}", response_model=Envelope[TaskOut])
+async def get_task(
+    _ctx: CanRead, project_id: ProjectId, task_id: TaskId, session: SessionDep
+) -> Response:
     """One task, with its version as `ETag`."""
-    set_etag(response, task.version)
-    return ok(TaskOut.model_validate(task))
+    row = await service.read_task(session, project_id, task_id)
+    return envelope_response(TaskOut, row, version=row["version"])
 
 
 @router.patch("/{taskId}")
