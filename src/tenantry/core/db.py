@@ -369,6 +369,8 @@ def _rolled_back_savepoint(connection: Connection, _name: Any, _context: Any) ->
     forget_org_setting(connection.info)
 
 
-def _pool_reset(_dbapi_connection: Any, record: Any, state: Any) -> None:
-    if not state.transaction_was_reset:  # the pool rolled back a transaction left open
+def _pool_reset(dbapi_connection: Any, record: Any, _state: Any) -> None:
+    """Before the pool's rollback on check-in: only an open transaction is reverted."""
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    if driver is None or driver.is_in_transaction():
         forget_org_setting(record.info)
