@@ -16,11 +16,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
+from bench.pgcount import CountingProxy
 from fastapi import FastAPI
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
-from bench.pgcount import CountingProxy
 from tenantry.app import create_app
 from tenantry.core.db import Database
 from tenantry.core.rls import APP_ROLE
@@ -131,10 +131,11 @@ async def test_an_error_inside_the_transaction_leaves_no_wrong_setting(pinned: T
     (a, a_task), (b, b_task) = await _org_with_task(pinned), await _org_with_task(pinned)
     database: Database = pinned.app.state.database
     assert (await _get(a, a_task)).status_code == 200
-    with pytest.raises(DBAPIError):
-        async with database.transaction() as session:
-            bind_tenant(session, TenantContext(organization_id=b.id))
-            await session.execute(text("SELECT 1 / 0"))
+    async with database.session() as session:
+        bind_tenant(session, TenantContext(organization_id=b.id))
+        with pytest.raises(DBAPIError):
+            await session.execute(text("SELECT 1 / 0"))  # the transaction is aborted
+        await session.rollback()
     setting, visible = await _seen_by(database, b)
     assert (setting, visible) == (str(b.id), {b.id})
     setting, visible = await _seen_by_unbound_session(database)
@@ -153,7 +154,7 @@ async def test_the_all_tenants_bypass_ends_with_its_transaction(pinned: Tenants)
         )
         assert {a.id, b.id} <= set(across)
     async with database.engine.connect() as conn:
-        flag = (await conn.execute(text("SELECT current_setting('app.all_tenants', true)")))
+        flag = await conn.execute(text("SELECT current_setting('app.all_tenants', true)"))
         assert flag.scalar() in ("", "off", None)
         assert list(await conn.execute(VISIBLE_TASKS)) == []
     assert (await _seen_by(database, b))[1] == {b.id}
