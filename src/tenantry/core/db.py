@@ -259,7 +259,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 #   (a rolled back transaction reverts a session-level `set_config`); a rollback also
 #   forgets the committed value (a failed COMMIT looks like a rollback), so the next
 #   user sends it again;
-# - the `all_tenants` bypass stays transaction-local (core/tenancy.py).
+# - the platform-wide RLS bypass flag stays transaction-local (core/tenancy.py).
 
 ORG_SETTING_SQL = "SELECT set_config('app.org_id', $1, false)"
 _SET_ORG_SETTING = text("SELECT set_config('app.org_id', :org, false)")
