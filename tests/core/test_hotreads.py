@@ -97,3 +97,20 @@ async def test_another_organizations_ids_get_the_same_404(tenants: Tenants) -> N
         assert a.status_code == b.status_code == 404
         fields = ("statusCode", "error", "code", "message", "details")
         assert [a.json().get(f) for f in fields] == [b.json().get(f) for f in fields]
+
+
+async def test_list_pages_are_validated_once_and_rendered_as_before(tenants: Tenants) -> None:
+    org = await tenants.org()
+    project = await org.project(description="ünïcode")
+    for _ in range(3):
+        await org.task(project, title='Tâche \u2028 "x"')
+    tasks_url = org.url(f"/projects/{project['id']}/tasks")
+    for url in (tasks_url, tasks_url + "?limit=2&cursor=", org.url("/projects"), org.url("/tasks")):
+        got = await tenants.client.get(url, headers=org.owner.headers)
+        assert got.status_code == 200, got.text
+        assert got.headers["content-type"] == "application/json"
+        assert got.content == _starlette_bytes(got.content)
+        body = got.json()
+        assert list(body) == ["success", "data", "meta", "timestamp"]
+        assert body["data"]
+        assert {item["organizationId"] for item in body["data"]} == {str(org.id)}

@@ -106,7 +106,12 @@ def envelope_response(
     UTF-8, camelCase); `version` becomes the `ETag` header.
     """
     body = Envelope[schema](data=schema.model_validate(row))  # type: ignore[valid-type]
-    headers = {"ETag": etag(version)} if version is not None else None
+    return model_response(body, headers={"ETag": etag(version)} if version is not None else None)
+
+
+def model_response(body: BaseModel, *, headers: dict[str, str] | None = None) -> Response:
+    """A response model already validated (e.g. a list page): JSON, without FastAPI's
+    second validation. Declare `response_model=` on the route for the OpenAPI schema."""
     return Response(
         body.model_dump_json(by_alias=True), media_type="application/json", headers=headers
     )

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Response, status
 
 from tenantry.core.authz import require
 from tenantry.core.concurrency import Expectation, IfMatchHeader, set_etag
-from tenantry.core.hotreads import envelope_response
+from tenantry.core.hotreads import envelope_response, model_response
 from tenantry.core.idempotency import IdempotencyDep
 from tenantry.core.responses import CursorPage, Envelope, Page, ok
 from tenantry.core.routing import SessionDep, UnitOfWorkRoute
@@ -30,13 +30,13 @@ CanWrite = Annotated[TenantContext, Depends(require("projects:write"))]
 CanDelete = Annotated[TenantContext, Depends(require("projects:delete"))]
 
 
-@router.get("")
+@router.get("", response_model=Page[ProjectOut] | CursorPage[ProjectOut])
 async def list_projects(
     ctx: CanRead, query: Annotated[ProjectListQuery, Query()], session: SessionDep
-) -> Page[ProjectOut] | CursorPage[ProjectOut]:
+) -> Response:
     """The organization's projects (status, search; sort; offset or cursor pages)."""
     listing = await service.list_projects(session, query, ctx)
-    return listing.as_page(ProjectOut)
+    return model_response(listing.as_page(ProjectOut))
 
 
 @router.post(
