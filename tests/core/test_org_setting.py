@@ -18,13 +18,14 @@ import httpx
 import pytest
 from bench.pgcount import CountingProxy
 from fastapi import FastAPI
-from sqlalchemy import select, text
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.exc import DBAPIError
 
 from tenantry.app import create_app
 from tenantry.core.db import Database
+from tenantry.core.hotreads import HotRead, fetch_one
 from tenantry.core.rls import APP_ROLE
-from tenantry.core.tenancy import ALL_TENANTS, TenantContext, bind_tenant
+from tenantry.core.tenancy import ALL_TENANTS, TenantContext, bind_tenant, scoped_select
 from tenantry.modules.tasks.models import Task
 from tests.conftest import client_for
 from tests.tenant_helpers import Org, Tenants
@@ -184,3 +185,21 @@ async def test_a_repeated_get_by_id_is_one_statement(
                 assert spent.statements == 1, (path, spent)
     finally:
         proxy.stop()  # after the app closed its connections through it
+
+
+async def test_a_failing_hot_read_raises_sqlalchemys_error_and_the_connection_serves_on(
+    pinned: Tenants,
+) -> None:
+    """Driver errors of the raw path reach core/errors.py as on the ORM path (503s etc.)."""
+    org, path = await _org_with_task(pinned)
+    database: Database = pinned.app.state.database
+    tasks = Task.__table__
+    failing = HotRead(scoped_select(Task, where=(tasks.c.version / bindparam("zero") > 0,)))
+    async with database.session(write=False) as session:
+        bind_tenant(session, TenantContext(organization_id=org.id))
+        with pytest.raises(DBAPIError) as raised:
+            await fetch_one(session, failing, zero=0)
+    assert getattr(raised.value.orig, "sqlstate", None) == "22012"  # division by zero
+    response = await _get(org, path)
+    assert response.status_code == 200
+    assert response.json()["data"]["organizationId"] == str(org.id)

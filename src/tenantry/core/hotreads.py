@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NoReturn
 
 from pydantic import BaseModel
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from starlette.responses import Response
 
 from tenantry.core.concurrency import etag
@@ -50,15 +51,29 @@ class HotRead:
         if not isinstance(read, ScopedRead):
             raise TypeError("a hot read is built with core.tenancy.scoped_select")
         self.read = read
-        self._compiled: tuple[str, tuple[str, ...]] | None = None
+        self._compiled: tuple[str, tuple[str, ...], dict[str, Any]] | None = None
 
     def postgres_sql(self, dialect: Dialect) -> tuple[str, tuple[str, ...]]:
+        sql, names, _literals = self._postgres(dialect)
+        return sql, names
+
+    def postgres_args(self, dialect: Dialect, values: dict[str, Any]) -> tuple[Any, ...]:
+        """The positional arguments: the caller's values, then the statement's literals."""
+        _sql, names, literals = self._postgres(dialect)
+        return tuple(values[name] if name in values else literals[name] for name in names)
+
+    def _postgres(self, dialect: Dialect) -> tuple[str, tuple[str, ...], dict[str, Any]]:
         if self._compiled is None:
             compiled = self.read.statement.compile(dialect=dialect)
             names = tuple(compiled.positiontup or ())
             if SCOPE_ORG_PARAM not in names:  # scoped_select always puts it there
                 raise RuntimeError("a hot read without the organization criteria")
-            self._compiled = (str(compiled), names)
+            literals = {
+                name: bind.effective_value
+                for name, bind in ((n, compiled.binds[n]) for n in names)
+                if not bind.required
+            }
+            self._compiled = (str(compiled), names, literals)
         return self._compiled
 
 
@@ -82,19 +97,42 @@ async def _fetch_outside_transaction(
     engine: AsyncEngine, read: HotRead, organization_id: uuid.UUID, values: dict[str, Any]
 ) -> Row | None:
     organization = str(organization_id)
+    sql, _names = read.postgres_sql(engine.dialect)
+    args = read.postgres_args(engine.dialect, values)
     async with engine.connect() as connection:
         raw = await connection.get_raw_connection()
+        adapted: Any = raw.dbapi_connection
         driver: Any = raw.driver_connection
         info = connection.info
-        if held_org_setting(info) != organization:
-            forget_org_setting(info)  # unknown until the statement went through
-            await driver.fetchval(ORG_SETTING_SQL, organization)
-            mark_org_setting_sent(info, organization)
-        else:
-            mark_org_setting_claimed(info)
-        sql, names = read.postgres_sql(engine.dialect)
-        record = await driver.fetchrow(sql, *(values[name] for name in names))
+        try:
+            if held_org_setting(info) != organization:
+                forget_org_setting(info)  # unknown until the statement went through
+                await driver.fetchval(ORG_SETTING_SQL, organization)
+                mark_org_setting_sent(info, organization)
+            else:
+                mark_org_setting_claimed(info)
+            record = await driver.fetchrow(sql, *args)
+        except Exception as error:
+            await _raise_as_sqlalchemy(connection, adapted, driver, sql, error)
     return dict(record.items()) if record is not None else None
+
+
+async def _raise_as_sqlalchemy(
+    connection: AsyncConnection, adapted: Any, driver: Any, sql: str, error: Exception
+) -> NoReturn:
+    """The driver's error as SQLAlchemy raises it on the ORM path (so core/errors.py
+    answers the same 503 for an outage or a timeout), the connection dropped if closed."""
+    closed = bool(driver.is_closed())
+    if closed:
+        await connection.invalidate()
+    try:
+        adapted._handle_exception(error)  # raises the DBAPI-shaped error, cause = error
+    except Exception as translated:
+        dbapi_error = connection.dialect.loaded_dbapi.Error
+        raise DBAPIError.instance(
+            sql, None, translated, dbapi_error, connection_invalidated=closed
+        ) from error
+    raise error  # pragma: no cover - _handle_exception always raises
 
 
 def envelope_response(
