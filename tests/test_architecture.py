@@ -131,6 +131,47 @@ def nothing_imports_a_router_but_the_app(root: Path) -> list[str]:
     ]
 
 
+HOT_READ_MACHINERY = ("core/hotreads.py", "core/tenancy.py", "core/db.py")
+HAND_BUILT_SCOPE = re.compile(r"\borganization_id\b|\bdeleted_at\b|\bSCOPE_ORG_PARAM\b|scope_org")
+RAW_DRIVER = re.compile(r"\bdriver_connection\b|\bget_raw_connection\b|\bScopedRead\(")
+
+
+def _call_name(node: ast.AST) -> str | None:
+    if isinstance(node, ast.Call):
+        func = node.func
+        if isinstance(func, ast.Name):
+            return func.id
+        if isinstance(func, ast.Attribute):
+            return func.attr
+    return None
+
+
+def hot_reads_are_scoped_by_tenancy(root: Path) -> list[str]:
+    """A read that skips the ORM criteria gets its scope from `scoped_select`, only.
+
+    Every `HotRead(...)` wraps a `scoped_select(...)` call written in place, which names
+    neither `organization_id` nor `deleted_at` (no hand-built, partial or missing scope);
+    nothing outside the machinery reaches the raw driver connection or builds a
+    `ScopedRead` itself.
+    """
+    found: list[str] = []
+    for relative, source in python_files(root):
+        if relative in HOT_READ_MACHINERY:
+            continue
+        if RAW_DRIVER.search(source):
+            found.append(f"{relative}: raw driver access or a hand-made ScopedRead")
+        for node in ast.walk(ast.parse(source)):
+            if _call_name(node) != "HotRead":
+                continue
+            assert isinstance(node, ast.Call)
+            inner = node.args[0] if len(node.args) == 1 and not node.keywords else None
+            if inner is None or _call_name(inner) != "scoped_select":
+                found.append(f"{relative}:{node.lineno}: HotRead not built by scoped_select")
+            elif HAND_BUILT_SCOPE.search(ast.unparse(inner)):
+                found.append(f"{relative}:{node.lineno}: hot read filters the scope by hand")
+    return found
+
+
 RULES: list[Rule] = [
     all_tenants_only_in_platform_admin_code,
     no_commit_in_modules,
@@ -138,6 +179,7 @@ RULES: list[Rule] = [
     routers_do_not_touch_the_database,
     core_does_not_import_modules,
     nothing_imports_a_router_but_the_app,
+    hot_reads_are_scoped_by_tenancy,
 ]
 
 
@@ -174,6 +216,28 @@ def test_all_tenants_outside_admin_is_caught(tmp_path: Path) -> None:
         "core/cache.py: all_tenants outside modules/admin/",
         "modules/projects/service.py: all_tenants outside modules/admin/",
         "modules/tasks/service.py: all_tenants outside modules/admin/",
+    ]
+
+
+def test_unscoped_or_hand_scoped_hot_reads_are_caught(tmp_path: Path) -> None:
+    root = tree(
+        tmp_path,
+        {
+            "modules/good/service.py": "R = HotRead(scoped_select(M, where=(t.c.id == p,)))\n",
+            "modules/bare/service.py": "R = HotRead(select(t).where(t.c.id == p))\n",
+            "modules/own/service.py": (
+                "R = HotRead(scoped_select(M, where=(t.c.organization_id == o,)))\n"
+            ),
+            "modules/raw/service.py": "rows = await (await c.get_raw_connection()).fetch(q)\n",
+            "modules/fake/service.py": "R = HotRead(ScopedRead(select(t), ('t',)))\n",
+        },
+    )
+    assert hot_reads_are_scoped_by_tenancy(root) == [
+        "modules/bare/service.py:1: HotRead not built by scoped_select",
+        "modules/fake/service.py: raw driver access or a hand-made ScopedRead",
+        "modules/fake/service.py:1: HotRead not built by scoped_select",
+        "modules/own/service.py:1: hot read filters the scope by hand",
+        "modules/raw/service.py: raw driver access or a hand-made ScopedRead",
     ]
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import DateTime, ForeignKey, Integer, MetaData, TypeDecorator, Uuid, event, text
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -207,6 +207,7 @@ def _create_engine(settings: Settings) -> AsyncEngine:
         connect_args=connect_args,
     )
     event.listen(engine.sync_engine, "checkout", _drop_closed_connections)
+    install_org_setting_tracking(engine)
     return engine
 
 
@@ -241,3 +242,135 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
     def _on_begin(conn: Any) -> None:
         immediate = conn.get_execution_options().get(SQLITE_BEGIN_IMMEDIATE, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+# --- PostgreSQL: the organization setting of a pooled connection ------------------------
+#
+# Row-level security (core/rls.py) reads `app.org_id`. It is set at *session* level on
+# the pooled connection and the value each connection holds is tracked in its pool entry's
+# `info` (which SQLAlchemy clears when the DBAPI connection is replaced), so a request of
+# the organization the connection last served sends nothing: a read is one round trip.
+# The invariants, each guarded by tests/core/test_org_setting.py:
+# - every use of a checked-out connection first makes the setting match its user: the
+#   tenancy listeners and core/hotreads.py *claim* the connection with their organization
+#   (none for an unbound session); any other statement (a raw `engine.connect()`, a job,
+#   a migration) on an unclaimed connection first resets the setting to none;
+# - a value sent inside a transaction is only *pending* until that transaction commits
+#   (a rolled back transaction reverts a session-level `set_config`); a rollback also
+#   forgets the committed value (a failed COMMIT looks like a rollback), so the next
+#   user sends it again;
+# - the platform-wide RLS bypass flag stays transaction-local (core/tenancy.py).
+
+ORG_SETTING_SQL = "SELECT set_config('app.org_id', $1, false)"
+_SET_ORG_SETTING = text("SELECT set_config('app.org_id', :org, false)")
+_ORG_HELD = "tenantry_org_setting"  # the committed session-level value ("" = none)
+_ORG_PENDING = "tenantry_org_setting_pending"  # sent in the open transaction
+_CLAIMED = "tenantry_org_setting_claimed"  # this checkout's user has set it
+
+
+def held_org_setting(info: dict[Any, Any]) -> str | None:
+    """The `app.org_id` this connection holds now (None: unknown, must be sent)."""
+    if _ORG_PENDING in info:
+        pending: str = info[_ORG_PENDING]
+        return pending
+    held: str | None = info.get(_ORG_HELD)
+    return held
+
+
+def claim_org_setting(connection: Connection, organization: str) -> None:
+    """Make `connection`'s `app.org_id` be `organization` ("" for none), sending only if needed.
+
+    `connection` is the sync Connection of a session's transaction (or of an ORM flush).
+    """
+    info = connection.info
+    info[_CLAIMED] = True
+    if held_org_setting(info) == organization:
+        return
+    info.pop(_ORG_PENDING, None)
+    info.pop(_ORG_HELD, None)  # unknown until the statement went through
+    connection.execute(_SET_ORG_SETTING, {"org": organization})
+    if connection.in_transaction():
+        info[_ORG_PENDING] = organization
+    else:
+        info[_ORG_HELD] = organization
+
+
+def mark_org_setting_sent(info: dict[Any, Any], organization: str) -> None:
+    """After `ORG_SETTING_SQL` went through outside a transaction (core/hotreads.py)."""
+    info[_CLAIMED] = True
+    info.pop(_ORG_PENDING, None)
+    info[_ORG_HELD] = organization
+
+
+def mark_org_setting_claimed(info: dict[Any, Any]) -> None:
+    info[_CLAIMED] = True
+
+
+def forget_org_setting(info: dict[Any, Any]) -> None:
+    info.pop(_ORG_PENDING, None)
+    info.pop(_ORG_HELD, None)
+
+
+def install_org_setting_tracking(engine: AsyncEngine) -> None:
+    sync_engine = engine.sync_engine
+    event.listen(sync_engine, "connect", _fresh_connection)
+    event.listen(sync_engine, "checkout", _new_checkout)
+    event.listen(sync_engine, "before_cursor_execute", _reset_unclaimed)
+    event.listen(sync_engine, "commit", _committed)
+    event.listen(sync_engine, "rollback", _rolled_back)
+    event.listen(sync_engine, "rollback_savepoint", _rolled_back_savepoint)
+    event.listen(sync_engine, "reset", _pool_reset)
+
+
+def _fresh_connection(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    record.info[_ORG_HELD] = ""  # a new server session has no `app.org_id`
+
+
+def _new_checkout(_dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    record.info[_CLAIMED] = False
+
+
+def _reset_unclaimed(
+    connection: Connection,
+    cursor: Any,
+    _statement: str,
+    _parameters: Any,
+    _context: Any,
+    _many: bool,
+) -> None:
+    """A statement on a connection nobody claimed: it runs with no organization."""
+    info = connection.info
+    if info.get(_CLAIMED, True):
+        return
+    info[_CLAIMED] = True
+    if held_org_setting(info) == "":
+        return
+    info.pop(_ORG_PENDING, None)
+    info.pop(_ORG_HELD, None)
+    # The same DBAPI cursor, before the statement: no event recursion, same transaction.
+    cursor.execute(ORG_SETTING_SQL, ("",))
+    if connection.in_transaction():
+        info[_ORG_PENDING] = ""
+    else:
+        info[_ORG_HELD] = ""
+
+
+def _committed(connection: Connection) -> None:
+    info = connection.info
+    if _ORG_PENDING in info:
+        info[_ORG_HELD] = info.pop(_ORG_PENDING)
+
+
+def _rolled_back(connection: Connection) -> None:
+    forget_org_setting(connection.info)
+
+
+def _rolled_back_savepoint(connection: Connection, _name: Any, _context: Any) -> None:
+    forget_org_setting(connection.info)
+
+
+def _pool_reset(dbapi_connection: Any, record: Any, _state: Any) -> None:
+    """Before the pool's rollback on check-in: only an open transaction is reverted."""
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    if driver is None or driver.is_in_transaction():
+        forget_org_setting(record.info)

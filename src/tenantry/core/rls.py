@@ -1,10 +1,12 @@
 """PostgreSQL row-level security: the database enforces tenant isolation a second time.
 
 Each tenant table gets a policy that admits a row only when its `organization_id` equals
-the transaction-local setting `app.org_id`, which `core/tenancy.py` sets (once per
-transaction) from the session's bound `TenantContext`. An unbound transaction sees and
-writes no tenant row. The `all_tenants` escape hatch sets `app.all_tenants = 'on'` for
-the one statement that asked for it.
+the setting `app.org_id`, which `core/tenancy.py` and `core/hotreads.py` make the bound
+`TenantContext`'s organization (none, unbound) before a connection's first statement, at
+session level and only when the pooled connection holds another value (`core/db.py`).
+An unbound session, or a raw connection, sees and writes no tenant row. The
+`all_tenants` escape hatch sets `app.all_tenants = 'on'` for the one statement that asked
+for it (transaction-local).
 
 RLS does not apply to superusers, to roles with BYPASSRLS, nor (without FORCE) to the
 table owner. Migrations run as the owner; the application switches to `APP_ROLE`

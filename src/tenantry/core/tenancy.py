@@ -11,9 +11,10 @@ default). Three session listeners make isolation structural:
 - `before_flush`: inserts of `TenantOwned` rows are stamped with the organization and
   `created_by`/`updated_by`, updates with `updated_by`; a write with no context, or of
   another organization's row, raises.
-- on PostgreSQL, the bound organization is also handed to the database once per
-  transaction (`set_config('app.org_id', ..., true)`) for the row-level security
-  policies of `core/rls.py`.
+- on PostgreSQL, the bound organization (or none, unbound) is also handed to the
+  database for the row-level security policies of `core/rls.py`: at session level on
+  the pooled connection, sent only when the connection holds another value
+  (`core/db.py`, "the organization setting of a pooled connection").
 
 Execution options: `include_deleted=True` keeps soft-deleted rows (trash, restore).
 `all_tenants=True` drops the organization criteria: the one escape hatch, for platform
@@ -27,19 +28,18 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import event, inspect, text
+from sqlalchemy import ColumnElement, Select, Table, Uuid, bindparam, event, inspect, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapper, ORMExecuteState, Session, with_loader_criteria
 from sqlalchemy.orm.interfaces import ORMOption
 
-from tenantry.core.db import AuditColumns, SoftDeletable, TenantOwned
+from tenantry.core.db import AuditColumns, SoftDeletable, TenantOwned, claim_org_setting
 
 INCLUDE_DELETED = "include_deleted"
 ALL_TENANTS = "all_tenants"
 
 _TENANT_KEY = "tenant_context"
 _RLS_PENDING_KEY = "tenant_rls_pending"
-_SET_ORG = text("SELECT set_config('app.org_id', :org, true)")
 _SET_ALL_TENANTS = text("SELECT set_config('app.all_tenants', :flag, true)")
 
 
@@ -260,6 +260,59 @@ def _stamp_row(row: Any, context: TenantContext, audited: bool) -> None:
         row.setdefault("updated_by", context.actor_id)
 
 
+# --- reads outside the ORM: the same scope, built by one function --------------------
+
+SCOPE_ORG_PARAM = "scope_org"
+
+
+@dataclass(frozen=True, slots=True)
+class ScopedRead:
+    """A Core SELECT whose every tenant table is scoped; only `scoped_select` makes one.
+
+    The organization is the bound parameter `scope_org`, which the executor
+    (`core/hotreads.py`) fills from the session's bound `TenantContext` — never from the
+    caller — so a statement shared by all organizations cannot run unscoped.
+    """
+
+    statement: Select[Any]
+    tables: tuple[str, ...]
+
+
+def scoped_select(
+    model: type[TenantOwned],
+    *,
+    joins: tuple[tuple[type[TenantOwned], ColumnElement[bool]], ...] = (),
+    where: tuple[ColumnElement[bool], ...] = (),
+) -> ScopedRead:
+    """`SELECT model.* FROM model JOIN ...` with `organization_id = :scope_org` and
+    `deleted_at IS NULL` on the model and on every joined model — the criteria
+    `_scope_statement` adds to ORM statements, for the hot reads that skip the ORM.
+    """
+    table = _tenant_table(model)
+    criteria: list[ColumnElement[bool]] = [*_table_scope(model)]
+    source: Any = table
+    for joined, onclause in joins:
+        source = source.join(_tenant_table(joined), onclause)
+        criteria.extend(_table_scope(joined))
+    statement = select(*table.c).select_from(source).where(*criteria, *where)
+    return ScopedRead(statement, (table.name, *(_tenant_table(m).name for m, _ in joins)))
+
+
+def _tenant_table(model: type[Any]) -> Table:
+    if not (isinstance(model, type) and issubclass(model, TenantOwned)):
+        raise TenantScopeError(f"{model!r} is not a tenant-owned model")
+    table: Table = model.__table__  # type: ignore[attr-defined]
+    return table
+
+
+def _table_scope(model: type[TenantOwned]) -> list[ColumnElement[bool]]:
+    table = _tenant_table(model)
+    criteria = [table.c.organization_id == bindparam(SCOPE_ORG_PARAM, type_=Uuid())]
+    if issubclass(model, SoftDeletable):
+        criteria.append(table.c.deleted_at.is_(None))
+    return criteria
+
+
 # --- writes ---------------------------------------------------------------------------
 
 
@@ -307,13 +360,10 @@ def _check_owned(obj: TenantOwned, context: TenantContext | None, verb: str) -> 
 
 
 def _after_begin(session: Session, _transaction: Any, connection: Any) -> None:
-    if connection.dialect.name != "postgresql":
-        session.info.pop(_RLS_PENDING_KEY, None)
-        return
-    context: TenantContext | None = session.info.get(_TENANT_KEY)
-    if context is not None:
-        connection.execute(_SET_ORG, {"org": str(context.organization_id)})
     session.info.pop(_RLS_PENDING_KEY, None)
+    if connection.dialect.name != "postgresql":
+        return
+    claim_org_setting(connection, _org_setting(session))
 
 
 def _send_org_to_database(session: Session) -> None:
@@ -321,9 +371,13 @@ def _send_org_to_database(session: Session) -> None:
     connection = session.connection()
     if connection.dialect.name != "postgresql":
         return
+    claim_org_setting(connection, _org_setting(session))
+
+
+def _org_setting(session: Session) -> str:
+    """The `app.org_id` this session's statements must run with ("" for none)."""
     context: TenantContext | None = session.info.get(_TENANT_KEY)
-    org = str(context.organization_id) if context is not None else ""
-    connection.execute(_SET_ORG, {"org": org})
+    return str(context.organization_id) if context is not None else ""
 
 
 def install_tenant_scoping() -> None:
@@ -345,11 +399,14 @@ install_tenant_scoping()
 __all__ = [
     "ALL_TENANTS",
     "INCLUDE_DELETED",
+    "SCOPE_ORG_PARAM",
+    "ScopedRead",
     "TenantContext",
     "TenantScopeError",
     "bind_tenant",
     "install_tenant_scoping",
     "require_tenant",
+    "scoped_select",
     "tenant_of",
     "unbind_tenant",
 ]

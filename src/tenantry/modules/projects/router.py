@@ -8,13 +8,14 @@ from fastapi import APIRouter, Depends, Query, Response, status
 
 from tenantry.core.authz import require
 from tenantry.core.concurrency import Expectation, IfMatchHeader, set_etag
+from tenantry.core.hotreads import envelope_response, model_response
 from tenantry.core.idempotency import IdempotencyDep
 from tenantry.core.responses import CursorPage, Envelope, Page, ok
 from tenantry.core.routing import SessionDep, UnitOfWorkRoute
 from tenantry.core.tenancy import TenantContext
 from tenantry.modules.plans.enforce import limit
 from tenantry.modules.projects import service
-from tenantry.modules.projects.deps import DeletedProjectDep, ProjectDep
+from tenantry.modules.projects.deps import DeletedProjectDep, ProjectDep, ProjectId
 from tenantry.modules.projects.schemas import (
     ProjectCreate,
     ProjectListQuery,
@@ -29,13 +30,13 @@ CanWrite = Annotated[TenantContext, Depends(require("projects:write"))]
 CanDelete = Annotated[TenantContext, Depends(require("projects:delete"))]
 
 
-@router.get("")
+@router.get("", response_model=Page[ProjectOut] | CursorPage[ProjectOut])
 async def list_projects(
     ctx: CanRead, query: Annotated[ProjectListQuery, Query()], session: SessionDep
-) -> Page[ProjectOut] | CursorPage[ProjectOut]:
+) -> Response:
     """The organization's projects (status, search; sort; offset or cursor pages)."""
     listing = await service.list_projects(session, query, ctx)
-    return listing.as_page(ProjectOut)
+    return model_response(listing.as_page(ProjectOut))
 
 
 @router.post(
@@ -55,13 +56,11 @@ async def create_project(
     return await idempotency.respond(status.HTTP_201_CREATED, create)
 
 
-@router.get("/{projectId}")
-async def get_project(
-    _ctx: CanRead, project: ProjectDep, response: Response
-) -> Envelope[ProjectOut]:
+@router.get("/{projectId}", response_model=Envelope[ProjectOut])
+async def get_project(_ctx: CanRead, project_id: ProjectId, session: SessionDep) -> Response:
     """One project, with its version as `ETag`."""
-    set_etag(response, project.version)
-    return ok(ProjectOut.model_validate(project))
+    row = await service.read_project(session, project_id)
+    return envelope_response(ProjectOut, row, version=row["version"])
 
 
 @router.patch("/{projectId}")

@@ -4,13 +4,15 @@ filters by organization or `deleted_at` by hand (core/tenancy.py adds both)."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
-from sqlalchemy import Select, select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.concurrency import Expectation, flush_versioned
 from tenantry.core.db import utcnow
 from tenantry.core.errors import NotFound
+from tenantry.core.hotreads import HotRead, fetch_one
 from tenantry.core.listing import (
     Listing,
     SortKey,
@@ -19,7 +21,7 @@ from tenantry.core.listing import (
     search_condition,
     updated_at_key,
 )
-from tenantry.core.tenancy import INCLUDE_DELETED, TenantContext
+from tenantry.core.tenancy import INCLUDE_DELETED, TenantContext, scoped_select
 from tenantry.core.trash import require_trash_access
 from tenantry.modules.audit.service import created, diff, record, snapshot
 from tenantry.modules.projects.models import Project
@@ -51,6 +53,19 @@ async def get_project(session: AsyncSession, project_id: uuid.UUID) -> Project:
     if project is None:
         raise NotFound("Project not found")
     return project
+
+
+PROJECT_BY_ID = HotRead(
+    scoped_select(Project, where=(Project.__table__.c.id == bindparam("project_id"),))
+)
+
+
+async def read_project(session: AsyncSession, project_id: uuid.UUID) -> dict[str, Any]:
+    """`get_project` for `GET /projects/{projectId}`: a row in one round trip, same 404."""
+    row = await fetch_one(session, PROJECT_BY_ID, project_id=project_id)
+    if row is None:
+        raise NotFound("Project not found")
+    return row
 
 
 async def get_deleted_project(session: AsyncSession, project_id: uuid.UUID) -> Project:

@@ -12,13 +12,14 @@ from fastapi import APIRouter, Depends, Query, Response, status
 
 from tenantry.core.authz import require
 from tenantry.core.concurrency import Expectation, IfMatchHeader, set_etag
+from tenantry.core.hotreads import envelope_response, model_response
 from tenantry.core.idempotency import IdempotencyDep
 from tenantry.core.responses import CursorPage, Envelope, Page, ok
 from tenantry.core.routing import SessionDep, UnitOfWorkRoute
 from tenantry.core.tenancy import TenantContext
-from tenantry.modules.projects.deps import ProjectDep
+from tenantry.modules.projects.deps import ProjectDep, ProjectId
 from tenantry.modules.tasks import bulk, queries, service
-from tenantry.modules.tasks.deps import DeletedTaskDep, TaskDep
+from tenantry.modules.tasks.deps import DeletedTaskDep, TaskDep, TaskId
 from tenantry.modules.tasks.schemas import (
     BulkResult,
     BulkUpdate,
@@ -40,13 +41,13 @@ CanDelete = Annotated[TenantContext, Depends(require("tasks:delete"))]
 TaskPage = Page[TaskOut] | CursorPage[TaskOut]
 
 
-@org_router.get("")
+@org_router.get("", response_model=TaskPage)
 async def search_tasks(
     ctx: CanRead, query: Annotated[OrgTaskListQuery, Query()], session: SessionDep
-) -> TaskPage:
+) -> Response:
     """Tasks across projects (status, assigneeId, projectId, dueBefore, search)."""
     listing = await queries.list_organization_tasks(session, query, ctx)
-    return listing.as_page(TaskOut)
+    return model_response(listing.as_page(TaskOut))
 
 
 @org_router.patch("/bulk")
@@ -57,16 +58,16 @@ async def bulk_update_tasks(
     return ok(await bulk.bulk_update(session, ctx, body))
 
 
-@router.get("")
+@router.get("", response_model=TaskPage)
 async def list_tasks(
     ctx: CanRead,
     project: ProjectDep,
     query: Annotated[TaskListQuery, Query()],
     session: SessionDep,
-) -> TaskPage:
+) -> Response:
     """The project's tasks (status, assigneeId, dueBefore, search; sort; offset or cursor)."""
     listing = await queries.list_project_tasks(session, project, query, ctx)
-    return listing.as_page(TaskOut)
+    return model_response(listing.as_page(TaskOut))
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=Envelope[TaskOut])
@@ -85,11 +86,13 @@ async def create_task(
     return await idempotency.respond(status.HTTP_201_CREATED, create)
 
 
-@router.get("/{taskId}")
-async def get_task(_ctx: CanRead, task: TaskDep, response: Response) -> Envelope[TaskOut]:
+@router.get("/{taskId}", response_model=Envelope[TaskOut])
+async def get_task(
+    _ctx: CanRead, project_id: ProjectId, task_id: TaskId, session: SessionDep
+) -> Response:
     """One task, with its version as `ETag`."""
-    set_etag(response, task.version)
-    return ok(TaskOut.model_validate(task))
+    row = await service.read_task(session, project_id, task_id)
+    return envelope_response(TaskOut, row, version=row["version"])
 
 
 @router.patch("/{taskId}")

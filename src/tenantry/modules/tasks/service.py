@@ -9,14 +9,15 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.authz import authorize_row
 from tenantry.core.concurrency import Expectation, flush_versioned
 from tenantry.core.db import utcnow
 from tenantry.core.errors import Conflict, NotFound
-from tenantry.core.tenancy import INCLUDE_DELETED, TenantContext
+from tenantry.core.hotreads import HotRead, fetch_one
+from tenantry.core.tenancy import INCLUDE_DELETED, TenantContext, scoped_select
 from tenantry.modules.audit.service import created, diff, record, snapshot
 from tenantry.modules.projects.models import Project
 from tenantry.modules.projects.service import get_project
@@ -80,6 +81,29 @@ async def find_task(session: AsyncSession, project_id: uuid.UUID, task_id: uuid.
         await get_project(session, project_id)  # 404 "Project not found" when it is missing
         raise NotFound("Task not found")
     return task
+
+
+_tasks = Task.__table__
+_projects = Project.__table__
+TASK_BY_ID = HotRead(
+    scoped_select(
+        Task,
+        joins=((Project, _projects.c.id == _tasks.c.project_id),),
+        where=(_tasks.c.id == bindparam("task_id"), _tasks.c.project_id == bindparam("project_id")),
+    )
+)
+
+
+async def read_task(
+    session: AsyncSession, project_id: uuid.UUID, task_id: uuid.UUID
+) -> dict[str, Any]:
+    """`find_task` for `GET .../tasks/{taskId}`: a row in one round trip, the same 404s."""
+    row = await fetch_one(session, TASK_BY_ID, task_id=task_id, project_id=project_id)
+    if row is None:
+        await get_project(session, project_id)  # 404 "Project not found" when it is missing
+        raise NotFound("Task not found")
+    row["is_complete"] = row["status"] == TaskStatus.DONE
+    return row
 
 
 async def get_deleted_task(session: AsyncSession, project: Project, task_id: uuid.UUID) -> Task:
