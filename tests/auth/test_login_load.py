@@ -46,7 +46,9 @@ async def test_logins_beyond_the_hash_queue_get_503_with_retry_after(
             assert body["code"] == "service_unavailable"
             assert body["requestId"] == response.headers["x-request-id"]
         # Nothing was left behind: once the burst is over, a login goes through again.
-        again = await client.post(LOGIN, json={"email": account.email, "password": account.password})
+        again = await client.post(
+            LOGIN, json={"email": account.email, "password": account.password}
+        )
         assert again.status_code == 200
 
 
