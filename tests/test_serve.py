@@ -77,6 +77,72 @@ def test_the_multi_process_check(overrides: dict[str, str], workers: int, refuse
     assert (multi_process_problem(settings, workers) is not None) is refused
 
 
+CORES = os.cpu_count() or 1
+
+
+@pytest.mark.parametrize(
+    ("overrides", "requested", "expected"),
+    [
+        ({}, None, 1 if CORES > 1 else CORES),  # production without Redis: one process
+        ({"redis_url": "redis://127.0.0.1:6379/0"}, None, CORES),  # one per core
+        ({"env": "development"}, None, 1),
+        ({"env": "development"}, "auto", CORES),
+        ({"redis_url": "redis://127.0.0.1:6379/0"}, "3", 3),
+        ({}, "AUTO", CORES),
+    ],
+)
+def test_serve_defaults_to_one_worker_per_core_in_production(
+    overrides: dict[str, str], requested: str | None, expected: int
+) -> None:
+    from tenantry.cli import worker_count
+
+    values = {k.lower(): v for k, v in PRODUCTION_ENV.items()} | overrides
+    count, _ = worker_count(load_settings(_env_file=None, **values), requested)
+    assert count == expected
+
+
+@pytest.mark.parametrize("requested", ["0", "-1", "many", ""])
+def test_serve_refuses_a_worker_count_that_is_not_one(requested: str) -> None:
+    import click
+
+    from tenantry.cli import worker_count
+
+    values = {k.lower(): v for k, v in PRODUCTION_ENV.items()}
+    with pytest.raises(click.BadParameter):
+        worker_count(load_settings(_env_file=None, **values), requested)
+
+
+def test_serve_help_documents_workers_auto() -> None:
+    from click.testing import CliRunner
+
+    from tenantry.cli import main
+
+    result = CliRunner().invoke(main, ["serve", "--help"])
+    assert result.exit_code == 0
+    assert "auto" in result.output
+    assert "one per core" in result.output
+
+
+@pytest.mark.skipif(CORES < 2, reason="one core: auto is one process")
+def test_production_refuses_workers_auto_without_redis(tmp_path: Path) -> None:
+    env = _clean_env(**PRODUCTION_ENV, PORT=str(_free_port()))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tenantry.cli", "serve", "--workers", "auto", "--no-migrate"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        _stop(process)
+    assert process.returncode == 2
+    assert "REDIS_URL" in stderr
+
+
 def _wait_until_live(process: subprocess.Popen[bytes], port: int) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

@@ -15,7 +15,6 @@ from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from redis.asyncio import Redis
-from starlette.middleware.gzip import GZipMiddleware
 
 from tenantry import __version__
 from tenantry.config import Settings, load_settings
@@ -29,11 +28,7 @@ from tenantry.core.jobs.runtime import JobsRuntime
 from tenantry.core.logging import configure_logging
 from tenantry.core.mail import bind_mail, create_mailer
 from tenantry.core.metrics import Metrics
-from tenantry.core.middleware import (
-    BodyDeadline,
-    BodyLimitMiddleware,
-    RequestContextMiddleware,
-)
+from tenantry.core.middleware import BodyDeadline, RequestContextMiddleware
 from tenantry.core.openapi import ERROR_RESPONSES, finalize_openapi
 from tenantry.core.ratelimit import create_rate_limiter
 from tenantry.core.responses import configure_lists
@@ -184,19 +179,9 @@ def _create_redis(settings: Settings) -> Redis | None:
 
 
 def _install_middleware(app: FastAPI, settings: Settings) -> None:
-    # Added innermost first: RequestContextMiddleware ends up outermost, so every answer
-    # (a CORS preflight, a 413 from the body limit, a 500) carries the request id.
-    app.add_middleware(
-        BodyLimitMiddleware,
-        max_body_bytes=settings.max_body_bytes,
-        max_upload_bytes=settings.max_upload_bytes,
-        deadline=BodyDeadline(
-            timeout=settings.body_read_timeout_seconds,
-            grace=settings.body_read_grace_seconds,
-            min_rate=settings.body_min_bytes_per_second,
-        ),
-    )
-    app.add_middleware(GZipMiddleware, minimum_size=1024)
+    # One layer of ours (request id, security headers, body limit and deadline, gzip of
+    # large answers, metrics, access log); CORS only when configured, inside it, so every
+    # answer (a CORS preflight, a 413, a 500) still carries the request id.
     if settings.cors_origins:
         wildcard = "*" in settings.cors_origins
         app.add_middleware(
@@ -215,7 +200,17 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
             expose_headers=["ETag", "Retry-After", "X-Request-Id"],
             max_age=600,
         )
-    app.add_middleware(RequestContextMiddleware, metrics=app.state.metrics)
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=app.state.metrics,
+        max_body_bytes=settings.max_body_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+        deadline=BodyDeadline(
+            timeout=settings.body_read_timeout_seconds,
+            grace=settings.body_read_grace_seconds,
+            min_rate=settings.body_min_bytes_per_second,
+        ),
+    )
 
 
 def _install_openapi(app: FastAPI) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -38,10 +39,10 @@ def main() -> None:
 @click.option("--port", envvar="PORT", type=int, default=None, help="Port [PORT, 8000].")
 @click.option(
     "--workers",
-    type=click.IntRange(min=1),
-    default=1,
-    show_default=True,
-    help="Worker processes (each a full API process).",
+    default=None,
+    metavar="N|auto",
+    help="Worker processes, each a full API process; `auto` = one per core "
+    "[default: auto with ENV=production (1 without REDIS_URL), 1 otherwise].",
 )
 @click.option("--reload", is_flag=True, help="Restart on code changes (development only).")
 @click.option(
@@ -58,7 +59,7 @@ def main() -> None:
 def serve(
     host: str | None,
     port: int | None,
-    workers: int,
+    workers: str | None,
     reload: bool,
     migrate_first: bool | None,
     no_worker: bool,
@@ -71,9 +72,14 @@ def serve(
     settings = _settings(host=host, port=port)
     if reload and settings.is_production:
         raise click.UsageError("--reload is for development; refusing with ENV=production")
-    problem = multi_process_problem(settings, workers)
+    count, note = worker_count(settings, workers)
+    if note is not None:
+        click.echo(f"tenantry: {note}", err=True)
+    problem = multi_process_problem(settings, count)
     if problem is not None:
         raise click.UsageError(problem)
+    if count > 1:
+        _prepare_worker_processes(settings, count)
     if migrate_first if migrate_first is not None else settings.should_auto_migrate:
         _migrate(settings)
     common: dict[str, Any] = {
@@ -88,14 +94,57 @@ def serve(
         # never finishes its request cannot keep the process alive.
         "timeout_graceful_shutdown": settings.graceful_shutdown_seconds,
     }
-    if workers > 1 or reload:
+    if count > 1 or reload:
         uvicorn.run(
-            "tenantry.app:app_factory", factory=True, workers=workers, reload=reload, **common
+            "tenantry.app:app_factory", factory=True, workers=count, reload=reload, **common
         )
     else:
         from tenantry.app import create_app
 
         uvicorn.run(create_app(settings), **common)
+
+
+def worker_count(settings: Settings, requested: str | None) -> tuple[int, str | None]:
+    """The processes `serve --workers` starts, and a note to print when it chose for you.
+
+    Production defaults to one process per core (one Python process uses one core at
+    most); without REDIS_URL that default falls back to one process, since several
+    would not share their cache (`multi_process_problem`). Asked for explicitly, `auto`
+    or N is honoured — or refused by `multi_process_problem`.
+    """
+    cores = os.cpu_count() or 1
+    if requested is None:
+        if not settings.is_production:
+            return 1, None
+        if settings.redis_url is None and cores > 1:
+            return 1, "serving with 1 process: one per core (--workers auto) needs REDIS_URL"
+        return cores, None
+    if requested.strip().lower() == "auto":
+        return cores, None
+    if not requested.strip().isdigit() or int(requested) < 1:
+        raise click.BadParameter(
+            f"{requested!r} is not a number >= 1 or `auto`", param_hint="--workers"
+        )
+    return int(requested), None
+
+
+def _prepare_worker_processes(settings: Settings, workers: int) -> None:
+    """Settings the worker processes inherit through the environment (spawned children).
+
+    - Password hashes: `PASSWORD_HASH_CONCURRENCY` counts per process; by default the
+      processes share cores - 1 hashing threads between them (at least one each).
+    - Metrics: every process writes to `PROMETHEUS_MULTIPROC_DIR` so that `/metrics`
+      (answered by any one of them) adds all of them up; a fresh directory under
+      VAR_DIR when it is not set.
+    """
+    if "PASSWORD_HASH_CONCURRENCY" not in os.environ:
+        cores = os.cpu_count() or 1
+        os.environ["PASSWORD_HASH_CONCURRENCY"] = str(max(1, (cores - 1) // workers))
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        directory = Path(settings.var_dir) / "metrics"
+        shutil.rmtree(directory, ignore_errors=True)  # counts of an earlier run
+        directory.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
 
 
 def multi_process_problem(settings: Settings, workers: int) -> str | None:

@@ -23,6 +23,11 @@ MIN_PRODUCTION_HASH_MEMORY_KIB = 19 * 1024
 MIN_METRICS_TOKEN_LENGTH = 16
 
 
+def default_hash_concurrency() -> int:
+    """One password hash per core, less one (at least one): `PASSWORD_HASH_CONCURRENCY`."""
+    return max(1, (os.cpu_count() or 1) - 1)
+
+
 class Environment(StrEnum):
     DEVELOPMENT = "development"
     TEST = "test"
@@ -147,7 +152,14 @@ class Settings(BaseSettings):
     password_hash_time_cost: int = Field(default=3, ge=1, le=20)
     password_hash_memory_kib: int = Field(default=64 * 1024, ge=64, le=4 * 1024 * 1024)
     password_hash_parallelism: int = Field(default=4, ge=1, le=16)
-    password_hash_concurrency: int = Field(default=4, ge=1, le=64)
+    # Hashes computed at once per process: below the core count, so a burst of logins
+    # always leaves a core to the event loop (reads keep their latency).
+    password_hash_concurrency: int = Field(
+        default_factory=lambda: default_hash_concurrency(), ge=1, le=64
+    )
+    # Logins (and other hashing requests) waiting for a slot beyond those running; one more
+    # gets 503 with Retry-After at once instead of waiting seconds for its turn.
+    password_hash_queue: int = Field(default=64, ge=0, le=10_000)
     mfa_issuer: str = Field(default="tenantry", min_length=1, max_length=64)
     # Base URL of the web app that receives emailed links (/reset-password, /verify-email).
     app_url: str = "http://localhost:3000"

@@ -6,12 +6,14 @@ Tests include it into an app of their own; it is not part of the product.
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 from pydantic import Field
 from sqlalchemy import ForeignKey, MetaData, String, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from starlette.responses import StreamingResponse
 
 from tenantry.core.db import NAMING_CONVENTION, new_id
 from tenantry.core.errors import Conflict
@@ -120,3 +122,17 @@ async def make_cursor() -> Envelope[str]:
 @router.get("/big")
 async def big() -> Envelope[str]:
     return ok("x" * 5000)
+
+
+@router.get("/stream")
+async def stream() -> StreamingResponse:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(4):
+            yield b"y" * 4096
+
+    return StreamingResponse(chunks(), media_type="text/plain")
+
+
+@router.get("/small")
+async def small() -> Envelope[str]:
+    return ok("x" * 500)

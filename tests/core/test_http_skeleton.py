@@ -287,6 +287,30 @@ async def test_large_responses_are_gzipped(http: httpx.AsyncClient) -> None:
     assert response.headers["content-encoding"] == "gzip"
     assert response.json()["data"] == "x" * 5000
     assert gzip.compress(b"x")  # the client decoded it transparently
+    assert "accept-encoding" in response.headers["vary"].lower()
+    assert response.headers["x-request-id"]
+
+
+async def test_small_and_streamed_responses_are_not_gzipped(http: httpx.AsyncClient) -> None:
+    # Below ~1 KiB gzip costs more CPU than it saves; a streamed answer (a download, an
+    # event stream) goes out as the app sends it, never buffered or re-chunked by gzip.
+    small = await http.get("/api/v1/probe/small", headers={"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in small.headers
+    assert small.json()["data"] == "x" * 500
+    streamed = await http.get("/api/v1/probe/stream", headers={"Accept-Encoding": "gzip"})
+    assert "content-encoding" not in streamed.headers
+    assert streamed.content == b"y" * 4096 * 4
+    assert streamed.headers["x-request-id"]
+    plain = await http.get("/api/v1/probe/big", headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers
+
+
+async def test_one_middleware_layer_of_ours(probe_app: FastAPI) -> None:
+    # Each ASGI layer costs a frame and a `send` wrapper per request: body limit, gzip,
+    # request id, headers, metrics and access log are one layer; CORS only when configured.
+    from tenantry.core.middleware import RequestContextMiddleware
+
+    assert [m.cls for m in probe_app.user_middleware] == [RequestContextMiddleware]
 
 
 async def test_cors_allows_configured_origins_with_credentials(

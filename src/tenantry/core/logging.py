@@ -23,6 +23,22 @@ _SHARED_PROCESSORS: list[Any] = [
 ]
 
 
+class LevelFirstLogger(structlog.stdlib.BoundLogger):
+    """Asks the stdlib logger's (cached) level first: a disabled debug or info line costs
+    a call, not the processor chain (6 µs each with `stdlib.BoundLogger`). Levels stay
+    dynamic (`LOG_LEVEL`, a logger's own level, pytest's `caplog.at_level`)."""
+
+    def debug(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
+        if not self._logger.isEnabledFor(logging.DEBUG):
+            return None
+        return super().debug(event, *args, **kw)
+
+    def info(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
+        if not self._logger.isEnabledFor(logging.INFO):
+            return None
+        return super().info(event, *args, **kw)
+
+
 def configure_logging(settings: Settings) -> None:
     """Route stdlib and structlog records through one formatter (idempotent)."""
     renderer: Any = (
@@ -63,7 +79,7 @@ def configure_logging(settings: Settings) -> None:
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        wrapper_class=LevelFirstLogger,
         cache_logger_on_first_use=True,
     )
 

@@ -102,7 +102,9 @@ async def login(
     await hit_login_per_account(request, body.email)
     if body.mfa_code is not None:
         await hit_mfa_verification(request)
-    issued = await service.login(database, security, settings, body, client)
+    issued = await service.login(
+        database, security, settings, body, client, abandoned=request.is_disconnected
+    )
     await forget_login_failures(request, body.email)
     return _result(issued)
 

@@ -13,7 +13,7 @@ from tenantry.core.errors import Conflict, InvalidToken, Unauthorized
 from tenantry.core.jobs import enqueue
 from tenantry.core.logging import get_logger
 from tenantry.core.mail import seal_job_payload
-from tenantry.core.security import Security
+from tenantry.core.security import Abandoned, Security
 from tenantry.modules.auth.credentials import invalid_credentials, verify_password_or_fail
 from tenantry.modules.auth.deps import ClientInfo
 from tenantry.modules.auth.emails import (
@@ -65,20 +65,27 @@ async def login(
     settings: Settings,
     body: LoginRequest,
     client: ClientInfo,
+    *,
+    abandoned: Abandoned | None = None,
 ) -> IssuedTokens:
     """Unknown email, wrong password, inactive or deleted user: one answer, similar time.
 
     The password is checked with no transaction open (hashing takes a while; on SQLite a
     write transaction would hold the database lock meanwhile), then the login completes
     in a transaction of its own that keeps MFA failure counts even when it answers 401.
+    When more logins wait for a hash than `PASSWORD_HASH_QUEUE`, 503 before any lookup;
+    a login whose client has gone by the time a hashing thread is free is not hashed.
     """
+    security.passwords.check_capacity()
     async with database.session(write=False) as session:
         user = await find_user_by_email(session, body.email, include_deleted=True)
     if user is None:
-        await security.passwords.waste_time(body.password)
+        await security.passwords.waste_time(body.password, abandoned=abandoned)
         raise invalid_credentials()
     verified_hash = user.password_hash
-    matches, new_hash = await security.passwords.verify(body.password, verified_hash)
+    matches, new_hash = await security.passwords.verify(
+        body.password, verified_hash, abandoned=abandoned
+    )
     if not matches or not user.is_usable:
         raise invalid_credentials()
 
