@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,16 @@ SQLITE_BEGIN_IMMEDIATE = "sqlite_begin_immediate"
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+class Clock:
+    """The time plan and trial checks see: the wall clock, unless a test moves it."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], dt.datetime] = utcnow
+
+    def now(self) -> dt.datetime:
+        return self.source()
 
 
 def new_id() -> uuid.UUID:

@@ -57,6 +57,9 @@ class TenantContext:
     role: str | None = None
     permissions: frozenset[str] = frozenset()
     plan: str | None = None
+    # The organization's plan state (modules/plans/state.py `Subscription`; typed `object`
+    # because core does not import feature modules: read it with plans' `subscription_of`).
+    subscription: object | None = None
 
     @property
     def actor_id(self) -> uuid.UUID | None:

@@ -1,6 +1,6 @@
 """Daily usage counters per organization, kept cheaply and flushed by a scheduled job.
 
-Requests and active users are counted by the tenant gate (`record_request`, once per
+Requests and active users are counted by the tenant gate (its usage step, once per
 request under `/orgs/{orgId}/`), records created by a commit listener (new tenant rows,
 audit entries and counters themselves excluded). They sit in a `UsageStore`
 (`counters.py`: process memory without `REDIS_URL`, Redis shared by every process with
@@ -21,7 +21,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Request
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import event, func, select
@@ -68,13 +67,6 @@ async def usage_bound(database: Database) -> AsyncIterator[None]:
 def store_of(session: AsyncSession | Session) -> UsageStore:
     store: UsageStore = session.info.get(USAGE_KEY, _UNBOUND)
     return store
-
-
-async def record_request(
-    request: Request, org_id: uuid.UUID, user_id: uuid.UUID | None, at: dt.datetime
-) -> None:
-    store: UsageStore = getattr(request.app.state, "usage", _UNBOUND)
-    await store.request(org_id, at.date(), user_id)
 
 
 _PENDING_RECORDS = "usage_pending_records"
