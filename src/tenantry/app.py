@@ -63,6 +63,7 @@ from tenantry.modules.tasks.router import org_router as org_tasks_router
 from tenantry.modules.tasks.router import router as tasks_router
 from tenantry.modules.users.router import router as users_router
 from tenantry.services import Services
+from tenantry.sessions import install_feature_listeners
 
 API_PREFIX = "/api/v1"
 # The cache keys every tenant request reads: kept in process memory (core/nearcache.py).
@@ -73,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     configure_logging(settings)
     database = Database(settings)
+    install_feature_listeners(database)  # audit immutability, records counted for usage
     redis = _create_redis(settings)
     cache = create_cache(settings, redis)
     if redis is not None and settings.near_cache_stale_seconds > 0:

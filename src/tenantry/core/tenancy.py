@@ -329,30 +329,29 @@ def _send_org_to_database(session: Session) -> None:
     connection.execute(_SET_ORG, {"org": org})
 
 
-def install_tenant_scoping() -> None:
-    """Register the listeners on every `Session` of the process (idempotent)."""
-    listeners = (
-        ("do_orm_execute", _scope_statement),
-        ("before_flush", _stamp_and_check_writes),
-        ("after_begin", _after_begin),
-    )
-    for name, listener in listeners:
-        if not event.contains(Session, name, listener):
-            event.listen(Session, name, listener)
+# Registered by every `Database` on its own session class (core/db.py).
+TENANCY_LISTENERS = (
+    ("do_orm_execute", _scope_statement),
+    ("before_flush", _stamp_and_check_writes),
+    ("after_begin", _after_begin),
+)
+
+
+def watch_mappers() -> None:
+    """Recompute the tenant-owned mappers when a model is mapped later (idempotent)."""
     if not event.contains(Mapper, "after_mapper_constructed", _models_changed):
         event.listen(Mapper, "after_mapper_constructed", _models_changed)
 
 
-install_tenant_scoping()
-
 __all__ = [
     "ALL_TENANTS",
     "INCLUDE_DELETED",
+    "TENANCY_LISTENERS",
     "TenantContext",
     "TenantScopeError",
     "bind_tenant",
-    "install_tenant_scoping",
     "require_tenant",
     "tenant_of",
     "unbind_tenant",
+    "watch_mappers",
 ]

@@ -23,7 +23,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -94,13 +94,12 @@ def _records_rolled_back(session: Session) -> None:
     session.info.pop(_PENDING_RECORDS, None)
 
 
-for _name, _listener in (
+# Registered on the app's sessions by tenantry/sessions.py.
+USAGE_LISTENERS = (
     ("before_flush", _count_new_records),
     ("after_commit", _records_committed),
     ("after_rollback", _records_rolled_back),
-):
-    if not event.contains(Session, _name, _listener):
-        event.listen(Session, _name, _listener)
+)
 
 
 def _upsert(session: AsyncSession, row: dict[str, Any]) -> Any:
