@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Path, Request
@@ -64,6 +65,34 @@ async def get_tenant_context(
 
 
 TenantContextDep = Annotated[TenantContext, Depends(get_tenant_context)]
+
+
+async def get_tenant_session(_context: TenantContextDep, session: SessionDep) -> AsyncSession:
+    """The request's session once the gate has bound it to the caller's organization.
+
+    Loaders take this instead of a session plus an unused context parameter: the type says
+    the session is scoped, and FastAPI runs the gate first because this depends on it.
+    """
+    return session
+
+
+TenantSessionDep = Annotated[AsyncSession, Depends(get_tenant_session)]
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    """The tenant gate's whole answer: who (principal, membership, plan state) and where
+    (the session bound to the organization)."""
+
+    context: TenantContext
+    session: AsyncSession
+
+
+async def get_tenant(context: TenantContextDep, session: TenantSessionDep) -> Tenant:
+    return Tenant(context=context, session=session)
+
+
+TenantDep = Annotated[Tenant, Depends(get_tenant)]
 
 
 class Require:
