@@ -25,6 +25,7 @@ from tenantry.services import services_of
 from tests.auth.test_revocation_authority import OwnRedis, own_redis  # noqa: F401
 from tests.conftest import client_for
 from tests.factories import api_key_headers, create_api_key
+from tests.tasks.test_task_lists import count_statements
 from tests.tenant_helpers import Tenants
 
 pytestmark = pytest.mark.services
@@ -147,3 +148,30 @@ async def test_an_app_that_lost_its_subscription_does_not_trust_its_copies(
         )
         assert response.status_code == 204
         assert await refused_within(http_b, url, org.owner.headers, {401}) < BOUND_SECONDS
+
+
+async def mget_calls(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
+    return int(stats.get("cmdstat_mget", {}).get("calls", 0))
+
+
+async def test_a_warm_request_reads_its_gate_facts_from_process_memory(
+    build_app: BuildApp,
+    own_redis: OwnRedis,  # noqa: F811
+) -> None:
+    """Session fact, valid-after mark and membership: no Redis, no database for the gate."""
+    app = await build_app(redis_url=own_redis.url)
+    await trusted(app)
+    async with client_for(app) as http:
+        tenants = Tenants(app, http)
+        org = await tenants.org()
+        url = org.url(f"/projects/{(await org.project())['id']}")  # no list total to cache
+        for _ in range(3):  # fills: the database once, Redis, then the process
+            assert (await http.get(url, headers=org.owner.headers)).status_code == 200
+        redis = services_of(app).redis
+        assert redis is not None
+        before = await mget_calls(redis)  # the gate's one Redis command (all its facts)
+        with count_statements(services_of(app).database.engine) as statements:
+            assert (await http.get(url, headers=org.owner.headers)).status_code == 200
+        assert await mget_calls(redis) == before
+        assert not [s for s in statements if "memberships" in s or "auth_sessions" in s]
