@@ -177,6 +177,7 @@ class Database:
             (AppAsyncSession,),
             {"__module__": __name__, "sync_session_class": self.sync_session_class},
         )
+        self._listening: set[SessionListener] = set()
         # tenancy and counts import this module: imported here, when the first one is built.
         from tenantry.core.counts import COUNT_LISTENERS
         from tenantry.core.tenancy import TENANCY_LISTENERS, watch_mappers
@@ -201,7 +202,10 @@ class Database:
     def listen(self, listeners: Iterable[SessionListener]) -> None:
         """Register `listeners` on this database's sessions (idempotent)."""
         for name, listener in listeners:
-            if not event.contains(self.sync_session_class, name, listener):
+            # Remembered here, not asked of `event.contains`: SQLAlchemy's registry is keyed
+            # by id(), and a new class can reuse a collected one's id (seen in the suite).
+            if (name, listener) not in self._listening:
+                self._listening.add((name, listener))
                 event.listen(self.sync_session_class, name, listener)
 
     def session(self, *, write: bool = True) -> AsyncSession:
