@@ -46,6 +46,7 @@ RESUBSCRIBE_SECONDS = 0.5
 # A copy never outlives this, whatever Redis says (a fill does not know the remaining TTL).
 LOCAL_TTL_SECONDS = 30.0
 DEFAULT_MAX_ENTRIES = 50_000
+CLOSE_TIMEOUT_SECONDS = 2.0
 
 
 class NearCache(Cache):
@@ -86,9 +87,9 @@ class NearCache(Cache):
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            # Bounded: a pub/sub connection stuck in its close must not hold up shutdown.
+            await asyncio.wait(self._tasks, timeout=CLOSE_TIMEOUT_SECONDS)
         self._tasks = []
         self._flush()
         await self._remote.close()
@@ -213,8 +214,11 @@ class NearCache(Cache):
                 # Whatever was published while not listening is lost: forget everything.
                 self._heard_at = float("-inf")
                 self._flush()
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+                with contextlib.suppress(RedisError, OSError, TimeoutError):
+                    await asyncio.wait_for(
+                        pubsub.aclose(),  # type: ignore[no-untyped-call]
+                        CLOSE_TIMEOUT_SECONDS,
+                    )
             await asyncio.sleep(RESUBSCRIBE_SECONDS)
 
     def _receive(self, data: bytes) -> None:
