@@ -18,6 +18,7 @@ from fastapi import FastAPI
 from tenantry.core.security import Security
 from tenantry.modules.users.models import PlatformRole
 from tenantry.modules.users.service import create_user
+from tenantry.services import services_of
 
 DEFAULT_PASSWORD = "correct horse battery staple"
 
@@ -89,7 +90,7 @@ async def login(
 
 
 def security_of(app: FastAPI) -> Security:
-    security: Security = app.state.security
+    security: Security = services_of(app).security
     return security
 
 

@@ -172,6 +172,51 @@ def hot_reads_are_scoped_by_tenancy(root: Path) -> list[str]:
     return found
 
 
+GLOBAL_SESSION_LISTENER = re.compile(
+    r"event\.(?:listen|listens_for|contains)\(\s*(?:orm\.)?(?:Async)?Session\b"
+)
+
+
+def no_listener_on_the_global_session(root: Path) -> list[str]:
+    """Session listeners go on our session classes (core/db.py `Database.listen`)."""
+    return [
+        f"{relative}: a listener on SQLAlchemy's global Session"
+        for relative, source in python_files(root)
+        if GLOBAL_SESSION_LISTENER.search(source)
+    ]
+
+
+SESSION_INFO_KEY = re.compile(r"\.info(?:\[|\.get\(|\.setdefault\(|\.pop\()\s*([^,\])\s]+)")
+# The string keys still carried in `session.info`, each with why it stays (a new one fails:
+# pass a typed parameter, or make it an attribute of the session class, instead).
+SESSION_INFO_ALLOWED: dict[tuple[str, str], str] = {
+    ("core/counts.py", "COUNTS_KEY"): "bound per Database by bind_counts (sessionmaker info)",
+    ("core/counts.py", "_WRITTEN"): "organizations written in this transaction (listener state)",
+    ("core/jobs/enqueue.py", "TRANSPORT_KEY"): "bound per Database by the jobs runtime",
+    ("core/jobs/session.py", '"after_commit"'): "the job's unit of work (same as requests)",
+    ("core/jobs/session.py", '"job_id"'): "the running job, read by its enqueues",
+    ("core/mail/outbox.py", "MAIL_KEY"): "bound per Database by bind_mail",
+    ("core/routing.py", '"after_commit"'): "callbacks run after the unit of work commits",
+    ("core/routing.py", '"after_rollback"'): "callbacks run when it rolls back",
+    ("core/storage.py", "STORAGE_KEY"): "bound per Database by bind_storage",
+    ("core/tenancy.py", "_TENANT_KEY"): "the bound tenant context (read by the listeners)",
+    ("core/tenancy.py", "_RLS_PENDING_KEY"): "the RLS setting to send with the next flush",
+    ("modules/audit/service.py", "_REQUEST_KEY"): "request metadata stamped on audit entries",
+    ("modules/plans/usage.py", "USAGE_KEY"): "bound per Database by bind_usage",
+    ("modules/plans/usage.py", "_PENDING_RECORDS"): "records counted once committed",
+}
+
+
+def no_new_session_info_keys(root: Path) -> list[str]:
+    """Cross-cutting state in `session.info` stays within the allow-list above."""
+    return [
+        f"{relative}: session.info key {key} is not allowed"
+        for relative, source in python_files(root)
+        for key in SESSION_INFO_KEY.findall(source)
+        if (relative, key) not in SESSION_INFO_ALLOWED
+    ]
+
+
 RULES: list[Rule] = [
     all_tenants_only_in_platform_admin_code,
     no_commit_in_modules,
@@ -180,6 +225,8 @@ RULES: list[Rule] = [
     core_does_not_import_modules,
     nothing_imports_a_router_but_the_app,
     hot_reads_are_scoped_by_tenancy,
+    no_listener_on_the_global_session,
+    no_new_session_info_keys,
 ]
 
 
@@ -238,6 +285,36 @@ def test_unscoped_or_hand_scoped_hot_reads_are_caught(tmp_path: Path) -> None:
         "modules/fake/service.py:1: HotRead not built by scoped_select",
         "modules/own/service.py:1: hot read filters the scope by hand",
         "modules/raw/service.py: raw driver access or a hand-made ScopedRead",
+    ]
+
+
+def test_a_listener_on_the_global_session_is_caught(tmp_path: Path) -> None:
+    root = tree(
+        tmp_path,
+        {
+            "core/db.py": "event.listen(self.sync_session_class, 'before_flush', f)\n",
+            "core/counts.py": "event.listen(Session, 'after_commit', f)\n",
+            "modules/audit/models.py": "@event.listens_for(Session, 'before_flush')\n",
+        },
+    )
+    assert no_listener_on_the_global_session(root) == [
+        "core/counts.py: a listener on SQLAlchemy's global Session",
+        "modules/audit/models.py: a listener on SQLAlchemy's global Session",
+    ]
+
+
+def test_a_new_session_info_key_is_caught(tmp_path: Path) -> None:
+    root = tree(
+        tmp_path,
+        {
+            "core/routing.py": 'session.info.setdefault("after_commit", [])\n',
+            "modules/tasks/service.py": 'session.info["tasks_seen"] = seen\n',
+            "core/tenancy.py": "ctx = session.info.get(_OTHER_KEY)\n",
+        },
+    )
+    assert no_new_session_info_keys(root) == [
+        "core/tenancy.py: session.info key _OTHER_KEY is not allowed",
+        'modules/tasks/service.py: session.info key "tasks_seen" is not allowed',
     ]
 
 

@@ -1,7 +1,7 @@
 """`create_app(settings)`: the whole wiring of one tenantry instance, top to bottom.
 
-Nothing happens at import time; everything an instance needs hangs off `app.state`
-(settings, database, redis, metrics, health checks), so tests build as many independent
+Nothing happens at import time; everything an instance needs is one typed `Services`
+object (tenantry/services.py) on `app.state.services`, so tests build as many independent
 apps as they like.
 """
 
@@ -21,7 +21,7 @@ from tenantry.config import Settings, load_settings
 from tenantry.core.authz import document_permissions
 from tenantry.core.cache import create_cache
 from tenantry.core.counts import CountCache, bind_counts
-from tenantry.core.db import Database
+from tenantry.core.db import Clock, Database
 from tenantry.core.errors import install_error_handlers
 from tenantry.core.events import create_events
 from tenantry.core.jobs.runtime import JobsRuntime
@@ -29,6 +29,7 @@ from tenantry.core.logging import configure_logging
 from tenantry.core.mail import bind_mail, create_mailer
 from tenantry.core.metrics import Metrics
 from tenantry.core.middleware import BodyDeadline, RequestContextMiddleware
+from tenantry.core.nearcache import NearCache
 from tenantry.core.openapi import ERROR_RESPONSES, finalize_openapi
 from tenantry.core.ratelimit import create_rate_limiter
 from tenantry.core.responses import configure_lists
@@ -44,11 +45,12 @@ from tenantry.modules.exports.router import router as exports_router
 from tenantry.modules.files.router import router as files_router
 from tenantry.modules.files.slots import create_upload_slots
 from tenantry.modules.health.router import router as health_router
-from tenantry.modules.orgs.resolver import resolve_tenant
+from tenantry.modules.orgs.gate import OrgGate
 from tenantry.modules.orgs.routers.invitations import router as invitations_router
 from tenantry.modules.orgs.routers.jobs import router as org_jobs_router
 from tenantry.modules.orgs.routers.members import router as members_router
 from tenantry.modules.orgs.routers.orgs import router as orgs_router
+from tenantry.modules.plans.apirate import PlanRate
 from tenantry.modules.plans.counters import create_usage_store
 from tenantry.modules.plans.router import router as plans_router
 from tenantry.modules.plans.usage import bind_usage
@@ -56,16 +58,30 @@ from tenantry.modules.projects.router import router as projects_router
 from tenantry.modules.tasks.router import org_router as org_tasks_router
 from tenantry.modules.tasks.router import router as tasks_router
 from tenantry.modules.users.router import router as users_router
+from tenantry.services import Services
+from tenantry.sessions import install_feature_listeners
 
 API_PREFIX = "/api/v1"
+# The cache keys every tenant request reads: kept in process memory (core/nearcache.py).
+NEAR_CACHED = ("orgs:access:", "auth:session:", "auth:valid-after:")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     configure_logging(settings)
     database = Database(settings)
+    install_feature_listeners(database)  # audit immutability, records counted for usage
     redis = _create_redis(settings)
     cache = create_cache(settings, redis)
+    if redis is not None and settings.near_cache_stale_seconds > 0:
+        # Membership and revocation facts copied into the process, invalidated over pub/sub.
+        cache = NearCache(
+            cache,
+            redis,
+            channel=f"{settings.redis_key_prefix}cache:invalidations",
+            prefixes=NEAR_CACHED,
+            stale_seconds=settings.near_cache_stale_seconds,
+        )
     # List totals, invalidated by each org's writes, in a cache of their own: a flood of
     # distinct searches evicts other totals, never memberships or session facts.
     counts_cache = create_cache(settings, redis, namespace="counts")
@@ -74,6 +90,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_offset_rows=settings.max_offset_rows, search_count_cap=settings.search_count_cap
     )
     rate_limiter = create_rate_limiter(settings, redis)
+    plan_rate = PlanRate(
+        redis,
+        settings.redis_key_prefix,
+        enabled=settings.rate_limit_enabled,
+        sync_seconds=settings.plan_rate_sync_seconds,
+    )
     mailer = create_mailer(settings)
     bind_mail(database, mailer)  # requests queue email; the embedded worker sends it
     storage = create_storage(settings)
@@ -82,9 +104,48 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     usage_store = create_usage_store(redis, settings.redis_key_prefix)
     bind_usage(database, usage_store)  # daily counters: memory, or Redis with REDIS_URL
     jobs = JobsRuntime(settings, database, run_worker=settings.runs_embedded_worker)
+    security = Security.from_settings(settings)  # hashing, JWTs, secret sealing
+    revocations = Revocations(  # the database decides, the cache remembers
+        cache, database, access_token_ttl_seconds=settings.access_token_ttl_seconds
+    )
+    clock = Clock()
+    services = Services(
+        settings=settings,
+        database=database,
+        redis=redis,
+        cache=cache,
+        counts_cache=counts_cache,
+        rate_limiter=rate_limiter,
+        plan_rate=plan_rate,
+        mailer=mailer,
+        storage=storage,
+        upload_slots=create_upload_slots(settings, redis),  # uploads in flight (429)
+        events=events,
+        usage=usage_store,
+        jobs=jobs,
+        metrics=Metrics(database),
+        security=security,
+        revocations=revocations,
+        gate=OrgGate(  # principal → membership → plan → API rate → usage
+            security=security,
+            revocations=revocations,
+            cache=cache,
+            database=database,
+            plan_rate=plan_rate,
+            usage=usage_store,
+            clock=clock,
+        ),
+        health_checks={
+            "database": database.ping,
+            "redis": redis.ping if redis is not None else None,
+        },
+        clock=clock,
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if isinstance(cache, NearCache):
+            await cache.start()
         await jobs.start()
         try:
             yield
@@ -94,6 +155,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await storage.close()
             await mailer.close()
             await rate_limiter.close()
+            await plan_rate.close()
             await usage_store.close()
             await cache.close()
             await counts_cache.close()
@@ -111,27 +173,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url=None,
         debug=settings.debug,
     )
+    app.state.services = services
+    # The pieces tests and scripts reach for by name; application code reads `services`.
     app.state.settings = settings
     app.state.database = database
-    app.state.redis = redis
     app.state.cache = cache
-    app.state.rate_limiter = rate_limiter
-    app.state.mailer = mailer
-    app.state.storage = storage
-    app.state.upload_slots = create_upload_slots(settings, redis)  # uploads in flight (429)
-    app.state.events = events
-    app.state.usage = usage_store
-    app.state.jobs = jobs
-    app.state.metrics = Metrics(database)
-    app.state.security = Security.from_settings(settings)  # hashing, JWTs, secret sealing
-    app.state.revocations = Revocations(  # the database decides, the cache remembers
-        cache, database, access_token_ttl_seconds=settings.access_token_ttl_seconds
-    )
-    app.state.tenant_resolver = resolve_tenant  # principal + membership → TenantContext
-    app.state.health_checks = {
-        "database": database.ping,
-        "redis": redis.ping if redis is not None else None,
-    }
 
     install_error_handlers(app)
     for router in api_routers():
@@ -140,7 +186,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # nesting cost ~10 % of a cached read (docs/performance.md).
         app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
     app.include_router(health_router)
-    _install_middleware(app, settings)
+    _install_middleware(app, settings, services.metrics)
     _install_openapi(app)
     return app
 
@@ -178,7 +224,7 @@ def _create_redis(settings: Settings) -> Redis | None:
     )
 
 
-def _install_middleware(app: FastAPI, settings: Settings) -> None:
+def _install_middleware(app: FastAPI, settings: Settings, metrics: Metrics) -> None:
     # One layer of ours (request id, security headers, body limit and deadline, gzip of
     # large answers, metrics, access log); CORS only when configured, inside it, so every
     # answer (a CORS preflight, a 413, a 500) still carries the request id.
@@ -202,7 +248,7 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
         )
     app.add_middleware(
         RequestContextMiddleware,
-        metrics=app.state.metrics,
+        metrics=metrics,
         max_body_bytes=settings.max_body_bytes,
         max_upload_bytes=settings.max_upload_bytes,
         deadline=BodyDeadline(

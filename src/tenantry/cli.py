@@ -174,11 +174,11 @@ def worker(concurrency: int | None) -> None:
     """Run background jobs until SIGTERM (graceful: running jobs finish or are released)."""
     from tenantry.core.jobs.runtime import run_worker_process
     from tenantry.core.logging import configure_logging
-    from tenantry.modules.plans.usage import usage_bound
+    from tenantry.sessions import worker_setup
 
     settings = _settings(jobs_concurrency=concurrency)
     configure_logging(settings)
-    asyncio.run(run_worker_process(settings, setup=usage_bound))
+    asyncio.run(run_worker_process(settings, setup=worker_setup))
 
 
 @main.command()

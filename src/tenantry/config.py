@@ -117,6 +117,13 @@ class Settings(BaseSettings):
     upload_max_concurrent_per_org: int = Field(default=16, ge=1, le=10000)
 
     rate_limit_enabled: bool = True
+    # With Redis: membership and revocation facts are copied into each process and dropped
+    # over pub/sub; a copy is trusted only while the subscription proved live this recently
+    # (the bound on what another process may still serve after a revocation). 0: no copies.
+    near_cache_stale_seconds: float = Field(default=0.5, ge=0, le=1.0)
+    # How often a process sends its count of the plan's per-organization API rate to Redis
+    # and learns the others' (the bound on over-admission across processes).
+    plan_rate_sync_seconds: float = Field(default=1.0, gt=0, le=10.0)
 
     # Backends chosen by URL (unset = the embedded default under VAR_DIR).
     mail_url: str | None = None

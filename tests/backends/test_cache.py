@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 
 from tenantry.core.cache import Cache, MemoryCache, RedisCache
 from tenantry.core.errors import ServiceUnavailable
+from tenantry.core.nearcache import NearCache
 from tests.backends.conftest import BACKENDS, connect_test_redis
 from tests.conftest import USES_SERVICES, client_for
 
@@ -173,7 +174,8 @@ async def test_redis_down_raises_service_unavailable(dead_redis: Redis) -> None:
 
 async def test_a_route_using_the_cache_answers_503_when_redis_is_down(build_app) -> None:
     app: FastAPI = await build_app(redis_url="redis://127.0.0.1:1/0")
-    assert isinstance(app.state.cache, RedisCache)
+    # Redis-backed, with membership and session facts copied in process (core/nearcache.py).
+    assert isinstance(app.state.cache, NearCache)
 
     @app.get("/probe-cache")
     async def probe(request: Request) -> dict[str, str]:

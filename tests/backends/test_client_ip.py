@@ -24,23 +24,21 @@ def request_from(app: FastAPI, peer: str, forwarded: list[str] | None = None) ->
 
 
 @pytest.fixture
-def proxied_app(make_settings) -> FastAPI:
-    app = FastAPI()
-    app.state.settings = make_settings(trusted_proxies="10.0.0.1,172.16.0.0/12")
+async def proxied_app(build_app) -> FastAPI:
+    app: FastAPI = await build_app(trusted_proxies="10.0.0.1,172.16.0.0/12")
     return app
 
 
-def test_without_trusted_proxies_the_socket_peer_is_the_client(make_settings) -> None:
-    app = FastAPI()
-    app.state.settings = make_settings()
+async def test_without_trusted_proxies_the_socket_peer_is_the_client(build_app) -> None:
+    app = await build_app()
     assert client_ip(request_from(app, "203.0.113.9", ["198.51.100.1"])) == "203.0.113.9"
 
 
-def test_an_untrusted_peers_forwarded_for_is_ignored(proxied_app: FastAPI) -> None:
+async def test_an_untrusted_peers_forwarded_for_is_ignored(proxied_app: FastAPI) -> None:
     assert client_ip(request_from(proxied_app, "203.0.113.9", ["1.2.3.4"])) == "203.0.113.9"
 
 
-def test_behind_a_trusted_proxy_the_right_most_untrusted_hop_is_the_client(
+async def test_behind_a_trusted_proxy_the_right_most_untrusted_hop_is_the_client(
     proxied_app: FastAPI,
 ) -> None:
     # The client forged "6.6.6.6"; the proxies appended the real hops on the right.
@@ -48,19 +46,21 @@ def test_behind_a_trusted_proxy_the_right_most_untrusted_hop_is_the_client(
     assert client_ip(request_from(proxied_app, "10.0.0.1", forwarded)) == "198.51.100.7"
 
 
-def test_several_forwarded_for_headers_are_read_as_one_list(proxied_app: FastAPI) -> None:
+async def test_several_forwarded_for_headers_are_read_as_one_list(proxied_app: FastAPI) -> None:
     forwarded = ["6.6.6.6", "198.51.100.8"]
     assert client_ip(request_from(proxied_app, "10.0.0.1", forwarded)) == "198.51.100.8"
 
 
-def test_garbage_in_forwarded_for_falls_back_to_the_nearest_trusted_hop(
+async def test_garbage_in_forwarded_for_falls_back_to_the_nearest_trusted_hop(
     proxied_app: FastAPI,
 ) -> None:
     forwarded = ["not-an-ip, 172.16.0.9"]
     assert client_ip(request_from(proxied_app, "10.0.0.1", forwarded)) == "172.16.0.9"
 
 
-def test_a_trusted_proxy_without_forwarded_for_is_itself_the_client(proxied_app: FastAPI) -> None:
+async def test_a_trusted_proxy_without_forwarded_for_is_itself_the_client(
+    proxied_app: FastAPI,
+) -> None:
     assert client_ip(request_from(proxied_app, "10.0.0.1")) == "10.0.0.1"
 
 

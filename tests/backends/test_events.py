@@ -10,6 +10,7 @@ import pytest
 
 from tenantry.core.errors import ServiceUnavailable
 from tenantry.core.events import MAX_PENDING, Events, LocalEvents, RedisEvents
+from tenantry.services import services_of
 from tests.backends.conftest import BACKENDS, DEAD_REDIS_URL, connect_test_redis
 
 
@@ -138,5 +139,5 @@ async def test_redis_down_is_service_unavailable_for_publish_and_subscribe() -> 
 
 
 async def test_the_app_picks_the_broker_from_redis_url(build_app) -> None:
-    assert isinstance((await build_app(redis_url=None)).state.events, LocalEvents)
-    assert isinstance((await build_app(redis_url=DEAD_REDIS_URL)).state.events, RedisEvents)
+    assert isinstance(services_of(await build_app(redis_url=None)).events, LocalEvents)
+    assert isinstance(services_of(await build_app(redis_url=DEAD_REDIS_URL)).events, RedisEvents)

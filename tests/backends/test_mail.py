@@ -27,6 +27,7 @@ from tenantry.core.mail import (
     render_email,
     send_email,
 )
+from tenantry.services import services_of
 
 CONTEXTS: dict[str, dict[str, Any]] = {
     "verify_email": {
@@ -145,8 +146,8 @@ async def test_the_file_backend_writes_one_eml_per_message_and_logs_subject_and_
 
 async def test_the_app_writes_mail_under_var_dir_by_default(build_app, tmp_path: Path) -> None:
     app = await build_app(var_dir=tmp_path)
-    assert isinstance(app.state.mailer, FileMailer)
-    assert app.state.mailer.directory == tmp_path / "mail"
+    assert isinstance(services_of(app).mailer, FileMailer)
+    assert services_of(app).mailer.directory == tmp_path / "mail"
 
 
 # --- SMTP against a real server ----------------------------------------------------------

@@ -15,6 +15,7 @@ from moto.server import ThreadedMotoServer
 
 from tenantry.core.errors import NotFound, PayloadTooLarge, ServiceUnavailable
 from tenantry.core.storage import InvalidKey, Storage, check_key, create_storage, make_key
+from tenantry.services import services_of
 
 BUCKET = "tenantry-test"
 
@@ -195,7 +196,7 @@ async def test_an_unreachable_s3_endpoint_is_service_unavailable(make_settings) 
 
 async def test_the_app_stores_files_under_var_dir_by_default(build_app, tmp_path: Path) -> None:
     app = await build_app(var_dir=tmp_path)
-    storage: Storage = app.state.storage
+    storage: Storage = services_of(app).storage
     key = make_key("probe")
     await storage.put_bytes(key, b"on disk")
     assert (tmp_path / "storage" / key).read_bytes() == b"on disk"

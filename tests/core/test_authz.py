@@ -19,6 +19,7 @@ from tenantry.core.permissions import role_permissions
 from tenantry.core.responses import Envelope, ok
 from tenantry.core.routing import SessionDep, UnitOfWorkRoute
 from tenantry.core.tenancy import TenantContext, require_tenant
+from tenantry.services import services_of
 from tests.conftest import client_for
 
 router = APIRouter(prefix="/api/v1/orgs/{orgId}/probe-authz", route_class=UnitOfWorkRoute)
@@ -76,12 +77,19 @@ async def header_resolver(
     )
 
 
+async def no_organizations(
+    _request: Request, _session: AsyncSession, _org_id: uuid.UUID
+) -> TenantContext:
+    raise NotFound("Organization not found")
+
+
 async def start(settings: Settings, *, with_resolver: bool) -> AsyncIterator[FastAPI]:
     application = create_app(settings)
     application.include_router(router)
     application.include_router(audit_router)
-    # create_app registers the real resolver (modules/orgs); replaced or removed here.
-    application.state.tenant_resolver = header_resolver if with_resolver else None
+    # create_app wires the real gate (modules/orgs); replaced here by a stand-in, or by a
+    # gate for which no organization exists.
+    services_of(application).gate = header_resolver if with_resolver else no_organizations
     async with application.router.lifespan_context(application):
         yield application
 

@@ -16,6 +16,7 @@ from tenantry.app import create_app
 from tenantry.config import Settings
 from tenantry.core.tenancy import TenantContext, bind_tenant
 from tenantry.modules.files.usage import files_stored, storage_used
+from tenantry.services import services_of
 from tests.conftest import client_for
 from tests.factories import Org, add_member, create_org, register
 
@@ -55,7 +56,7 @@ class Tenant:
 
     async def stored_keys(self) -> list[str]:
         """Every object in storage under this organization's prefix."""
-        store = self.app.state.storage.store
+        store = services_of(self.app).storage.store
         keys: list[str] = []
         async for batch in obstore.list(store, prefix=f"orgs/{self.id}/"):
             keys.extend(item["path"] for item in batch)

@@ -14,6 +14,7 @@ from tenantry.core.db import utcnow
 from tenantry.modules.orgs.access import forget_organization
 from tenantry.modules.orgs.models import Organization
 from tenantry.modules.users.models import PlatformRole
+from tenantry.services import services_of
 from tests.factories import Account, create_account
 from tests.tenant_helpers import Org, Tenants, tenants
 
@@ -21,7 +22,7 @@ __all__ = ["tenants"]
 
 
 class Clock:
-    """`app.state.clock`: the time the plan checks see; `advance(days=31)` moves it."""
+    """`Services.clock`'s source: the time the plan checks see; `advance(days=31)` moves it."""
 
     def __init__(self) -> None:
         self.offset = dt.timedelta(0)
@@ -37,11 +38,11 @@ class Clock:
 @pytest.fixture
 def clock(app: FastAPI) -> Iterator[Clock]:
     fake = Clock()
-    app.state.clock = fake
+    services_of(app).clock.source = fake
     try:
         yield fake
     finally:
-        del app.state.clock
+        services_of(app).clock.source = utcnow
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from tenantry.core.tenancy import TenantContext, bind_tenant
 from tenantry.modules.plans import usage
 from tenantry.modules.plans.counters import Counts, MemoryUsage, RedisUsage, UsageStore
 from tenantry.modules.plans.usage import usage_bound
+from tenantry.services import services_of
 from tests.conftest import RUN_ID, TEST_REDIS_URL, client_for
 from tests.tenant_helpers import Org, Tenants
 
@@ -179,7 +180,7 @@ async def test_two_app_processes_count_one_active_user_and_sum_their_requests(
         for http in (tenants.client, second, second):
             response = await http.get(org.url("/projects"), headers=org.owner.headers)
             assert response.status_code == 200
-        await tenants.app.state.usage.settle()  # what its next send (within 1 s) would do
+        await services_of(tenants.app).usage.settle()  # what its next send (within 1 s) would do
         seen = await second.get(url, headers=org.owner.headers)
         [before] = seen.json()["data"]
         assert before["activeUsers"] == 1

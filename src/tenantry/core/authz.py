@@ -1,22 +1,25 @@
-"""Request-level authorization: the tenant context of a request and `require(permission)`.
+"""Request-level authorization: the tenant gate of a request and `require(permission)`.
 
-The chain, for every route under `/orgs/{orgId}/`:
+Every route under `/orgs/{orgId}/` depends on ONE gate:
 
-    get_tenant_context  -- parses `orgId`, asks the registered resolver for the caller's
-                           TenantContext (principal + membership, 404 for non-members),
-                           binds the request's session to it; once per request
+    get_tenant_context  -- parses `orgId`, binds the request's session to it provisionally
+                           and runs the app's `TenantGate` (`Services.gate`, built by
+                           create_app from modules/orgs/gate.py): principal, membership,
+                           plan state, API rate, usage → the TenantContext (404 for
+                           non-members); then binds the session to that context. Once per
+                           request (FastAPI caches the dependency).
     require("x:y")      -- 403 unless the context holds `x:y` (or `x:y:own`)
 
-The resolver is the one piece the organizations module provides:
-`app.state.tenant_resolver = resolve(request, session, org_id) -> TenantContext`.
-Until one is registered, every tenant route answers 404 (there are no organizations).
+Core cannot import the feature modules, so the gate is typed here (`TenantGate`) and
+provided as a service, not looked up under a string key.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Annotated, Any
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Path, Request
 from fastapi.dependencies.models import Dependant
@@ -24,12 +27,20 @@ from fastapi.routing import APIRoute, iter_route_contexts
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.routing import BaseRoute
 
-from tenantry.core.errors import Forbidden, NotFound
+from tenantry.core.errors import Forbidden
 from tenantry.core.permissions import check_known, grants, grants_on_row
 from tenantry.core.routing import SessionDep
 from tenantry.core.tenancy import TenantContext, TenantScopeError, bind_tenant
+from tenantry.services import services_of
 
-TenantResolver = Callable[[Request, AsyncSession, uuid.UUID], Awaitable[TenantContext]]
+
+class TenantGate(Protocol):
+    """Principal + membership + plan of the caller in `org_id`, or the 401/403/404/402/429."""
+
+    async def __call__(
+        self, request: Request, session: AsyncSession, org_id: uuid.UUID
+    ) -> TenantContext: ...
+
 
 PERMISSIONS_EXTENSION = "x-permissions"
 
@@ -41,24 +52,47 @@ async def get_tenant_context(
 ) -> TenantContext:
     """The caller's context in organization `orgId`, with the request's session bound to it.
 
-    The resolver runs on a session already bound to `orgId` with an empty context, and
+    The gate runs on a session already bound to `orgId` with an empty context (so it reads
+    memberships and API keys of this organization through the same automatic scoping) and
     raises NotFound for a caller who is not a member.
     """
-    resolver: TenantResolver | None = getattr(request.app.state, "tenant_resolver", None)
-    if resolver is None:
-        raise NotFound("Organization not found")
-    # Provisionally bound (no principal, no permission) so the resolver reads memberships
-    # and API keys of this organization through the same automatic scoping.
     bind_tenant(session, TenantContext(organization_id=org_id))
-    context = await resolver(request, session, org_id)
+    context = await services_of(request).gate(request, session, org_id)
     if context.organization_id != org_id:
-        raise TenantScopeError("the resolver returned another organization's context")
+        raise TenantScopeError("the gate returned another organization's context")
     bind_tenant(session, context)
-    request.state.tenant_context = context
     return context
 
 
 TenantContextDep = Annotated[TenantContext, Depends(get_tenant_context)]
+
+
+async def get_tenant_session(_context: TenantContextDep, session: SessionDep) -> AsyncSession:
+    """The request's session once the gate has bound it to the caller's organization.
+
+    Loaders take this instead of a session plus an unused context parameter: the type says
+    the session is scoped, and FastAPI runs the gate first because this depends on it.
+    """
+    return session
+
+
+TenantSessionDep = Annotated[AsyncSession, Depends(get_tenant_session)]
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    """The tenant gate's whole answer: who (principal, membership, plan state) and where
+    (the session bound to the organization)."""
+
+    context: TenantContext
+    session: AsyncSession
+
+
+async def get_tenant(context: TenantContextDep, session: TenantSessionDep) -> Tenant:
+    return Tenant(context=context, session=session)
+
+
+TenantDep = Annotated[Tenant, Depends(get_tenant)]
 
 
 class Require:

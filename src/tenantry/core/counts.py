@@ -39,7 +39,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
-from sqlalchemy import Select, event
+from sqlalchemy import Select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.sql.util import find_tables
@@ -231,11 +231,10 @@ def _invalidate_committed(session: Session) -> None:
         log.warning("count cache not invalidated for %d organization(s): %s", len(written), exc)
 
 
-# A rolled-back write leaves its organizations in the set: one needless recount at most.
-for _name, _listener in (
+# Registered by every `Database` on its own session class (core/db.py). A rolled-back
+# write leaves its organizations in the set: one needless recount at most.
+COUNT_LISTENERS = (
     ("before_flush", _remember_flushed),
     ("do_orm_execute", _remember_statements),
     ("after_commit", _invalidate_committed),
-):
-    if not event.contains(Session, _name, _listener):
-        event.listen(Session, _name, _listener)
+)

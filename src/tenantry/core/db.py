@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, declared_attr, mapped_column
 from sqlalchemy.pool import ConnectionPoolEntry
 from uuid_utils.compat import uuid7
 
@@ -42,6 +42,16 @@ SQLITE_BEGIN_IMMEDIATE = "sqlite_begin_immediate"
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+class Clock:
+    """The time plan and trial checks see: the wall clock, unless a test moves it."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], dt.datetime] = utcnow
+
+    def now(self) -> dt.datetime:
+        return self.source()
 
 
 def new_id() -> uuid.UUID:
@@ -132,18 +142,52 @@ class TenantOwned:
         return mapped_column(index=False, nullable=False, sort_order=-90)
 
 
+# A session event and its listener (`before_flush`, `after_commit`, `do_orm_execute`, ...).
+SessionListener = tuple[str, Callable[..., Any]]
+
+
+class AppSession(Session):
+    """The sync session class of tenantry: listeners go on (subclasses of) this class only,
+    never on SQLAlchemy's global `Session`, so nothing happens to other sessions of the
+    process and nothing depends on what was imported first."""
+
+
+class AppAsyncSession(AsyncSession):
+    sync_session_class = AppSession
+
+
 class Database:
-    """The engine and session factory of one application instance."""
+    """The engine, the session classes and the session factories of one app instance.
+
+    Each instance has session classes of its own, with the listeners of core (tenant
+    scoping, RLS, list-total invalidation) registered here, and those of feature modules
+    added by whoever builds the app (`listen`, see tenantry/sessions.py).
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.url = settings.database_url
         self.is_sqlite = settings.is_sqlite
         self.engine = _create_engine(settings)
-        from tenantry.core.tenancy import install_tenant_scoping  # tenancy imports this module
+        self.sync_session_class: type[AppSession] = type(
+            "DatabaseSession", (AppSession,), {"__module__": __name__}
+        )
+        self.session_class: type[AppAsyncSession] = type(
+            "DatabaseAsyncSession",
+            (AppAsyncSession,),
+            {"__module__": __name__, "sync_session_class": self.sync_session_class},
+        )
+        self._listening: set[SessionListener] = set()
+        # tenancy and counts import this module: imported here, when the first one is built.
+        from tenantry.core.counts import COUNT_LISTENERS
+        from tenantry.core.tenancy import TENANCY_LISTENERS, watch_mappers
 
-        install_tenant_scoping()
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False, autoflush=False)
+        watch_mappers()
+        self.listen(TENANCY_LISTENERS)
+        self.listen(COUNT_LISTENERS)
+        self.sessions = async_sessionmaker(
+            self.engine, class_=self.session_class, expire_on_commit=False, autoflush=False
+        )
         # SQLite: write transactions start with BEGIN IMMEDIATE so two writers queue on
         # the busy timeout instead of failing with SQLITE_BUSY when upgrading a read lock.
         write_engine = (
@@ -152,8 +196,17 @@ class Database:
             else self.engine
         )
         self.write_sessions = async_sessionmaker(
-            write_engine, expire_on_commit=False, autoflush=False
+            write_engine, class_=self.session_class, expire_on_commit=False, autoflush=False
         )
+
+    def listen(self, listeners: Iterable[SessionListener]) -> None:
+        """Register `listeners` on this database's sessions (idempotent)."""
+        for name, listener in listeners:
+            # Remembered here, not asked of `event.contains`: SQLAlchemy's registry is keyed
+            # by id(), and a new class can reuse a collected one's id (seen in the suite).
+            if (name, listener) not in self._listening:
+                self._listening.add((name, listener))
+                event.listen(self.sync_session_class, name, listener)
 
     def session(self, *, write: bool = True) -> AsyncSession:
         return (self.write_sessions if write else self.sessions)()

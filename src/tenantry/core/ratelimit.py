@@ -45,6 +45,7 @@ from redis.exceptions import RedisError
 
 from tenantry.config import Settings
 from tenantry.core.errors import RateLimited, ServiceUnavailable
+from tenantry.services import services_of
 
 SLIDING_WINDOW_THRESHOLD = 1000
 KeyFunction = Callable[[Request], str | Awaitable[str]]
@@ -204,7 +205,7 @@ def client_ip(request: Request) -> str:
     (`TRUSTED_PROXIES`, addresses or CIDR ranges) are believed.
     """
     peer = request.client.host if request.client else ""
-    settings: Settings = request.app.state.settings
+    settings = services_of(request).settings
     networks = _networks(tuple(settings.trusted_proxies))
     if not networks or not _is_trusted(peer, networks):
         return peer
@@ -230,8 +231,7 @@ def client_ip(request: Request) -> str:
 
 
 def get_rate_limiter(request: Request) -> RateLimiter:
-    limiter: RateLimiter = request.app.state.rate_limiter
-    return limiter
+    return services_of(request).rate_limiter
 
 
 RateLimiterDep = Annotated[RateLimiter, Depends(get_rate_limiter)]

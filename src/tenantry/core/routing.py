@@ -26,6 +26,7 @@ from starlette.responses import Response
 
 from tenantry.core.db import Database
 from tenantry.core.errors import UnsupportedMediaType
+from tenantry.services import services_of
 
 log = logging.getLogger("tenantry.uow")
 
@@ -39,16 +40,14 @@ _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 async def get_database(request: Request) -> Database:
-    database: Database = request.app.state.database
-    return database
+    return services_of(request).database
 
 
 async def get_session(request: Request) -> AsyncSession:
     """The request's session, created on first use (write-locking on SQLite for writes)."""
     session: AsyncSession | None = getattr(request.state, _SESSION, None)
     if session is None:
-        database: Database = request.app.state.database
-        session = database.session(write=request.method not in _READ_METHODS)
+        session = services_of(request).database.session(write=request.method not in _READ_METHODS)
         session.info["after_commit"] = []
         setattr(request.state, _SESSION, session)
     return session

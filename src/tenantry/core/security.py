@@ -296,7 +296,7 @@ class CodeHasher:
 
 @dataclass(frozen=True, slots=True)
 class Security:
-    """Everything above, built once per app from its settings (`app.state.security`)."""
+    """Everything above, built once per app from its settings (`Services.security`)."""
 
     passwords: PasswordHasher
     tokens: TokenCodec

@@ -57,6 +57,9 @@ class TenantContext:
     role: str | None = None
     permissions: frozenset[str] = frozenset()
     plan: str | None = None
+    # The organization's plan state (modules/plans/state.py `Subscription`; typed `object`
+    # because core does not import feature modules: read it with plans' `subscription_of`).
+    subscription: object | None = None
 
     @property
     def actor_id(self) -> uuid.UUID | None:
@@ -380,33 +383,32 @@ def _org_setting(session: Session) -> str:
     return str(context.organization_id) if context is not None else ""
 
 
-def install_tenant_scoping() -> None:
-    """Register the listeners on every `Session` of the process (idempotent)."""
-    listeners = (
-        ("do_orm_execute", _scope_statement),
-        ("before_flush", _stamp_and_check_writes),
-        ("after_begin", _after_begin),
-    )
-    for name, listener in listeners:
-        if not event.contains(Session, name, listener):
-            event.listen(Session, name, listener)
+# Registered by every `Database` on its own session class (core/db.py).
+TENANCY_LISTENERS = (
+    ("do_orm_execute", _scope_statement),
+    ("before_flush", _stamp_and_check_writes),
+    ("after_begin", _after_begin),
+)
+
+
+def watch_mappers() -> None:
+    """Recompute the tenant-owned mappers when a model is mapped later (idempotent)."""
     if not event.contains(Mapper, "after_mapper_constructed", _models_changed):
         event.listen(Mapper, "after_mapper_constructed", _models_changed)
 
-
-install_tenant_scoping()
 
 __all__ = [
     "ALL_TENANTS",
     "INCLUDE_DELETED",
     "SCOPE_ORG_PARAM",
+    "TENANCY_LISTENERS",
     "ScopedRead",
     "TenantContext",
     "TenantScopeError",
     "bind_tenant",
-    "install_tenant_scoping",
     "require_tenant",
     "scoped_select",
     "tenant_of",
     "unbind_tenant",
+    "watch_mappers",
 ]

@@ -32,6 +32,7 @@ from tenantry.core.jobs import (
 from tenantry.core.responses import Envelope, ok
 from tenantry.core.routing import SessionDep, UnitOfWorkRoute
 from tenantry.core.tenancy import tenant_of
+from tenantry.services import services_of
 from tests.conftest import client_for
 from tests.core.jobs.support import Clock, count_of_type, handler, load, unique_type, wait_until
 
@@ -66,7 +67,7 @@ async def test_job_enqueued_in_a_request_is_dispatched_only_after_the_commit(
     probe_app: FastAPI,
 ) -> None:
     notified: list[Sequence[uuid.UUID]] = []
-    transport = probe_app.state.jobs.transport
+    transport = services_of(probe_app).jobs.transport
     assert isinstance(transport, EmbeddedTransport)
     transport.add_listener(notified.append)
     job_type = unique_type()
@@ -81,7 +82,7 @@ async def test_job_enqueued_in_a_request_is_dispatched_only_after_the_commit(
 
 async def test_rolled_back_request_leaves_no_job_and_notifies_nobody(probe_app: FastAPI) -> None:
     notified: list[Sequence[uuid.UUID]] = []
-    probe_app.state.jobs.transport.add_listener(notified.append)
+    services_of(probe_app).jobs.transport.add_listener(notified.append)
     job_type = unique_type()
     async with client_for(probe_app) as http:
         response = await http.post(f"/api/v1/jobs-probe/{job_type}", params={"fail": "true"})
@@ -583,7 +584,7 @@ async def test_embedded_worker_in_the_app_runs_jobs_enqueued_by_requests(
 ) -> None:
     job_type = handler(_succeed)
     app: FastAPI = await build_app(jobs_embedded_worker=True, jobs_poll_seconds=0.05)
-    assert app.state.jobs.worker is not None
+    assert services_of(app).jobs.worker is not None
     app.include_router(probe)
     async with client_for(app) as http:
         response = await http.post(f"/api/v1/jobs-probe/{job_type}")
@@ -593,7 +594,7 @@ async def test_embedded_worker_in_the_app_runs_jobs_enqueued_by_requests(
 
 async def test_app_without_embedded_worker_starts_none(build_app: Callable[..., Any]) -> None:
     app: FastAPI = await build_app(jobs_embedded_worker=False)
-    assert app.state.jobs.worker is None
+    assert services_of(app).jobs.worker is None
     async with client_for(app) as http:
         assert (await http.get("/health/live")).status_code == 200
 

@@ -1,6 +1,6 @@
 """`AuditRequest`: a route dependency that gives audit entries the request's IP, agent, id.
 
-Tenant routes get it from the resolver already; routes outside `/orgs/{orgId}/` that
+Tenant routes get it from the tenant gate already; routes outside `/orgs/{orgId}/` that
 write audit entries (creating an organization, accepting an invitation) declare it.
 """
 

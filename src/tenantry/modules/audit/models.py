@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import JSON, Index, String, event
+from sqlalchemy import JSON, Index, String
 from sqlalchemy.orm import Mapped, ORMExecuteState, Session, mapped_column
 
 from tenantry.core.db import Base, TenantOwned, UUIDPrimaryKey, utcnow
@@ -52,7 +52,8 @@ def _refuse_bulk_changes(state: ORMExecuteState) -> None:
         raise AuditLogImmutable("audit log entries cannot be updated or deleted")
 
 
-if not event.contains(Session, "before_flush", _refuse_changes):
-    event.listen(Session, "before_flush", _refuse_changes)
-if not event.contains(Session, "do_orm_execute", _refuse_bulk_changes):
-    event.listen(Session, "do_orm_execute", _refuse_bulk_changes)
+# Registered on the app's sessions by tenantry/sessions.py.
+AUDIT_LISTENERS = (
+    ("before_flush", _refuse_changes),
+    ("do_orm_execute", _refuse_bulk_changes),
+)

@@ -6,7 +6,7 @@ Every tenant mutation calls it once, after making its change:
                  changes=diff(before, snapshot(project, FIELDS)))
 
 The actor (user and/or API key) comes from the session's `TenantContext`; the IP, user
-agent and request id from the request (`remember_request`, done by the tenant resolver
+agent and request id from the request (`remember_request`, done by the tenant gate
 for every `/orgs/{orgId}/...` route). Values of secret-looking fields are redacted.
 """
 

@@ -29,24 +29,22 @@ from tenantry.core.security import AccessClaims, InvalidAccessToken, Security
 from tenantry.modules.auth.models import AuthSession
 from tenantry.modules.auth.revocation import Revocations
 from tenantry.modules.users.models import PlatformRole, User
+from tenantry.services import services_of
 
 _bearer = HTTPBearer(auto_error=False, description="Access token from /auth/login")
 USER_AGENT_MAX = 512
 
 
 async def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+    return services_of(request).settings
 
 
 async def get_security(request: Request) -> Security:
-    security: Security = request.app.state.security  # built by create_app
-    return security
+    return services_of(request).security
 
 
 async def get_revocations(request: Request) -> Revocations:
-    revocations: Revocations = request.app.state.revocations  # built by create_app
-    return revocations
+    return services_of(request).revocations
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -15,11 +15,11 @@ from fastapi import Request
 
 from tenantry.config import Settings
 from tenantry.core.ratelimit import Backoff, client_ip, get_rate_limiter
+from tenantry.services import services_of
 
 
 def _settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+    return services_of(request).settings
 
 
 def limit_per_ip(action: str) -> Callable[[Request], Awaitable[None]]:

@@ -2,7 +2,8 @@
 
 An access token is good while its session row is not revoked, its user is usable (active,
 not deleted) and it was issued after the user's `sessions_valid_after`. Those facts live
-in the database; the cache (`app.state.cache`, Redis in production) only speeds them up:
+in the database; the cache (`Services.cache`: Redis in production, with a copy in each
+process, core/nearcache.py) only speeds them up:
 
 - `auth:session:{sid}` — either a *positive* fact, "this session was valid in the database,
   tokens issued before V are refused" (`ok:V`), written only from a database read and only

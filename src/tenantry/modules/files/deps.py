@@ -14,16 +14,15 @@ from tenantry.core.tenancy import TenantContext
 from tenantry.modules.files import service
 from tenantry.modules.files.models import StoredFile
 from tenantry.modules.files.slots import UploadSlots
+from tenantry.services import services_of
 
 
 async def get_storage(request: Request) -> Storage:
-    storage: Storage = request.app.state.storage
-    return storage
+    return services_of(request).storage
 
 
 async def get_upload_slots(request: Request) -> UploadSlots:
-    slots: UploadSlots = request.app.state.upload_slots
-    return slots
+    return services_of(request).upload_slots
 
 
 def uploader_of(context: TenantContext) -> uuid.UUID:

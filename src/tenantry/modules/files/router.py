@@ -23,6 +23,7 @@ from tenantry.modules.plans.enforce import (
     lock_organization,
     subscription_of,
 )
+from tenantry.services import services_of
 
 router = APIRouter(prefix="/orgs/{orgId}/files", tags=["files"], route_class=UnitOfWorkRoute)
 
@@ -60,9 +61,9 @@ async def upload_file(
     slots: UploadSlotsDep,
 ) -> Envelope[FileOut]:
     """Upload one file (multipart field `file`); its type is detected from its bytes."""
-    settings = request.app.state.settings
+    settings = services_of(request).settings
     org_id = context.organization_id
-    subscription = subscription_of(request)
+    subscription = subscription_of(context)
     form = MultipartUpload(request)  # 415 / 400 from the headers alone
     # An organization already at its quota is refused before its body is received.
     await check_limit(session, org_id, subscription, "storageBytes", adding=1, lock=False)

@@ -12,8 +12,9 @@ from starlette.responses import Response
 from tenantry.config import Settings
 from tenantry.core.errors import Unauthorized
 from tenantry.core.responses import JSONResponse
+from tenantry.services import services_of
 
-HealthCheck = Callable[[], Awaitable[None]]
+HealthCheck = Callable[[], Awaitable[object]]
 CHECK_TIMEOUT_SECONDS = 2.0
 
 router = APIRouter(tags=["health"])
@@ -28,7 +29,7 @@ async def live() -> JSONResponse:
 @router.get("/health/ready", responses={503: {"description": "A dependency is down"}})
 async def ready(request: Request) -> JSONResponse:
     """Every dependency answers: database, and Redis when configured."""
-    checks: dict[str, HealthCheck | None] = request.app.state.health_checks
+    checks: dict[str, HealthCheck | None] = services_of(request).health_checks
     names = list(checks)
     results = await asyncio.gather(*(_run(checks[name]) for name in names))
     report = dict(zip(names, results, strict=True))
@@ -36,7 +37,7 @@ async def ready(request: Request) -> JSONResponse:
     body = {
         "status": "ok" if healthy else "unavailable",
         "checks": report,
-        "rateLimit": "enabled" if request.app.state.settings.rate_limit_enabled else "disabled",
+        "rateLimit": "enabled" if services_of(request).settings.rate_limit_enabled else "disabled",
     }
     return JSONResponse(body, status_code=200 if healthy else 503)
 
@@ -56,10 +57,10 @@ async def _run(check: HealthCheck | None) -> str:
 @router.get("/metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
     """Prometheus text exposition (`Authorization: Bearer <METRICS_TOKEN>` when set)."""
-    settings: Settings = request.app.state.settings
+    settings: Settings = services_of(request).settings
     if settings.metrics_token is not None:
         _require_metrics_token(request, settings.metrics_token.get_secret_value())
-    registry = request.app.state.metrics
+    registry = services_of(request).metrics
     return Response(registry.render(), media_type=registry.content_type)
 
 

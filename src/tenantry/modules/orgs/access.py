@@ -1,7 +1,7 @@
 """Who may act in an organization: memberships read once per request, cached.
 
 `organization_access(cache, session, org_id, user_id)` answers the caller's role in a live
-(not deleted) organization, or None. Answers are cached in `app.state.cache` and dropped
+(not deleted) organization, or None. Answers are cached in `Services.cache` and dropped
 on every membership, role or organization change — at once and again after the commit,
 so a role change applies on the very next request. With Redis every process shares the
 cache (5 minutes); the in-process cache of the embedded mode keeps answers 5 seconds,

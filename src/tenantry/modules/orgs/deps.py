@@ -7,11 +7,11 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from tenantry.core.cache import Cache
+from tenantry.services import services_of
 
 
 async def get_cache(request: Request) -> Cache:
-    cache: Cache = request.app.state.cache
-    return cache
+    return services_of(request).cache
 
 
 CacheDep = Annotated[Cache, Depends(get_cache)]

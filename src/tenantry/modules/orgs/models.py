@@ -2,7 +2,7 @@
 
 `Organization` and `Membership` are platform tables, not `TenantOwned`: an organization
 is the tenant itself, and memberships are the index of who belongs where, read per
-organization (members, the resolver) and per user ("my organizations"). Every query on
+organization (members, the tenant gate) and per user ("my organizations"). Every query on
 them filters by organization or user explicitly, in `modules/orgs` only. Invitations are
 tenant data (`TenantOwned`, row-level security on PostgreSQL).
 """

@@ -126,7 +126,7 @@ async def list_my_organizations(
 
 
 async def current_organization(session: AsyncSession) -> Organization:
-    """The bound organization (the resolver already proved it exists and is live)."""
+    """The bound organization (the tenant gate already proved it exists and is live)."""
     context = require_tenant(session)
     org = await session.scalar(
         select(Organization).where(

@@ -1,10 +1,11 @@
 """Plan enforcement as dependencies: the subscription gate, `feature(...)`, `limit(...)`.
 
-- `check_access` runs inside the tenant dependency chain (the resolver, once per request
+- `check_plan` is a step of the tenant gate (modules/orgs/gate.py, once per request
   under `/orgs/{orgId}/`): a suspended organization → 403 `organization_suspended`; an
   expired trial (or canceled subscription) → every mutating request 402 `trial_expired`
-  (reads and exports keep working); then the plan's `apiRequestsPerMinute` per
-  organization (429 past it, other organizations unaffected).
+  (reads and exports keep working). The gate's next step is the plan's
+  `apiRequestsPerMinute` per organization (apirate.py: 429 past it, other organizations
+  unaffected). The subscription travels on the TenantContext (`subscription_of`).
 - `Depends(feature("apiKeys"))` → 402 `feature_not_in_plan` unless the plan has it.
 - `Depends(limit("projects"))` on a creation route → 402 `plan_limit_reached` with
   `details` {limit, used}. It locks the organization row (`SELECT ... FOR UPDATE` on
@@ -17,7 +18,6 @@ from __future__ import annotations
 import datetime as dt
 import math
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 from fastapi import Request
@@ -25,28 +25,24 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.authz import TenantContextDep
-from tenantry.core.db import utcnow
 from tenantry.core.errors import Forbidden, PaymentRequired
-from tenantry.core.ratelimit import RateLimiter
 from tenantry.core.routing import SessionDep
 from tenantry.core.tenancy import TenantContext
 from tenantry.modules.orgs.models import Organization
-from tenantry.modules.plans import counting, usage
+from tenantry.modules.plans import counting
 from tenantry.modules.plans.catalog import FEATURES, LIMITS
 from tenantry.modules.plans.state import CANCELED, Subscription
+from tenantry.services import services_of
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 UPGRADE_HINT = "Upgrade to a paid plan to continue making changes: GET /orgs/{orgId}/subscription"
 # Routes under /orgs/{orgId}/ that stay open to an expired organization: exporting data.
 ALWAYS_ALLOWED_SEGMENTS = frozenset({"exports"})
 
-_STATE_KEY = "subscription"
-
 
 def now(request: Request) -> dt.datetime:
-    """The app's clock (`app.state.clock`, tests move it forward), else the wall clock."""
-    clock: Callable[[], dt.datetime] = getattr(request.app.state, "clock", utcnow)
-    return clock()
+    """The app's clock (`Services.clock`: tests move it forward)."""
+    return services_of(request).clock.now()
 
 
 def _always_allowed(request: Request, org_id: uuid.UUID) -> bool:
@@ -56,32 +52,27 @@ def _always_allowed(request: Request, org_id: uuid.UUID) -> bool:
     return bool(found) and rest.split("/", 1)[0] in ALWAYS_ALLOWED_SEGMENTS
 
 
-async def check_access(
-    request: Request, org_id: uuid.UUID, subscription: Subscription, user_id: uuid.UUID | None
+def check_plan(
+    request: Request, org_id: uuid.UUID, subscription: Subscription, at: dt.datetime
 ) -> None:
-    """The organization-wide gate (suspension, expiry, API rate) of one request."""
-    request.state.subscription = subscription
-    await usage.record_request(request, org_id, user_id, now(request))
+    """The organization-wide plan gate (suspension, expiry) of one request."""
     if subscription.suspended:
         raise Forbidden("This organization is suspended", code="organization_suspended")
     writing = request.method not in SAFE_METHODS and not _always_allowed(request, org_id)
-    if writing and not subscription.writable(now(request)):
+    if writing and not subscription.writable(at):
         canceled = subscription.status == CANCELED
         raise PaymentRequired(
             "The subscription was canceled" if canceled else "The trial has expired",
             code="subscription_canceled" if canceled else "trial_expired",
             details={"upgrade": UPGRADE_HINT.replace("{orgId}", str(org_id))},
         )
-    per_minute = subscription.terms.limits.get("apiRequestsPerMinute")
-    if per_minute is not None:
-        limiter: RateLimiter = request.app.state.rate_limiter
-        await limiter.hit(f"plan-api|{org_id}", f"{max(per_minute, 1)}/minute")
 
 
-def subscription_of(request: Request) -> Subscription:
-    found: Subscription | None = getattr(request.state, _STATE_KEY, None)
-    if found is None:
-        raise RuntimeError("no subscription on the request: the tenant context resolves it")
+def subscription_of(context: TenantContext) -> Subscription:
+    """The plan state the gate put on `context`."""
+    found = context.subscription
+    if not isinstance(found, Subscription):
+        raise RuntimeError("no subscription on the context: the tenant gate resolves it")
     return found
 
 
@@ -93,8 +84,8 @@ class Feature:
             raise ValueError(f"unknown feature {name!r}")
         self.name = name
 
-    async def __call__(self, request: Request, context: TenantContextDep) -> TenantContext:
-        terms = subscription_of(request).terms
+    async def __call__(self, context: TenantContextDep) -> TenantContext:
+        terms = subscription_of(context).terms
         if not terms.features.get(self.name, False):
             raise PaymentRequired(
                 f"The {terms.name} plan does not include {self.name}",
@@ -156,11 +147,9 @@ class Limit:
             raise ValueError(f"unknown limit {name!r}")
         self.name = name
 
-    async def __call__(
-        self, request: Request, context: TenantContextDep, session: SessionDep
-    ) -> TenantContext:
+    async def __call__(self, context: TenantContextDep, session: SessionDep) -> TenantContext:
         await check_limit(
-            session, context.organization_id, subscription_of(request), self.name, adding=1
+            session, context.organization_id, subscription_of(context), self.name, adding=1
         )
         return context
 

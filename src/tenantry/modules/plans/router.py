@@ -29,7 +29,7 @@ async def get_subscription(
         "projects": await counting.projects_used(session, org_id),
         "storageBytes": await counting.storage_bytes(session, org_id),
     }
-    body = describe(subscription_of(request), now(request))
+    body = describe(subscription_of(ctx), now(request))
     return ok(SubscriptionOut.model_validate({**body, "usage": used}))
 
 

@@ -1,6 +1,6 @@
 """Daily usage counters per organization, kept cheaply and flushed by a scheduled job.
 
-Requests and active users are counted by the tenant gate (`record_request`, once per
+Requests and active users are counted by the tenant gate (its usage step, once per
 request under `/orgs/{orgId}/`), records created by a commit listener (new tenant rows,
 audit entries and counters themselves excluded). They sit in a `UsageStore`
 (`counters.py`: process memory without `REDIS_URL`, Redis shared by every process with
@@ -21,10 +21,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Request
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
@@ -70,13 +69,6 @@ def store_of(session: AsyncSession | Session) -> UsageStore:
     return store
 
 
-async def record_request(
-    request: Request, org_id: uuid.UUID, user_id: uuid.UUID | None, at: dt.datetime
-) -> None:
-    store: UsageStore = getattr(request.app.state, "usage", _UNBOUND)
-    await store.request(org_id, at.date(), user_id)
-
-
 _PENDING_RECORDS = "usage_pending_records"
 
 
@@ -102,13 +94,12 @@ def _records_rolled_back(session: Session) -> None:
     session.info.pop(_PENDING_RECORDS, None)
 
 
-for _name, _listener in (
+# Registered on the app's sessions by tenantry/sessions.py.
+USAGE_LISTENERS = (
     ("before_flush", _count_new_records),
     ("after_commit", _records_committed),
     ("after_rollback", _records_rolled_back),
-):
-    if not event.contains(Session, _name, _listener):
-        event.listen(Session, _name, _listener)
+)
 
 
 def _upsert(session: AsyncSession, row: dict[str, Any]) -> Any:

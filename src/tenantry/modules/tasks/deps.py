@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Path
 
-from tenantry.core.authz import TenantContextDep
+from tenantry.core.authz import TenantSessionDep
 from tenantry.core.routing import SessionDep
 from tenantry.modules.projects.deps import ProjectDep, ProjectId
 from tenantry.modules.tasks import service
@@ -16,9 +16,7 @@ from tenantry.modules.tasks.models import Task
 TaskId = Annotated[uuid.UUID, Path(alias="taskId", description="The task's id")]
 
 
-async def load_task(
-    task_id: TaskId, project_id: ProjectId, _ctx: TenantContextDep, session: SessionDep
-) -> Task:
+async def load_task(task_id: TaskId, project_id: ProjectId, session: TenantSessionDep) -> Task:
     """The live task `taskId` of the live project `projectId` (404 otherwise), one query."""
     return await service.find_task(session, project_id, task_id)
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from tenantry.core.authz import TenantContextDep, require
+from tenantry.core.authz import TenantSessionDep, require
 from tenantry.core.jobs.models import Job
 from tenantry.core.responses import Envelope, ListQuery, Page, Schema, ok, page
 from tenantry.core.routing import SessionDep, UnitOfWorkRoute
@@ -58,8 +58,6 @@ async def get_job(job_id: JobId, _ctx: Reader, session: SessionDep) -> Envelope[
 
 
 @router.post("/{jobId}/cancel")
-async def cancel_job(
-    job_id: JobId, _ctx: TenantContextDep, session: SessionDep
-) -> Envelope[JobOut]:
+async def cancel_job(job_id: JobId, session: TenantSessionDep) -> Envelope[JobOut]:
     """Cancel a job (`jobs:cancel`, or the permission that starts its type, e.g. exports:create)."""
     return ok(_out(await jobs.cancel_job(session, job_id)))
