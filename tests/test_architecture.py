@@ -192,6 +192,8 @@ SESSION_INFO_KEY = re.compile(r"\.info(?:\[|\.get\(|\.setdefault\(|\.pop\()\s*([
 SESSION_INFO_ALLOWED: dict[tuple[str, str], str] = {
     ("core/counts.py", "COUNTS_KEY"): "bound per Database by bind_counts (sessionmaker info)",
     ("core/counts.py", "_WRITTEN"): "organizations written in this transaction (listener state)",
+    ("core/db.py", "_ORG_HELD"): "the pooled connection's app.org_id (connection record info)",
+    ("core/db.py", "_CLAIMED"): "whether this checkout set app.org_id (connection record info)",
     ("core/jobs/enqueue.py", "TRANSPORT_KEY"): "bound per Database by the jobs runtime",
     ("core/jobs/session.py", '"after_commit"'): "the job's unit of work (same as requests)",
     ("core/jobs/session.py", '"job_id"'): "the running job, read by its enqueues",
