@@ -377,6 +377,10 @@ async def build_postgres(url: str, spec: DatasetSpec, *, force: bool = False) ->
     existing = None if force else await postgres_marker(url)
     if existing is not None and existing.spec == spec.key():
         print(f"dataset: {url} already holds it (seeded in {existing.seconds:.0f}s), skipping")
+        # Kept data, current schema: a dataset seeded by an older commit gets the newer
+        # migrations (an index, a function) instead of being reseeded.
+        sqlalchemy_url = url.replace("postgresql://", "postgresql+asyncpg://", 1)
+        await asyncio.to_thread(upgrade_to_head, sqlalchemy_url)
         return existing
     print(f"dataset: seeding {url} ({spec.total_tasks} tasks)...", file=sys.stderr)
     started = time.perf_counter()
@@ -454,6 +458,7 @@ def build_sqlite(path: Path, spec: DatasetSpec, *, force: bool = False) -> Marke
     existing = None if force else sqlite_marker(path)
     if existing is not None and existing.spec == spec.key():
         print(f"dataset: {path} already holds it (seeded in {existing.seconds:.0f}s), skipping")
+        upgrade_to_head(f"sqlite+aiosqlite:///{path}")  # newer migrations, same data
         return existing
     print(f"dataset: seeding {path} ({spec.total_tasks} tasks)...", file=sys.stderr)
     started = time.perf_counter()

@@ -5,11 +5,15 @@ from __future__ import annotations
 import pytest
 from fastapi import FastAPI
 
+from tenantry.services import services_of
+
 
 @pytest.mark.services
 async def test_redis_replies_are_parsed_by_hiredis(app: FastAPI) -> None:
     # redis-py's pure-Python parser was ~7 % of a cached read's CPU; hiredis parses in C.
-    connection = app.state.redis.connection_pool.make_connection()
+    redis = services_of(app).redis
+    assert redis is not None
+    connection = redis.connection_pool.make_connection()
     assert type(connection._parser).__name__ == "_AsyncHiredisParser"
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 from tenantry.core.db import utcnow
 from tenantry.modules.plans import usage
 from tenantry.modules.users.models import PlatformRole
-from tests.conftest import client_for
+from tests.conftest import RUN_ID, client_for
 from tests.factories import create_account
 from tests.plans.conftest import set_subscription
 from tests.tenant_helpers import Tenants
@@ -18,7 +19,11 @@ from tests.tenant_helpers import Tenants
 async def test_a_tenant_over_its_quota_gets_429_while_another_gets_none(
     build_app: Callable[..., Any],
 ) -> None:
-    app = await build_app(rate_limit_enabled=True)
+    # A key prefix of its own: the per-IP registration limit (5 a minute) must not count
+    # the registrations other tests' apps made from the same test client address.
+    app = await build_app(
+        rate_limit_enabled=True, redis_key_prefix=f"tenantry-test-{RUN_ID}:{uuid.uuid4().hex}:"
+    )
     async with client_for(app) as http:
         tenants = Tenants(app, http)
         flooding, quiet = await tenants.org(), await tenants.org()
