@@ -17,15 +17,15 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.cache import Cache
-from tenantry.core.db import utcnow
 from tenantry.core.errors import Conflict
 from tenantry.core.permissions import Role
 from tenantry.core.tenancy import TenantContext, bind_tenant, unbind_tenant
 from tenantry.modules.api_keys.service import revoke_keys_created_by
 from tenantry.modules.audit.service import record
-from tenantry.modules.orgs.access import forget_member, forget_organization
+from tenantry.modules.orgs.access import forget_member
 from tenantry.modules.orgs.members import lock_owners
 from tenantry.modules.orgs.models import Membership, Organization
+from tenantry.modules.orgs.service import soft_delete_organization
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,23 +93,10 @@ async def depart(
             )
             await forget_member(cache, session, org.id, user_id)
             if departure.sole_member and org.deleted_at is None:
-                await _delete_organization(session, cache, org)
+                await soft_delete_organization(session, cache, org, reason="sole_member_erased")
             await session.flush()  # every row of this tenant written while still bound to it
         finally:
             unbind_tenant(session)
-
-
-async def _delete_organization(session: AsyncSession, cache: Cache, org: Organization) -> None:
-    org.deleted_at = utcnow()
-    await session.flush()
-    await record(
-        session,
-        "organization.deleted",
-        "organization",
-        org.id,
-        {"deleted_at": (None, org.deleted_at), "reason": (None, "sole_member_erased")},
-    )
-    await forget_organization(cache, session, org.id)
 
 
 async def revoke_keys_everywhere(

@@ -166,14 +166,17 @@ async def update_organization(
 
 
 async def delete_organization(session: AsyncSession, cache: Cache) -> None:
-    org = await current_organization(session)
+    await soft_delete_organization(session, cache, await current_organization(session))
+
+
+async def soft_delete_organization(
+    session: AsyncSession, cache: Cache, org: Organization, *, reason: str | None = None
+) -> None:
+    """Soft-delete `org` (the session bound to it), audited, its cached access dropped."""
     org.deleted_at = utcnow()
     await session.flush()
-    await record(
-        session,
-        "organization.deleted",
-        "organization",
-        org.id,
-        {"deleted_at": (None, org.deleted_at)},
-    )
+    changes: dict[str, tuple[object, object]] = {"deleted_at": (None, org.deleted_at)}
+    if reason is not None:
+        changes["reason"] = (None, reason)
+    await record(session, "organization.deleted", "organization", org.id, changes)
     await forget_organization(cache, session, org.id)
