@@ -40,10 +40,11 @@ def _clean_env(**values: str) -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.upper() not in names} | values
 
 
-def test_production_refuses_several_workers_without_redis(tmp_path: Path) -> None:
+def _refused_serve(tmp_path: Path, workers: str) -> tuple[int, str]:
+    """Run `serve --workers <workers>` with production settings; its exit code and stderr."""
     env = _clean_env(**PRODUCTION_ENV, PORT=str(_free_port()))
     process = subprocess.Popen(
-        [sys.executable, "-m", "tenantry.cli", "serve", "--workers", "2", "--no-migrate"],
+        [sys.executable, "-m", "tenantry.cli", "serve", "--workers", workers, "--no-migrate"],
         env=env,
         cwd=tmp_path,
         stdout=subprocess.PIPE,
@@ -55,7 +56,12 @@ def test_production_refuses_several_workers_without_redis(tmp_path: Path) -> Non
         _, stderr = process.communicate(timeout=60)
     finally:
         _stop(process)  # had it started serving, its workers go too
-    assert process.returncode == 2
+    return process.returncode, stderr
+
+
+def test_production_refuses_several_workers_without_redis(tmp_path: Path) -> None:
+    returncode, stderr = _refused_serve(tmp_path, "2")
+    assert returncode == 2
     assert "REDIS_URL" in stderr
     assert "--workers 2" in stderr
 
@@ -125,21 +131,8 @@ def test_serve_help_documents_workers_auto() -> None:
 
 @pytest.mark.skipif(CORES < 2, reason="one core: auto is one process")
 def test_production_refuses_workers_auto_without_redis(tmp_path: Path) -> None:
-    env = _clean_env(**PRODUCTION_ENV, PORT=str(_free_port()))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "tenantry.cli", "serve", "--workers", "auto", "--no-migrate"],
-        env=env,
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        _, stderr = process.communicate(timeout=60)
-    finally:
-        _stop(process)
-    assert process.returncode == 2
+    returncode, stderr = _refused_serve(tmp_path, "auto")
+    assert returncode == 2
     assert "REDIS_URL" in stderr
 
 
