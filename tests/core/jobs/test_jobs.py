@@ -441,6 +441,33 @@ async def test_progress_is_written_throttled_and_visible_while_running(
     assert (await load(worker.database, job.id)).progress == 100
 
 
+async def test_a_slow_progress_write_does_not_let_the_next_report_through() -> None:
+    """The throttle interval starts when a write ends, not when it began."""
+    writes: list[int] = []
+
+    async def slow_write(progress: int, message: str | None) -> bool:
+        writes.append(progress)
+        await asyncio.sleep(0.15)  # longer than the interval, as on a loaded disk
+        return False
+
+    ctx = JobContext(
+        job_id=uuid.uuid4(),
+        job_type="t",
+        organization_id=None,
+        payload={},
+        attempt=1,
+        max_attempts=1,
+        session=None,  # type: ignore[arg-type]  # never touched by report()
+        _write_progress=slow_write,
+        report_interval=0.1,
+    )
+    await ctx.report(25)
+    await ctx.report(50)
+    assert writes == [25]
+    await ctx.report(100)  # completion always writes
+    assert writes == [25, 100]
+
+
 # -- leases -----------------------------------------------------------------------------------
 
 

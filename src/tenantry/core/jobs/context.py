@@ -50,15 +50,18 @@ class JobContext:
     async def report(self, progress: int | float, message: str | None = None) -> None:
         """Record progress (0-100) and a short message; raise `JobCancelled` if cancelled.
 
-        Writes are throttled to one per `report_interval` seconds (100 % always writes);
-        the cancel flag is also refreshed by the lease heartbeat, so it is seen here even
-        when the write is skipped.
+        Writes are throttled: after a write, none for `report_interval` seconds (100 %
+        always writes); the cancel flag is also refreshed by the lease heartbeat, so it is
+        seen here even when the write is skipped.
         """
         value = max(0, min(100, int(progress)))
         now = time.monotonic()
         if value >= 100 or now - self._last_report >= self.report_interval:
-            self._last_report = now
-            if await self._write_progress(value, message[:500] if message else None):
+            cancelled = await self._write_progress(value, message[:500] if message else None)
+            # The interval runs from the end of the write: a slow write (a loaded disk) must
+            # not let the next report through at once and double the write rate.
+            self._last_report = time.monotonic()
+            if cancelled:
                 self.cancel_requested = True
         if self.cancel_requested:
             raise JobCancelled(str(self.job_id))
