@@ -8,8 +8,11 @@ import signal
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 
+from redis.asyncio import Redis
+
 from tenantry.config import Settings
 from tenantry.core.db import Database
+from tenantry.core.events import PublishOnlyBus, RedisEventBus, create_event_bus
 from tenantry.core.jobs.registry import import_handlers
 from tenantry.core.jobs.transport import bind_transport, build_transport
 from tenantry.core.jobs.worker import Worker
@@ -74,6 +77,8 @@ async def run_worker_process(
     database = Database(settings)
     bind_mail(database, create_mailer(settings))
     bind_storage(database, create_storage(settings))
+    events = _worker_events(settings)
+    database.bind_events(events)  # job states and progress reach every API process
     runtime = JobsRuntime(settings, database, run_worker=True, concurrency=concurrency)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -81,6 +86,8 @@ async def run_worker_process(
         loop.add_signal_handler(signum, stop.set)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(database.dispose)
+        if events is not None:
+            stack.push_async_callback(events.close)
         if setup is not None:
             await stack.enter_async_context(setup(database))
         try:
@@ -90,3 +97,17 @@ async def run_worker_process(
             log.info("tenantry worker stopping: no new claims, finishing running jobs")
         finally:
             await runtime.stop()
+
+
+def _worker_events(settings: Settings) -> PublishOnlyBus | None:
+    """With Redis, the worker announces job events on the organizations' streams.
+
+    Without it a separate worker has nobody to tell (the embedded worker of `serve` shares
+    the API process's bus instead).
+    """
+    if settings.redis_url is None:
+        return None
+    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+    bus = create_event_bus(settings, redis)
+    assert isinstance(bus, RedisEventBus)
+    return PublishOnlyBus(bus, redis)

@@ -24,6 +24,8 @@ from fastapi import Request
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tenantry.core.db import Versioned
+from tenantry.core.events import Outgoing, publish_after_commit
 from tenantry.core.listing import created_at_key, offset_page
 from tenantry.core.ratelimit import client_ip
 from tenantry.core.tenancy import require_tenant
@@ -119,6 +121,7 @@ async def record(
     entry = _entry(session, action, entity_type, entity_id, changes)
     session.add(entry)
     await session.flush()
+    _announce(session, [entry])
     return entry
 
 
@@ -132,7 +135,67 @@ async def record_many(
     rows = [_entry(session, action, entity_type, i, changes) for i, changes in entries]
     session.add_all(rows)
     await session.flush()
+    _announce(session, rows)
     return rows
+
+
+# The permission a subscriber of the event stream needs to receive an entity's events:
+# the one that lets it GET the entity (API.md, Real-time events). An entity type not
+# listed here (a generated resource: `<type>s:read` when that permission exists) falls
+# back to `audit:read`, so nothing new is announced to someone who may not see it.
+READ_PERMISSIONS: dict[str, str] = {
+    "task": "tasks:read",
+    "project": "projects:read",
+    "file": "files:read",
+    "membership": "members:read",
+    "invitation": "members:read",
+    "organization": "org:read",
+    "api_key": "api_keys:manage",
+}
+# Actions on an entity readable more widely that are not for every reader of it.
+ACTION_PERMISSIONS: dict[str, str] = {
+    "organization.subscription_changed": "billing:read",
+}
+
+
+def read_permission(action: str, entity_type: str) -> str:
+    from tenantry.core.permissions import PERMISSIONS
+
+    if action in ACTION_PERMISSIONS:
+        return ACTION_PERMISSIONS[action]
+    if entity_type in READ_PERMISSIONS:
+        return READ_PERMISSIONS[entity_type]
+    generated = f"{entity_type}s:read"
+    return generated if generated in PERMISSIONS else "audit:read"
+
+
+def _announce(session: AsyncSession, entries: Sequence[AuditLog]) -> None:
+    """Each entry becomes an event of the stream once the transaction commits."""
+    versions = {
+        obj.id: obj.version
+        for obj in session.identity_map.values()
+        if isinstance(obj, Versioned) and hasattr(obj, "id")
+    }
+    by_org: dict[uuid.UUID, list[Outgoing]] = {}
+    for entry in entries:
+        by_org.setdefault(entry.organization_id, []).append(
+            Outgoing(
+                name=entry.action,
+                permission=read_permission(entry.action, entry.entity_type),
+                data={
+                    "entityType": entry.entity_type,
+                    "entityId": _jsonable(entry.entity_id),
+                    "action": entry.action,
+                    "version": versions.get(entry.entity_id) if entry.entity_id else None,
+                    "actorUserId": _jsonable(entry.actor_user_id),
+                    "actorApiKeyId": _jsonable(entry.actor_api_key_id),
+                    "changes": entry.changes,
+                    "at": _jsonable(entry.created_at),
+                },
+            )
+        )
+    for org_id, events in by_org.items():
+        publish_after_commit(session, org_id, events)
 
 
 def _entry(
