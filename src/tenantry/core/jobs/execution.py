@@ -120,8 +120,8 @@ class JobExecutor:
         except Exception as exc:
             await self._failed(job, exc, retry_base=handler.retry_base_seconds)
         if committed:
+            await run_after_commit(session)  # the job's own announcements (its audit) first
             await self._announce(job, JobStatus.SUCCEEDED, 100, job.message)
-            await run_after_commit(session)
         else:
             await run_after_rollback(session)  # e.g. a stored object whose row was not kept
 
