@@ -133,6 +133,7 @@ async def open_stream(
             stream = Stream(status=message["status"], headers=headers)
             if stream.status != 200:
                 return
+            assert "content-length" not in headers  # an endless body
             started.set_result(stream)
             return
         assert stream is not None

@@ -242,7 +242,9 @@ async def test_a_rolled_back_change_emits_nothing(app: FastAPI, client: httpx.As
             await audited_change("rolled back")
         await audited_change("committed")
         # A change refused by the API (validation) announces nothing either.
-        refused = await client.post(f"{org.path}/projects", json={"name": ""}, headers=owner.headers)
+        refused = await client.post(
+            f"{org.path}/projects", json={"name": ""}, headers=owner.headers
+        )
         assert refused.status_code == 400
         received = await stream.quiet(0.5)
     assert [f.data["changes"]["name"][1] for f in received] == ["committed"]

@@ -142,6 +142,8 @@ class EventStream(Response):
             media_type=self.media_type,
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
+        # An endless body: no Content-Length (Response sets one for its empty `body`).
+        self.raw_headers = [(k, v) for k, v in self.raw_headers if k != b"content-length"]
         self.services = services
         self.access = access
         self.slot = slot
@@ -171,7 +173,9 @@ class EventStream(Response):
             finally:
                 for task in (producer, watcher):
                     task.cancel()
-                await asyncio.gather(producer, watcher, return_exceptions=True)
+                outcomes = await asyncio.gather(producer, watcher, return_exceptions=True)
+            if isinstance(outcomes[0], Exception) and not isinstance(outcomes[0], OSError):
+                log.error("event stream failed", exc_info=outcomes[0])
             if not watcher.done() or watcher.cancelled() or not watcher.result():
                 with contextlib.suppress(Exception):
                     await send({"type": "http.response.body", "body": b"", "more_body": False})
