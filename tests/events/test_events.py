@@ -59,7 +59,8 @@ async def test_a_change_reaches_the_stream(app: FastAPI, client: httpx.AsyncClie
         assert stream.headers["content-type"].startswith("text/event-stream")
         assert stream.headers["cache-control"] == "no-cache"
         first = await stream.next()
-        assert first is not None and first.retry == 3000
+        assert first is not None
+        assert first.retry == 3000
         project = await _project(client, org, "live", owner)
         [event] = await stream.events(1)
         assert event.event == "project.created"
@@ -95,7 +96,8 @@ async def test_events_of_an_organization_arrive_in_commit_order_with_increasing_
         frames = await stream.events(20)
     assert [f.data["changes"]["name"][1] for f in frames] == names
     ids = _ids(frames)
-    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
 
 
 async def test_a_reconnection_with_last_event_id_replays_without_gap_or_duplicate(
@@ -127,7 +129,8 @@ async def test_a_reconnection_with_last_event_id_replays_without_gap_or_duplicat
         assert [f.data["changes"]["name"][1] for f in replayed] == missed, how
         assert live.data["changes"]["name"][1] == f"live-{how}"
         ids = _ids([*seen, *replayed, live])
-        assert ids == sorted(ids) and len(set(ids)) == len(ids)
+        assert ids == sorted(ids)
+        assert len(set(ids)) == len(ids)
         seen = [*seen, *replayed, live]
         assert live.id is not None
         last = live.id  # the next reconnection resumes after this one's live event
@@ -327,7 +330,8 @@ async def test_a_quiet_stream_sends_pings(build_app: BuildApp) -> None:
         async with open_stream(app, org.id, owner.headers) as stream:
             await stream.next()  # retry
             ping = await stream.next(2)
-            assert ping is not None and ping.comment == "ping"
+            assert ping is not None
+            assert ping.comment == "ping"
 
 
 async def test_stream_limits_per_user_and_per_organization(build_app: BuildApp) -> None:
@@ -367,7 +371,8 @@ async def test_a_browser_ticket_opens_the_stream_once(
     created = await client.post(f"{org.path}/events/tickets", headers=viewer.headers)
     assert created.status_code == 201, created.text
     body = created.json()["data"]
-    assert body["expiresIn"] == 60 and len(body["ticket"]) >= 40
+    assert body["expiresIn"] == 60
+    assert len(body["ticket"]) >= 40
     async with open_stream(app, org.id, ticket=body["ticket"]) as stream:
         assert stream.status == 200
         await create_api_key(client, org, ["tasks:read"])  # not for a viewer

@@ -159,7 +159,8 @@ async def test_events_cross_api_and_worker_processes(tmp_path: Path, database_ur
                 assert exported.status_code == 202
                 job_events = await on_b.until("job.succeeded")
                 names = [e["event"] for e in job_events]
-                assert names[0] == "job.queued" and "job.running" in names
+                assert names[0] == "job.queued"
+                assert "job.running" in names
                 last_id = job_events[-1]["id"]
 
             for i in range(3):  # while nobody listens

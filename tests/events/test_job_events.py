@@ -60,7 +60,8 @@ async def test_an_exports_progress_is_streamed_while_it_runs(
     assert progress == sorted(progress)
     intermediate = [p for p in progress if 0 < p < 100]
     assert len(intermediate) >= 3, progress
-    assert frames[-1].data["progress"] == 100 and frames[-1].data["status"] == "succeeded"
+    assert frames[-1].data["progress"] == 100
+    assert frames[-1].data["status"] == "succeeded"
     assert {f.data["jobId"] for f in frames} == {job_id}
 
 
