@@ -447,3 +447,23 @@ def orjson_loads(data: bytes) -> Any:
     import orjson
 
     return orjson.loads(data)
+
+
+async def test_an_expired_trial_still_streams(app: FastAPI, client: httpx.AsyncClient) -> None:
+    """Reads keep working after a trial ends: the stream, and the ticket that opens it."""
+    import datetime as dt
+
+    from tests.plans.conftest import end_trial_at
+
+    owner = await register(client)
+    org = await create_org(client, owner)
+    from types import SimpleNamespace
+
+    ended = SimpleNamespace(id=uuid.UUID(org.id))
+    await end_trial_at(app, ended, dt.datetime.now(dt.UTC) - dt.timedelta(days=1))  # type: ignore[arg-type]
+    refused = await client.post(f"{org.path}/projects", json={"name": "x"}, headers=owner.headers)
+    assert refused.status_code == 402
+    ticket = await client.post(f"{org.path}/events/tickets", headers=owner.headers)
+    assert ticket.status_code == 201, ticket.text
+    async with open_stream(app, org.id, ticket=ticket.json()["data"]["ticket"]) as stream:
+        assert stream.status == 200

@@ -44,7 +44,7 @@ from starlette.types import Message, Receive, Scope, Send
 from tenantry.core.authz import Principal
 from tenantry.core.cache import Cache
 from tenantry.core.errors import AppError, Unauthorized
-from tenantry.core.events import Event, EventBus, Subscription
+from tenantry.core.events import Event, Subscription
 from tenantry.core.routing import after_rollback
 from tenantry.core.security import sha256_hex
 from tenantry.core.tenancy import TenantContext, bind_tenant
@@ -135,7 +135,8 @@ class EventStream(Response):
         services: Services,
         access: StreamAccess,
         slot: StreamSlot,
-        last_event_id: str | None,
+        subscription: Subscription,
+        held: AsyncExitStack,
     ) -> None:
         super().__init__(
             status_code=200,
@@ -147,26 +148,16 @@ class EventStream(Response):
         self.services = services
         self.access = access
         self.slot = slot
-        self.last_event_id = last_event_id
+        self.subscription = subscription
+        self.held = held  # the slot and the subscription, released when the stream ends
         settings = services.settings
         self.ping_seconds = settings.events_ping_seconds
         self.recheck_seconds = settings.events_recheck_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        bus: EventBus = self.services.events
-        async with AsyncExitStack() as stack:
-            stack.push_async_callback(self.slot.release)
-            try:
-                subscription = await stack.enter_async_context(
-                    bus.subscribe(self.access.context.organization_id, self.last_event_id)
-                )
-            except AppError:
-                log.warning("event stream could not subscribe", exc_info=True)
-                await send({"type": "http.response.start", "status": 503, "headers": []})
-                await send({"type": "http.response.body", "body": b""})
-                return
+        async with self.held:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            producer = asyncio.ensure_future(self._produce(subscription, send))
+            producer = asyncio.ensure_future(self._produce(self.subscription, send))
             watcher = asyncio.ensure_future(_disconnected(receive))
             try:
                 await asyncio.wait({producer, watcher}, return_when=asyncio.FIRST_COMPLETED)
@@ -227,6 +218,9 @@ class EventStream(Response):
                 return self.access.context
             log.info("event stream ended: %s", exc.message)
             return None
+        except Exception:  # unknown: end it (fail closed); the client reconnects via the gate
+            log.exception("event stream check failed")
+            return None
         finally:
             elapsed = time.monotonic() - started
             if elapsed > 1.0:
@@ -253,14 +247,25 @@ async def open_stream(
 ) -> EventStream:
     """Take a slot on the stream limits (429 beyond) and hand the stream its subscriber.
 
-    The slot is given back when the stream ends, or — should the request's transaction
-    fail to end after this — by the unit of work's after-rollback callback.
+    The subscription is live before the response starts (a change committed once the
+    client has the headers is delivered). Slot and subscription are given back when the
+    stream ends, or — should the request's transaction fail to end after this — by the
+    unit of work's after-rollback callback; Redis being down is a 503 envelope here.
     """
     services = services_of(request)
     context = access.context
     holder = context.user_id or context.api_key_id
     if holder is None:
         raise Unauthorized()
-    slot = await services.event_streams.acquire(holder, context.organization_id)
-    after_rollback(session, slot.release)
-    return EventStream(services, access, slot, last_event_id)
+    held = AsyncExitStack()
+    try:
+        slot = await services.event_streams.acquire(holder, context.organization_id)
+        held.push_async_callback(slot.release)
+        subscription = await held.enter_async_context(
+            services.events.subscribe(context.organization_id, last_event_id)
+        )
+    except BaseException:
+        await held.aclose()
+        raise
+    after_rollback(session, held.aclose)
+    return EventStream(services, access, slot, subscription, held)

@@ -42,7 +42,7 @@ from tenantry.core.cache import Cache
 from tenantry.core.db import Clock, Database
 from tenantry.core.errors import NotFound, Unauthorized
 from tenantry.core.permissions import covers, role_permissions
-from tenantry.core.security import AccessClaims, Security
+from tenantry.core.security import AccessClaims, InvalidAccessToken, Security
 from tenantry.core.tenancy import TenantContext
 from tenantry.modules.api_keys import service as api_keys
 from tenantry.modules.audit.service import remember_request
@@ -110,7 +110,10 @@ class OrgGate:
         bearer = _bearer(request)
         if bearer is None:  # the gate let this request through: it had a token
             raise Unauthorized()
-        claims = self.security.tokens.verify(bearer.credentials)
+        try:
+            claims = self.security.tokens.verify(bearer.credentials)
+        except InvalidAccessToken:  # expired since the gate read it, a moment ago
+            raise Unauthorized("The access token is invalid") from None
         return Principal(
             user_id=claims.user_id, session_id=claims.session_id, issued_at=claims.issued_at
         )
