@@ -467,3 +467,28 @@ async def test_an_expired_trial_still_streams(app: FastAPI, client: httpx.AsyncC
     assert ticket.status_code == 201, ticket.text
     async with open_stream(app, org.id, ticket=ticket.json()["data"]["ticket"]) as stream:
         assert stream.status == 200
+
+
+async def test_a_bulk_update_announces_each_task_with_its_new_version(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    owner = await register(client)
+    org = await create_org(client, owner)
+    project = await _project(client, org, "bulk", owner)
+    tasks = []
+    for i in range(3):
+        created = await client.post(
+            f"{org.path}/projects/{project}/tasks", json={"title": f"t{i}"}, headers=owner.headers
+        )
+        tasks.append(created.json()["data"]["id"])
+    async with open_stream(app, org.id, owner.headers) as stream:
+        bulk = await client.patch(
+            f"{org.path}/tasks/bulk",
+            json={"ids": tasks, "changes": {"priority": "urgent"}},
+            headers=owner.headers,
+        )
+        assert bulk.status_code == 200, bulk.text
+        frames = await stream.events(3)
+    assert [(f.event, f.data["entityId"], f.data["version"]) for f in frames] == [
+        ("task.updated", task, 2) for task in tasks
+    ]

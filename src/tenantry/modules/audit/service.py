@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.db import Versioned
@@ -130,12 +130,18 @@ async def record_many(
     action: str,
     entity_type: str,
     entries: Sequence[tuple[uuid.UUID | None, Mapping[str, Any]]],
+    *,
+    versions: Mapping[uuid.UUID, int] | None = None,
 ) -> list[AuditLog]:
-    """One entry per `(entity_id, changes)`, written in one multi-row INSERT."""
+    """One entry per `(entity_id, changes)`, written in one multi-row INSERT.
+
+    `versions`: the entities' new versions when they were written without the ORM (a
+    bulk UPDATE), for their events.
+    """
     rows = [_entry(session, action, entity_type, i, changes) for i, changes in entries]
     session.add_all(rows)
     await session.flush()
-    _announce(session, rows)
+    _announce(session, rows, versions)
     return rows
 
 
@@ -169,13 +175,20 @@ def read_permission(action: str, entity_type: str) -> str:
     return generated if generated in PERMISSIONS else "audit:read"
 
 
-def _announce(session: AsyncSession, entries: Sequence[AuditLog]) -> None:
+def _announce(
+    session: AsyncSession,
+    entries: Sequence[AuditLog],
+    known: Mapping[uuid.UUID, int] | None = None,
+) -> None:
     """Each entry becomes an event of the stream once the transaction commits."""
+    # The entities' versions as this flush left them, read from the loaded state only (an
+    # expired attribute would be a lazy load here); None when it is not loaded.
     versions = {
-        obj.id: obj.version
-        for obj in session.identity_map.values()
-        if isinstance(obj, Versioned) and hasattr(obj, "id")
+        state.dict.get("id"): state.dict.get("version")
+        for state in (inspect(obj) for obj in session.identity_map.values())
+        if isinstance(state.obj(), Versioned)
     }
+    versions.update(known or {})
     by_org: dict[uuid.UUID, list[Outgoing]] = {}
     for entry in entries:
         by_org.setdefault(entry.organization_id, []).append(

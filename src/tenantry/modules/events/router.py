@@ -4,17 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, status
+from fastapi import APIRouter, Depends, Header, Query, Request, status
 from starlette.responses import Response
 
-from tenantry.core.authz import TenantContextDep
+from tenantry.core.authz import require
 from tenantry.core.openapi import TENANT_RESPONSES
 from tenantry.core.responses import Envelope, Schema, ok
 from tenantry.core.routing import SessionDep, UnitOfWorkRoute
+from tenantry.core.tenancy import TenantContext
 from tenantry.modules.events import service
 from tenantry.modules.events.deps import StreamAccessDep
 
 router = APIRouter(prefix="/orgs/{orgId}/events", tags=["events"], route_class=UnitOfWorkRoute)
+# Any member may stream (each event is filtered by its own read permission); a ticket is
+# asked for by a principal that can read the organization at all.
+Member = Annotated[TenantContext, Depends(require("org:read"))]
 
 _STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {
@@ -61,9 +65,9 @@ async def stream_events(
     status_code=status.HTTP_201_CREATED,
     operation_id="events_create_ticket",
     summary="Create a single-use ticket to open the stream from a browser",
-    responses={code: r for code, r in TENANT_RESPONSES.items() if code in (401, 404, 429)},
+    responses={code: r for code, r in TENANT_RESPONSES.items() if code in (401, 403, 404, 429)},
 )
-async def create_ticket(request: Request, ctx: TenantContextDep) -> Envelope[TicketOut]:
+async def create_ticket(request: Request, ctx: Member) -> Envelope[TicketOut]:
     """Create a single-use ticket (60 s) to open the stream with `?ticket=` (EventSource)."""
     ticket = await service.create_ticket(request, ctx)
     return ok(TicketOut(ticket=ticket, expires_in=service.TICKET_TTL_SECONDS))
