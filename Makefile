@@ -14,7 +14,7 @@ BENCH_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/tenantry_bench
 BENCH_REDIS_URL ?= $(TEST_REDIS_URL)
 BENCH_ARGS ?=
 
-.PHONY: setup run migrate test test-services lint format typecheck openapi bench clean
+.PHONY: setup run migrate test test-services lint format typecheck openapi bench bench-events clean
 
 setup: .venv/.synced
 
@@ -56,6 +56,9 @@ bench: setup ## load test on PostgreSQL + Redis and SQLite; report in bench/resu
 		$$SUDO apt-get install -y wrk || { $$SUDO apt-get update && $$SUDO apt-get install -y wrk; }; }
 	$(RUN) python -m bench.run --database-url $(BENCH_DATABASE_URL) \
 		--redis-url $(BENCH_REDIS_URL) $(BENCH_ARGS)
+
+bench-events: setup ## event streams: 200 subscribers, writes at 50/s (PostgreSQL + Redis, ~1 min)
+	$(RUN) python -m bench.events --redis-url $(BENCH_REDIS_URL)
 
 openapi: setup
 	$(RUN) tenantry openapi -o openapi.json

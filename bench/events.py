@@ -83,14 +83,16 @@ async def _setup(http: httpx.AsyncClient) -> list[dict[str, Any]]:
         headers = {"Authorization": f"Bearer {data['accessToken']}"}
         org = (await http.post("/orgs", json={"name": f"Bench {i}"}, headers=headers)).json()
         path = f"/orgs/{org['data']['id']}"
-        project = (
-            await http.post(f"{path}/projects", json={"name": "p"}, headers=headers)
-        ).json()["data"]["id"]
+        project = (await http.post(f"{path}/projects", json={"name": "p"}, headers=headers)).json()[
+            "data"
+        ]["id"]
         orgs.append({"path": path, "headers": headers, "project": project})
     return orgs
 
 
-async def _gets(http: httpx.AsyncClient, orgs: list[dict[str, Any]], seconds: float) -> dict[str, float]:
+async def _gets(
+    http: httpx.AsyncClient, orgs: list[dict[str, Any]], seconds: float
+) -> dict[str, float]:
     latencies: list[float] = []
     deadline = time.monotonic() + seconds
 
@@ -153,6 +155,13 @@ async def _writes(http: httpx.AsyncClient, orgs: list[dict[str, Any]], seconds: 
     return sent
 
 
+def _gets_line(figures: dict[str, float]) -> str:
+    return (
+        f"{figures['rps']:.0f} req/s, p50 {figures['p50_ms']:.1f} ms, "
+        f"p99 {figures['p99_ms']:.1f} ms"
+    )
+
+
 def _percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))] * 1000
@@ -164,9 +173,11 @@ async def bench(admin_url: str, redis_url: str, duration: float) -> str:
     var_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = _env(database_url, redis_url, port, var_dir)
-    import subprocess
-
-    subprocess.run([_venv_bin("tenantry"), "migrate"], env=env, check=True, cwd=ROOT)
+    migrate = await asyncio.create_subprocess_exec(
+        _venv_bin("tenantry"), "migrate", env=env, cwd=ROOT
+    )
+    if await migrate.wait() != 0:
+        raise SystemExit("tenantry migrate failed")
     base = f"http://127.0.0.1:{port}/api/v1"
     argv = [_venv_bin("tenantry"), "serve", "--no-worker", "--no-migrate"]
     with serving(argv, env, var_dir / "serve.log", port):
@@ -208,8 +219,8 @@ async def bench(admin_url: str, redis_url: str, duration: float) -> str:
         f"| delivery latency p50 | {_percentile(latencies, 0.5):.1f} ms |",
         f"| delivery latency p99 | {_percentile(latencies, 0.99):.1f} ms (target ≤ 100) |",
         f"| delivery latency max | {max(latencies) * 1000:.1f} ms |",
-        f"| get-by-id without streams | {without['rps']:.0f} req/s, p50 {without['p50_ms']:.1f} ms, p99 {without['p99_ms']:.1f} ms |",
-        f"| get-by-id with {len(opened)} open streams | {with_streams['rps']:.0f} req/s, p50 {with_streams['p50_ms']:.1f} ms, p99 {with_streams['p99_ms']:.1f} ms |",
+        f"| get-by-id without streams | {_gets_line(without)} |",
+        f"| get-by-id with {len(opened)} open streams | {_gets_line(with_streams)} |",
         f"| slower with streams | {slower:.1f} % (target ≤ 10) |",
         "",
         f"Mean latency {statistics.fmean(latencies) * 1000:.1f} ms. Latency runs from the audit "
