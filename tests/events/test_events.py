@@ -492,3 +492,22 @@ async def test_a_bulk_update_announces_each_task_with_its_new_version(
     assert [(f.event, f.data["entityId"], f.data["version"]) for f in frames] == [
         ("task.updated", task, 2) for task in tasks
     ]
+
+
+def test_each_entity_type_maps_to_the_permission_that_reads_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tenantry.modules.audit import service as audit
+
+    assert audit.read_permission("task.updated", "task") == "tasks:read"
+    assert audit.read_permission("member.added", "membership") == "members:read"
+    assert audit.read_permission("api_key.created", "api_key") == "api_keys:manage"
+    assert audit.read_permission("organization.updated", "organization") == "org:read"
+    assert audit.read_permission("organization.subscription_changed", "organization") == (
+        "billing:read"
+    )
+    assert audit.read_permission("thing.made", "thing") == "audit:read"  # nobody mapped it
+    monkeypatch.setattr(audit, "RESOURCES", ("invoices", "categories", "boxes"))
+    assert audit.read_permission("invoice.created", "invoice") == "invoices:read"
+    assert audit.read_permission("category.created", "category") == "categories:read"
+    assert audit.read_permission("box.created", "box") == "boxes:read"

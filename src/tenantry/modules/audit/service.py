@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tenantry.core.db import Versioned
 from tenantry.core.events import Outgoing, publish_after_commit
 from tenantry.core.listing import created_at_key, offset_page
+from tenantry.core.permissions import RESOURCES
 from tenantry.core.ratelimit import client_ip
 from tenantry.core.tenancy import require_tenant
 from tenantry.modules.audit.models import AuditLog
@@ -165,14 +166,15 @@ ACTION_PERMISSIONS: dict[str, str] = {
 
 
 def read_permission(action: str, entity_type: str) -> str:
-    from tenantry.core.permissions import PERMISSIONS
-
+    """What a subscriber needs to receive the event of `action` on an `entity_type`."""
     if action in ACTION_PERMISSIONS:
         return ACTION_PERMISSIONS[action]
     if entity_type in READ_PERMISSIONS:
         return READ_PERMISSIONS[entity_type]
-    generated = f"{entity_type}s:read"
-    return generated if generated in PERMISSIONS else "audit:read"
+    for resource in RESOURCES:  # generated resources: plural name, singular entity type
+        if entity_type in (resource[:-1], resource[:-2], resource[:-3] + "y"):
+            return f"{resource}:read"
+    return "audit:read"
 
 
 def _announce(
