@@ -135,3 +135,21 @@ async def test_redis_down_is_service_unavailable_for_subscribe(key_prefix: str) 
 async def test_the_app_picks_the_bus_from_redis_url(build_app) -> None:  # type: ignore[no-untyped-def]
     assert isinstance(services_of(await build_app(redis_url=None)).events, LocalEventBus)
     assert isinstance(services_of(await build_app(redis_url=DEAD_REDIS_URL)).events, RedisEventBus)
+
+
+async def test_the_local_bus_forgets_quiet_organizations_and_still_resets_their_ids(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import tenantry.core.events as events
+
+    bus = LocalEventBus(buffer_size=SIZE, buffer_seconds=60)
+    quiet, busy = uuid.uuid4(), uuid.uuid4()
+    await bus.publish(quiet, [_event(1)])
+    kept = bus._buffers[quiet].events[0].id
+    later = events._now_ms() + 61_000
+    monkeypatch.setattr(events, "_now_ms", lambda: later)  # an hour (here a minute) later
+    monkeypatch.setattr(events, "SWEEP_SECONDS", 0.0)
+    await bus.publish(busy, [_event(2)])
+    assert quiet not in bus._buffers
+    async with bus.subscribe(quiet, format_event_id(kept)) as again:
+        assert again.reset

@@ -58,6 +58,7 @@ ZERO_ID: EventId = (0, 0)
 READ_BLOCK_MS = 5000
 READ_COUNT = 500
 RETRY_SECONDS = 0.5
+SWEEP_SECONDS = 60.0  # how often the in-process bus drops the buffers of quiet organizations
 
 
 def parse_event_id(text: str | None) -> EventId | None:
@@ -280,6 +281,7 @@ class LocalEventBus(EventBus):
         self._boot: EventId = (_now_ms(), 0)  # ids from before this process are unknown
         self._last: EventId = self._boot
         self._buffers: dict[uuid.UUID, _Buffer] = {}
+        self._swept_at = time.monotonic()
 
     def _next_id(self) -> EventId:
         ms = _now_ms()
@@ -295,7 +297,19 @@ class LocalEventBus(EventBus):
             buffer.floor = buffer.events.popleft().id
         return buffer
 
+    def _sweep(self) -> None:
+        """Forget the buffers of organizations quiet for longer than the buffer keeps
+        events: any id of theirs is too old to replay anyway (`_too_old`)."""
+        if time.monotonic() - self._swept_at < SWEEP_SECONDS:
+            return
+        self._swept_at = time.monotonic()
+        for org_id in list(self._buffers):
+            buffer = self._buffer(org_id)
+            if not buffer.events and self._too_old(buffer.floor):
+                del self._buffers[org_id]
+
     async def publish(self, org_id: uuid.UUID, events: Sequence[Outgoing]) -> None:
+        self._sweep()
         buffer = self._buffer(org_id)
         made = [Event(self._next_id(), e.name, e.permission, orjson.dumps(e.data)) for e in events]
         for event in made:
