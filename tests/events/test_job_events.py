@@ -79,3 +79,55 @@ async def test_a_cancelled_job_is_announced(app: FastAPI, client: httpx.AsyncCli
         ("job.queued", "queued"),
         ("job.cancelled", "cancelled"),
     ]
+
+
+async def test_a_running_jobs_progress_is_readable_while_it_runs(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """GET /jobs/{id} shows the last report while the job runs, on SQLite too (where the
+    job's own transaction holds the write lock, so the row cannot be written meanwhile)."""
+    import uuid
+
+    from sqlalchemy import select
+
+    from tenantry.core.jobs import JobContext, enqueue, job_handler
+    from tenantry.core.jobs.registry import get_handler
+    from tenantry.modules.orgs.models import Organization
+    from tenantry.services import services_of
+
+    job_type = "test.events.halfway"
+    halfway, finish = asyncio.Event(), asyncio.Event()
+    if get_handler(job_type) is None:
+
+        @job_handler(job_type)
+        async def halfway_job(ctx: JobContext) -> dict[str, str]:
+            await ctx.session.scalar(select(Organization.id).limit(1))  # a transaction
+            await ctx.report(50, "half way")
+            halfway.set()
+            await finish.wait()
+            return {}
+
+    owner = await register(client)
+    org = await create_org(client, owner)
+    async with app.state.database.transaction() as session:
+        job = await enqueue(session, job_type, {}, organization_id=uuid.UUID(org.id))
+        job_id = str(job.id)
+    worker = Worker(app.state.database, app.state.settings, job_types={job_type})
+    worker.executor.report_interval = 0
+    runtime = services_of(app).jobs
+    runtime.worker = worker  # as the embedded worker of `serve`
+    try:
+        draining = asyncio.create_task(worker.drain(within_seconds=30))
+        await asyncio.wait_for(halfway.wait(), 10)
+        seen = (await client.get(f"{org.path}/jobs/{job_id}", headers=owner.headers)).json()
+        listed = (await client.get(f"{org.path}/jobs", headers=owner.headers)).json()
+        finish.set()
+        await draining
+    finally:
+        runtime.worker = None
+        finish.set()
+    assert (seen["data"]["status"], seen["data"]["progress"]) == ("running", 50)
+    assert seen["data"]["message"] == "half way"
+    assert listed["data"][0]["progress"] == 50
+    done = (await client.get(f"{org.path}/jobs/{job_id}", headers=owner.headers)).json()
+    assert (done["data"]["status"], done["data"]["progress"]) == ("succeeded", 100)

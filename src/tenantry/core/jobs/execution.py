@@ -55,6 +55,9 @@ class JobExecutor:
         self.report_interval = min(1.0, self.lease / 3)
         self.releasing: set[uuid.UUID] = set()
         self.lost: set[uuid.UUID] = set()
+        # Progress reported but not written (SQLite: the job holds the write lock), by job:
+        # what `GET /jobs/{id}` of this process shows while the job runs.
+        self.reported: dict[uuid.UUID, tuple[int, str | None]] = {}
 
     def forget(self, job_id: uuid.UUID) -> None:
         self.releasing.discard(job_id)
@@ -105,6 +108,7 @@ class JobExecutor:
                 raise
             finally:
                 stop_beat.set()
+                self.reported.pop(job.id, None)
                 await asyncio.shield(session.close())
         except JobCancelled:
             if await store.mark_cancelled(self.database, job.id, job.attempts, now=self.clock()):
@@ -183,6 +187,7 @@ class JobExecutor:
         if self.database.is_sqlite and session.in_transaction():
             # The handler holds SQLite's write lock: our write would wait on it. The report
             # is still announced (the stream shows it live; the row shows it at the end).
+            self.reported[job.id] = (progress, job.message)
             await self._announce(job, JobStatus.RUNNING, progress, job.message, "job.progress")
             return False
         flag = await store.write_progress(self.database, job.id, job.attempts, progress, message)

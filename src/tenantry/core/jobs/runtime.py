@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 
@@ -51,6 +52,12 @@ class JobsRuntime:
                 self.database, self.settings, self.transport, concurrency=self.concurrency
             )
             self.worker.start()
+
+    def reported_progress(self, job_id: uuid.UUID) -> tuple[int, str | None] | None:
+        """A running job's last progress report not yet in its row (SQLite), if it runs here."""
+        if self.worker is None:
+            return None
+        return self.worker.executor.reported.get(job_id)
 
     async def stop(self) -> None:
         """Graceful: running jobs get `JOBS_SHUTDOWN_TIMEOUT` to finish, the rest are released."""
