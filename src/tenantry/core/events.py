@@ -442,8 +442,8 @@ class RedisEventBus(EventBus):
                 )
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError):
-                log.warning("events reader lost Redis; retrying", exc_info=True)
+            except Exception:  # Redis gone (or a reply we did not expect): keep reading
+                log.warning("events reader failed; retrying", exc_info=True)
                 await asyncio.sleep(RETRY_SECONDS)
                 continue
             for raw_key, entries in reply or ():
@@ -457,7 +457,12 @@ class RedisEventBus(EventBus):
                 if followed is None or followed not in self._cursors:
                     continue
                 self._cursors[followed] = _text(entries[-1][0])
-                self._deliver(followed, [_decode(entry_id, entry) for entry_id, entry in entries])
+                try:
+                    decoded = [_decode(entry_id, entry) for entry_id, entry in entries]
+                except (KeyError, ValueError):
+                    log.warning("events of organization %s: unreadable entries", followed)
+                    continue
+                self._deliver(followed, decoded)
 
 
 def _text(value: Any) -> str:
