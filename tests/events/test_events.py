@@ -511,3 +511,24 @@ def test_each_entity_type_maps_to_the_permission_that_reads_it(
     assert audit.read_permission("invoice.created", "invoice") == "invoices:read"
     assert audit.read_permission("category.created", "category") == "categories:read"
     assert audit.read_permission("box.created", "box") == "boxes:read"
+
+
+async def test_a_role_change_applies_to_an_open_stream(build_app: BuildApp) -> None:
+    app = await build_app(events_recheck_seconds=0.3, rate_limit_enabled=False)
+    async with client_for(app) as client:
+        owner = await register(client)
+        org = await create_org(client, owner)
+        billing = await add_member(app, client, org, "billing")  # no projects:read
+        async with open_stream(app, org.id, billing.headers) as stream:
+            await _project(client, org, "unseen", owner)
+            assert await stream.quiet(0.5) == []
+            promoted = await client.patch(
+                f"{org.path}/members/{billing.id}", json={"role": "viewer"}, headers=owner.headers
+            )
+            assert promoted.status_code == 200, promoted.text
+            await asyncio.sleep(1)  # the next check of the stream
+            await _project(client, org, "seen", owner)
+            received = await stream.quiet(0.5)
+        assert [f.data["changes"]["name"][1] for f in received if f.event == "project.created"] == [
+            "seen"
+        ]

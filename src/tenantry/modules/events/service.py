@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import orjson
 from fastapi import Request
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
@@ -194,7 +195,7 @@ class EventStream(Response):
                 await write(live.frame)
             now = loop.time()  # checked between events too: a busy stream is still confirmed
             if now >= next_check:
-                confirmed = await self._confirm()
+                confirmed = await self._confirm(context)
                 if confirmed is None:
                     return
                 context = confirmed
@@ -204,8 +205,11 @@ class EventStream(Response):
                 await write(PING_FRAME)
                 next_ping = now + self.ping_seconds
 
-    async def _confirm(self) -> TenantContext | None:
-        """The subscriber's context now, or None when it may no longer read the stream."""
+    async def _confirm(self, current: TenantContext) -> TenantContext | None:
+        """The subscriber's context now, or None when it may no longer read the stream.
+
+        An outage (the database or Redis unreachable) keeps `current`: only an answer can
+        end a stream, and the gate refuses new ones meanwhile (503)."""
         org_id = self.access.context.organization_id
         services = self.services
         started = time.monotonic()
@@ -215,9 +219,12 @@ class EventStream(Response):
                 return await services.gate.confirm(session, org_id, self.access.principal)
         except AppError as exc:
             if exc.status_code >= 500:  # Redis or the database is down: keep the stream
-                return self.access.context
+                return current
             log.info("event stream ended: %s", exc.message)
             return None
+        except (OperationalError, InterfaceError, OSError, TimeoutError):
+            log.warning("event stream check: database unreachable; stream kept", exc_info=True)
+            return current
         except Exception:  # unknown: end it (fail closed); the client reconnects via the gate
             log.exception("event stream check failed")
             return None
