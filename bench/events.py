@@ -182,6 +182,23 @@ async def _subscribe_all(base: str, orgs: list[dict[str, Any]]) -> dict[str, Any
     return {"latencies": latencies, "opened": len(opened)}
 
 
+async def _clean_up(admin_url: str, redis_url: str, prefix: str) -> None:
+    """Drop the benchmark's database and its Redis keys."""
+    from redis.asyncio import Redis
+
+    admin = await asyncpg.connect(admin_url)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{DATABASE}" WITH (FORCE)')
+    finally:
+        await admin.close()
+    client = Redis.from_url(redis_url)
+    try:
+        async for key in client.scan_iter(match=f"{prefix}*", count=1000):
+            await client.delete(key)
+    finally:
+        await client.aclose()
+
+
 def _loadavg() -> str:
     with contextlib.suppress(OSError):
         return " ".join(Path("/proc/loadavg").read_text().split()[:3])
@@ -245,6 +262,7 @@ async def bench(admin_url: str, redis_url: str, duration: float) -> str:
             child.stdin.close()
             await asyncio.wait_for(child.wait(), 60)
             latencies = json.loads(out_file.read_text())["latencies"]
+    await _clean_up(admin_url, redis_url, env["REDIS_KEY_PREFIX"])
     expected = sent * SUBSCRIBERS // ORGS
     slower = (1 - with_streams["rps"] / without["rps"]) * 100
     lines = [
