@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import TEST_REDIS_URL
+from tests.conftest import RUN_ID, TEST_REDIS_URL
 from tests.test_serve import _clean_env, _free_port, _stop, _wait_until_live
 
 pytestmark = pytest.mark.services
@@ -33,7 +33,8 @@ def _processes(tmp_path: Path, database_url: str) -> Iterator[tuple[str, str]]:
         VAR_DIR=str(tmp_path / "var"),
         DATABASE_URL=database_url,
         REDIS_URL=TEST_REDIS_URL,
-        REDIS_KEY_PREFIX=f"tenantry-test-events-{uuid.uuid4().hex[:8]}:",
+        # Under the run's prefix: its keys go with the run's (tests/conftest.py `redis_url`).
+        REDIS_KEY_PREFIX=f"tenantry-test-{RUN_ID}:events-{uuid.uuid4().hex[:8]}:",
         SECRET_KEY="events-across-processes-" + "k" * 32,
         JOBS_EMBEDDED_WORKER="false",
         JOBS_POLL_SECONDS="0.2",
@@ -134,7 +135,9 @@ async def stream(
             reader.task.cancel()
 
 
-async def test_events_cross_api_and_worker_processes(tmp_path: Path, database_url: str) -> None:
+async def test_events_cross_api_and_worker_processes(
+    tmp_path: Path, database_url: str, redis_url: str
+) -> None:
     with _processes(tmp_path, database_url) as (a, b):
         async with httpx.AsyncClient(timeout=httpx.Timeout(30, read=60)) as http:
             email = f"events-{os.getpid()}-{time.monotonic_ns()}@example.com"
