@@ -276,4 +276,8 @@ def _install_openapi(app: FastAPI) -> None:
 
 def app_factory() -> FastAPI:
     """Entry point for `uvicorn --factory` (used by `tenantry serve --workers/--reload`)."""
-    return create_app(load_settings())
+    from tenantry.core import collector
+
+    app = create_app(load_settings())
+    collector.settle()
+    return app
