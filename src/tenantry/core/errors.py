@@ -30,6 +30,13 @@ RETRY_AFTER_SECONDS = 5
 # ran past `statement_timeout` or was cancelled (57014), a lock wait past `lock_timeout`
 # (55P03).
 _UNAVAILABLE_SQLSTATES = ("08", "53", "57P01", "57P02", "57P03", "57014", "55P03")
+# A deadlock (40P01) or serialization failure (40001): the database rolled the whole
+# transaction back, so nothing was saved and the same request can simply be sent again.
+_CONFLICT_ABORT_SQLSTATES = frozenset({"40P01", "40001"})
+CONFLICT_ABORTED = (
+    "The database aborted this change because it conflicted with a concurrent one; "
+    "nothing was saved, send it again"
+)
 
 
 class AppError(Exception):
@@ -230,6 +237,8 @@ def classify_database_error(exc: sa_exc.DBAPIError) -> AppError:
     if exc.connection_invalidated or _is_connection_problem(exc):
         return ServiceUnavailable("The database is unavailable; try again shortly")
     sqlstate = _sqlstate(exc.orig)
+    if sqlstate in _CONFLICT_ABORT_SQLSTATES:
+        return ServiceUnavailable(CONFLICT_ABORTED)
     if sqlstate == "57014":
         return ServiceUnavailable("The database took too long to answer; try again shortly")
     if sqlstate is not None and sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
@@ -285,6 +294,8 @@ def to_app_error(exc: BaseException) -> AppError | None:
     if _sqlstate(exc) is not None and _is_driver_error(exc):
         # A driver error that escaped SQLAlchemy's wrapping (e.g. raised while connecting).
         state = _sqlstate(exc) or ""
+        if state in _CONFLICT_ABORT_SQLSTATES:
+            return ServiceUnavailable(CONFLICT_ABORTED)
         if state.startswith(_UNAVAILABLE_SQLSTATES):
             return ServiceUnavailable("The database is unavailable; try again shortly")
     if _is_closed_connection(exc):
