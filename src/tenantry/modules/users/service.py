@@ -21,6 +21,9 @@ from tenantry.modules.users.models import PlatformRole, User
 from tenantry.modules.users.schemas import AdminCreateUser, AdminUpdateUser, UpdateMe
 
 ERASED_PASSWORD_HASH = "!erased"  # matches no hasher: nothing can ever log in
+# An account created for an external identity provider's user has no local password
+# (matches no hasher) until one is set through the password-reset flow.
+EXTERNAL_PASSWORD_HASH = "!external"
 
 
 async def find_user_by_email(
@@ -59,6 +62,27 @@ async def create_user(
     )
     session.add(user)
     await session.flush()  # a concurrent registration of the same email → 409 here
+    return user
+
+
+async def create_external_user(
+    session: AsyncSession,
+    *,
+    email: str,
+    first_name: str | None,
+    last_name: str | None,
+    email_verified: bool,
+) -> User:
+    """An account for an external identity's first token (no local password)."""
+    user = User(
+        email=email,
+        password_hash=EXTERNAL_PASSWORD_HASH,
+        first_name=first_name,
+        last_name=last_name,
+        email_verified_at=utcnow() if email_verified else None,
+    )
+    session.add(user)
+    await session.flush()  # the same email registered meanwhile → 409 here
     return user
 
 
