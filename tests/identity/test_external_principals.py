@@ -84,8 +84,9 @@ async def test_logout_all_refuses_the_provider_tokens_issued_before_it(
     ext_client: httpx.AsyncClient, oidc: OidcProviders
 ) -> None:
     user = await external_account(ext_client, oidc, iat_offset=-30)
-    assert (
-        await ext_client.post("/api/v1/auth/logout-all", headers=user.headers)
-    ).status_code == 204
-    response = await ext_client.get("/api/v1/users/me", headers=user.headers)
-    assert response.status_code == 401
+    org = await create_org(ext_client, user)
+    logout = await ext_client.post("/api/v1/auth/logout-all", headers=user.headers)
+    assert logout.status_code == 204
+    for path in ("/api/v1/users/me", f"{org.path}/projects"):  # own routes, tenant gate
+        response = await ext_client.get(path, headers=user.headers)
+        assert response.status_code == 401, path
