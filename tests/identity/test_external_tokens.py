@@ -215,3 +215,37 @@ async def test_a_deactivated_or_deleted_user_is_refused_whatever_the_token_says(
         await assert_refused(ext_client, token)
         fresh = await oidc.token(sub=sub, email=unique_email("ext"), email_verified=True)
         await assert_refused(ext_client, fresh)
+
+
+async def test_claim_names_may_be_urls_or_dotted_paths(build_app: Any, oidc: OidcProviders) -> None:
+    """Auth0's namespaced claims and Supabase's `user_metadata.email_verified`."""
+    app: FastAPI = await build_app(
+        rate_limit_enabled=False,
+        auth_providers=[
+            {
+                "name": "supabase-like",
+                "issuer": oidc.issuers["alpha"],
+                "audience": "authenticated",
+                "emailClaim": "https://tenantry.example/email",
+                "emailVerifiedClaim": "user_metadata.email_verified",
+                "firstNameClaim": "user_metadata.first_name",
+                "lastNameClaim": None,
+            }
+        ],
+    )
+    email = unique_email("nested")
+    token = await oidc.token(
+        aud="authenticated",  # Supabase's audience (the provider sets it as the claim)
+        **{
+            "https://tenantry.example/email": email,
+            "user_metadata": {"email_verified": True, "first_name": "Nested"},
+            "family_name": "Ignored",
+        },
+    )
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        response = await me(client, token)
+    assert response.status_code == 200, response.text
+    user = response.json()["data"]
+    assert (user["email"], user["emailVerified"]) == (email, True)
+    assert (user["firstName"], user["lastName"]) == ("Nested", None)

@@ -84,14 +84,29 @@ def _claims_of(provider: AuthProvider, claims: dict[str, Any]) -> ExternalClaims
     return ExternalClaims(
         provider=provider.name,
         subject=subject,
-        email=normalized_email(claims.get(provider.email_claim)),
-        email_verified=is_true(claims.get(provider.email_verified_claim or "")),
-        first_name=clean_name(claims.get(provider.first_name_claim or "")),
-        last_name=clean_name(claims.get(provider.last_name_claim or "")),
+        email=normalized_email(claim(claims, provider.email_claim)),
+        email_verified=is_true(claim(claims, provider.email_verified_claim)),
+        first_name=clean_name(claim(claims, provider.first_name_claim)),
+        last_name=clean_name(claim(claims, provider.last_name_claim)),
         issued_at=float(claims["iat"]),
         expires_at=float(claims["exp"]),
         token_id=str(claims.get("jti", "")),
     )
+
+
+def claim(claims: dict[str, Any], name: str | None) -> Any:
+    """The claim `name`: a top-level key (Auth0's `https://...` names included), else a
+    dotted path into nested objects (Supabase's `user_metadata.email_verified`)."""
+    if not name:
+        return None
+    if name in claims:
+        return claims[name]
+    value: Any = claims
+    for part in name.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
 
 
 def normalized_email(value: Any) -> str | None:

@@ -35,7 +35,7 @@ from tenantry.core.errors import Conflict, Unauthorized, ValidationFailed
 from tenantry.core.security import sha256_hex
 from tenantry.modules.auth.revocation import Revocations
 from tenantry.modules.identity.models import Identity
-from tenantry.modules.identity.tokens import clean_name, is_true, normalized_email
+from tenantry.modules.identity.tokens import claim, clean_name, is_true, normalized_email
 from tenantry.modules.users import service as users
 from tenantry.modules.users.models import User
 
@@ -173,5 +173,5 @@ def _event_email(provider: AuthProvider, data: dict[str, Any]) -> tuple[str | No
                 status = (entry.get("verification") or {}).get("status")
                 return normalized_email(entry.get("email_address")), status == "verified"
         return None, False
-    verified_key = provider.email_verified_claim or "email_verified"
-    return normalized_email(data.get(provider.email_claim)), is_true(data.get(verified_key))
+    verified = provider.email_verified_claim or "email_verified"
+    return normalized_email(claim(data, provider.email_claim)), is_true(claim(data, verified))
