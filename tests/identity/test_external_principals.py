@@ -90,3 +90,27 @@ async def test_logout_all_refuses_the_provider_tokens_issued_before_it(
     for path in ("/api/v1/users/me", f"{org.path}/projects"):  # own routes, tenant gate
         response = await ext_client.get(path, headers=user.headers)
         assert response.status_code == 401, path
+
+
+async def test_an_account_without_a_local_password_erases_itself_with_its_provider_token(
+    ext_client: httpx.AsyncClient, oidc: OidcProviders
+) -> None:
+    user = await external_account(ext_client, oidc)
+    response = await ext_client.request("DELETE", "/api/v1/users/me", json={}, headers=user.headers)
+    assert response.status_code == 204, response.text
+    assert (await ext_client.get("/api/v1/users/me", headers=user.headers)).status_code == 401
+
+
+async def test_an_account_with_a_local_password_still_needs_it_to_erase_itself(
+    ext_client: httpx.AsyncClient, oidc: OidcProviders
+) -> None:
+    local = await register(ext_client)
+    token = await oidc.token(email=local.email, email_verified=True)
+    for body, status in [({}, 400), ({"password": "not the password"}, 401)]:
+        response = await ext_client.request(
+            "DELETE", "/api/v1/users/me", json=body, headers=bearer(token)
+        )
+        assert response.status_code == status, response.text
+    assert (await ext_client.get("/api/v1/users/me", headers=bearer(token))).status_code == 200
+    missing = await ext_client.request("DELETE", "/api/v1/users/me", json={}, headers=local.headers)
+    assert missing.status_code == 400
