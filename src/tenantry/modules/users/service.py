@@ -10,10 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.cache import Cache
 from tenantry.core.db import utcnow
-from tenantry.core.errors import Conflict, Forbidden, NotFound
+from tenantry.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from tenantry.core.listing import Listing, SortKey, created_at_key, list_rows, updated_at_key
 from tenantry.core.responses import ListQuery
 from tenantry.core.security import Security
+from tenantry.modules.auth.credentials import verify_password_or_fail
 from tenantry.modules.auth.revocation import Revocations
 from tenantry.modules.auth.sessions import end_all_sessions, erase_credentials
 from tenantry.modules.orgs.departure import depart, plan_departure, revoke_keys_everywhere
@@ -91,6 +92,18 @@ async def update_profile(session: AsyncSession, user: User, body: UpdateMe) -> U
         setattr(user, field, getattr(body, field))
     await session.flush()
     return user
+
+
+async def confirm_erasure(
+    security: Security, user: User, *, password: str | None, by_provider: bool
+) -> None:
+    """The caller proves it is the account holder: its password, or — for an account with
+    no local password, called with its provider's token — that token."""
+    if by_provider and user.password_hash == EXTERNAL_PASSWORD_HASH:
+        return
+    if password is None:
+        raise ValidationFailed(details=[{"field": "password", "message": "Field required"}])
+    await verify_password_or_fail(security, user, password)
 
 
 async def erase_account(
