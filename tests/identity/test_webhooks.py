@@ -14,7 +14,7 @@ from svix.webhooks import Webhook
 
 from tenantry.modules.identity.webhooks import hmac_signature
 from tenantry.modules.users.models import User
-from tests.factories import create_org, unique_email
+from tests.factories import add_member, create_org, unique_email
 from tests.identity.conftest import HMAC_SECRET, SVIX_SECRET, OidcProviders, bearer
 
 ALPHA = "/api/v1/auth/providers/alpha/webhook"
@@ -179,3 +179,25 @@ async def test_an_event_for_a_subject_never_seen_is_acknowledged(
     assert (
         await ext_client.post(ALPHA, content=body, headers=svix_headers(body))
     ).status_code == 204
+
+
+async def test_a_delivery_that_failed_can_be_retried_with_the_same_message_id(
+    ext_app: FastAPI, ext_client: httpx.AsyncClient, oidc: OidcProviders
+) -> None:
+    """The last owner of a shared organization is not erased (409); Clerk retries the same
+    message once ownership moved, and that retry is not a replay."""
+    subject, token, user = await signed_in(ext_client, oidc)
+    org = await create_org(ext_client, _account(user, token))
+    other = await add_member(ext_app, ext_client, org, "member")
+    body = clerk_event("user.deleted", subject, deleted=True)
+    headers = svix_headers(body)
+    refused = await ext_client.post(ALPHA, content=body, headers=headers)
+    assert refused.status_code == 409, refused.text
+    assert (await ext_client.get("/api/v1/users/me", headers=bearer(token))).status_code == 200
+    moved = await ext_client.patch(
+        f"{org.path}/members/{other.id}", json={"role": "owner"}, headers=bearer(token)
+    )
+    assert moved.status_code == 200, moved.text
+    retried = await ext_client.post(ALPHA, content=body, headers=headers)
+    assert retried.status_code == 204, retried.text
+    assert (await ext_client.get("/api/v1/users/me", headers=bearer(token))).status_code == 401

@@ -10,9 +10,9 @@ from tenantry.core.openapi import ErrorEnvelope
 from tenantry.core.responses import Envelope, ok
 from tenantry.core.routing import SessionDep, UnitOfWorkRoute
 from tenantry.modules.auth.deps import RevocationsDep, SettingsDep
+from tenantry.modules.identity import webhooks
 from tenantry.modules.identity.deps import ExternalAuthDep
 from tenantry.modules.identity.schemas import ProviderOut
-from tenantry.modules.identity.webhooks import apply_event, verify_webhook
 from tenantry.modules.orgs.deps import CacheDep
 
 router = APIRouter(prefix="/auth/providers", tags=["auth"], route_class=UnitOfWorkRoute)
@@ -49,11 +49,12 @@ async def receive_webhook(
     provider = external.provider(name)
     if provider is None or provider.webhook_scheme is None:
         raise NotFound("Identity provider not found")
-    event = await verify_webhook(
+    await webhooks.receive_webhook(
+        session,
+        cache,
+        revocations,
         provider,
         dict(request.headers),
         await request.body(),
-        cache,
         tolerance_seconds=settings.auth_webhook_tolerance_seconds,
     )
-    await apply_event(session, cache, revocations, provider, event)

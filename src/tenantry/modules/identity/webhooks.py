@@ -48,6 +48,30 @@ class WebhookEvent:
     message_id: str
     type: str
     data: dict[str, Any]
+    replay_key: str  # the cache entry remembering the message id
+
+
+async def receive_webhook(
+    session: AsyncSession,
+    cache: Cache,
+    revocations: Revocations,
+    provider: AuthProvider,
+    headers: dict[str, str],
+    body: bytes,
+    *,
+    tolerance_seconds: int,
+) -> None:
+    """Verify, then carry out, one delivery. A delivery whose event fails (409: the last
+    owner of a shared organization; 400) is forgotten, so the provider's retry of the same
+    message is not taken for a replay."""
+    event = await verify_webhook(
+        provider, headers, body, cache, tolerance_seconds=tolerance_seconds
+    )
+    try:
+        await apply_event(session, cache, revocations, provider, event)
+    except Exception:
+        await cache.delete(event.replay_key)
+        raise
 
 
 async def verify_webhook(
@@ -78,7 +102,11 @@ async def verify_webhook(
     key = f"identity:webhook:{provider.name}:{sha256_hex(message_id)}"
     if not await cache.add(key, b"1", ttl=2 * remember):
         raise Unauthorized("This webhook message was already received")
-    return _event(message_id, body)
+    try:
+        return _event(message_id, body, key)
+    except ValidationFailed:
+        await cache.delete(key)
+        raise
 
 
 def _verify_hmac(
@@ -101,7 +129,7 @@ def hmac_signature(secret: str, message_id: str, timestamp: str, body: bytes) ->
     return hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
 
 
-def _event(message_id: str, body: bytes) -> WebhookEvent:
+def _event(message_id: str, body: bytes, replay_key: str) -> WebhookEvent:
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -112,7 +140,7 @@ def _event(message_id: str, body: bytes) -> WebhookEvent:
         or not isinstance(payload.get("data"), dict)
     ):
         raise ValidationFailed("The webhook body needs `type` and a `data` object")
-    return WebhookEvent(message_id, payload["type"], payload["data"])
+    return WebhookEvent(message_id, payload["type"], payload["data"], replay_key)
 
 
 async def apply_event(
