@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import jwt
 from fastapi import FastAPI
@@ -114,3 +116,15 @@ async def test_an_account_with_a_local_password_still_needs_it_to_erase_itself(
     assert (await ext_client.get("/api/v1/users/me", headers=bearer(token))).status_code == 200
     missing = await ext_client.request("DELETE", "/api/v1/users/me", json={}, headers=local.headers)
     assert missing.status_code == 400
+
+
+async def test_concurrent_first_requests_of_a_subject_make_one_user(
+    ext_client: httpx.AsyncClient, oidc: OidcProviders
+) -> None:
+    for verified in (True, False):
+        token = await oidc.token(email=unique_email("race"), email_verified=verified)
+        responses = await asyncio.gather(
+            *(ext_client.get("/api/v1/users/me", headers=bearer(token)) for _ in range(6))
+        )
+        assert [r.status_code for r in responses] == [200] * 6, [r.text for r in responses]
+        assert len({r.json()["data"]["id"] for r in responses}) == 1

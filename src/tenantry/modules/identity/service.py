@@ -108,15 +108,18 @@ class ExternalAuth:
         async with self._database.session(write=False) as session:
             found = await _find_linked(session, claims)
         if found is None:
+            refusal: Conflict | None = None
             try:
                 async with self._database.transaction() as session:
                     await _link(session, claims)
             except IntegrityError:
                 pass  # a concurrent first request linked it: read what it wrote
+            except Conflict as exc:
+                refusal = exc  # unless the account holding the email is ours by now
             async with self._database.session(write=False) as session:
                 found = await _find_linked(session, claims)
             if found is None:
-                raise Unauthorized(REFUSED)
+                raise refusal or Unauthorized(REFUSED)
         user, valid_after = found
         if valid_after is not None and claims.issued_at < valid_after.timestamp():
             raise Unauthorized("The session has ended; sign in again")
@@ -141,6 +144,13 @@ async def _find_linked(
 
 
 async def _link(session: AsyncSession, claims: ExternalClaims) -> None:
+    linked = await session.scalar(
+        select(Identity.id).where(
+            Identity.provider == claims.provider, Identity.subject == claims.subject
+        )
+    )
+    if linked is not None:  # a concurrent first request made it since our read
+        return
     email = claims.email or _placeholder_email(claims)
     user = await users.find_user_by_email(session, email, include_deleted=True)
     if user is None:
