@@ -45,6 +45,8 @@ from tenantry.modules.exports.router import router as exports_router
 from tenantry.modules.files.router import router as files_router
 from tenantry.modules.files.slots import create_upload_slots
 from tenantry.modules.health.router import router as health_router
+from tenantry.modules.identity.router import router as identity_router
+from tenantry.modules.identity.service import ExternalAuth
 from tenantry.modules.orgs.gate import OrgGate
 from tenantry.modules.orgs.routers.invitations import router as invitations_router
 from tenantry.modules.orgs.routers.jobs import router as org_jobs_router
@@ -108,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     revocations = Revocations(  # the database decides, the cache remembers
         cache, database, access_token_ttl_seconds=settings.access_token_ttl_seconds
     )
+    external = ExternalAuth(settings, database)  # AUTH_PROVIDERS: JWKS per issuer, JIT links
     clock = Clock()
     services = Services(
         settings=settings,
@@ -126,9 +129,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics=Metrics(database),
         security=security,
         revocations=revocations,
+        external=external,
         gate=OrgGate(  # principal → membership → plan → API rate → usage
             security=security,
             revocations=revocations,
+            external=external,
             cache=cache,
             database=database,
             plan_rate=plan_rate,
@@ -159,6 +164,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await usage_store.close()
             await cache.close()
             await counts_cache.close()
+            await external.close()
             if redis is not None:
                 await redis.aclose()
             await database.dispose()
@@ -196,6 +202,7 @@ def api_routers() -> list[APIRouter]:
     api: list[APIRouter] = []
     api.append(auth_router)
     api.append(mfa_router)
+    api.append(identity_router)
     api.append(users_router)
     api.append(orgs_router)
     api.append(members_router)

@@ -13,6 +13,7 @@ from tenantry.modules.auth.deps import (
     ClientDep,
     CurrentUser,
     DatabaseDep,
+    LocalAuthOnly,
     SecurityDep,
     SettingsDep,
 )
@@ -24,7 +25,12 @@ from tenantry.modules.auth.schemas import (
     RecoveryCodesOut,
 )
 
-router = APIRouter(prefix="/auth/mfa", tags=["auth"], route_class=UnitOfWorkRoute)
+router = APIRouter(
+    prefix="/auth/mfa",
+    tags=["auth"],
+    route_class=UnitOfWorkRoute,
+    dependencies=[LocalAuthOnly],  # AUTH_LOCAL=false: 404
+)
 
 
 @router.post("/setup")

@@ -17,6 +17,7 @@ from tenantry.modules.auth.deps import (
     ClientDep,
     CurrentUser,
     DatabaseDep,
+    LocalAuthOnly,
     RevocationsDep,
     SecurityDep,
     SettingsDep,
@@ -75,7 +76,7 @@ def _accepted(job_id: str | None) -> Envelope[JobAccepted]:
 @router.post(
     "/register",
     status_code=status.HTTP_201_CREATED,
-    dependencies=[Depends(limit_per_ip("register"))],
+    dependencies=[LocalAuthOnly, Depends(limit_per_ip("register"))],
 )
 async def register(
     body: RegisterRequest,
@@ -88,7 +89,7 @@ async def register(
     return _result(await service.register(session, security, settings, body, client))
 
 
-@router.post("/login", dependencies=[Depends(limit_login_per_ip)])
+@router.post("/login", dependencies=[LocalAuthOnly, Depends(limit_login_per_ip)])
 async def login(
     request: Request,
     body: LoginRequest,
@@ -172,7 +173,7 @@ async def revoke_session(
 @router.post(
     "/password/forgot",
     status_code=status.HTTP_202_ACCEPTED,
-    dependencies=[Depends(limit_per_ip("forgot"))],
+    dependencies=[LocalAuthOnly, Depends(limit_per_ip("forgot"))],
 )
 async def forgot_password(
     body: ForgotPasswordRequest, session: SessionDep, settings: SettingsDep
@@ -181,7 +182,12 @@ async def forgot_password(
     return _accepted(await service.request_password_reset(session, settings, body.email))
 
 
-@router.post("/password/reset", status_code=NO_CONTENT, response_class=Response)
+@router.post(
+    "/password/reset",
+    status_code=NO_CONTENT,
+    response_class=Response,
+    dependencies=[LocalAuthOnly],
+)
 async def reset_password(
     body: ResetPasswordRequest,
     session: SessionDep,
@@ -192,7 +198,12 @@ async def reset_password(
     await service.reset_password(session, security, revocations, body.token, body.password)
 
 
-@router.post("/password/change", status_code=NO_CONTENT, response_class=Response)
+@router.post(
+    "/password/change",
+    status_code=NO_CONTENT,
+    response_class=Response,
+    dependencies=[LocalAuthOnly],
+)
 async def change_password(
     body: ChangePasswordRequest,
     user: CurrentUser,

@@ -21,7 +21,10 @@ A warm request makes no Redis and no database round trip for any of them. The pr
   as its creator (user id);
 - otherwise a user's access token (JWT): verified and checked for revocation like
   `AccessClaimsDep` (the session's cached fact; the database when the cache has none),
-  then the membership is read (cached, see access.py).
+  then the membership is read (cached, see access.py). A token of a configured external
+  issuer (modules/identity) is verified against that issuer's JWKS and stands for its
+  linked user, whose account is read from the database on each use; from there on it is
+  the same path (membership, permissions, plan, rate, usage, audit's actorUserId).
   Permissions always come from the membership's role, never from the token.
 
 No credentials → 401. Not a member, unknown or deleted organization → the same 404.
@@ -45,6 +48,7 @@ from tenantry.core.tenancy import TenantContext
 from tenantry.modules.api_keys import service as api_keys
 from tenantry.modules.audit.service import remember_request
 from tenantry.modules.auth.deps import access_claims_fetching
+from tenantry.modules.auth.external import ExternalIssuers
 from tenantry.modules.auth.revocation import Revocations
 from tenantry.modules.orgs.access import Access, access_cache_key, organization_access
 from tenantry.modules.plans.apirate import PlanRate
@@ -78,6 +82,7 @@ class OrgGate:
 
     security: Security
     revocations: Revocations
+    external: ExternalIssuers  # tokens of external OIDC issuers (modules/identity)
     cache: Cache
     database: Database
     plan_rate: PlanRate
@@ -111,6 +116,7 @@ class OrgGate:
         claims, prefetched = await access_claims_fetching(
             self.security,
             self.revocations,
+            self.external,
             _bearer(request),
             lambda claims: [access_cache_key(org_id, claims.user_id)],
         )

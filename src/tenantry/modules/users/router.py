@@ -13,8 +13,13 @@ from tenantry.core.errors import ValidationFailed
 from tenantry.core.responses import CursorPage, Envelope, Page, ok
 from tenantry.core.routing import SessionDep, UnitOfWorkRoute
 from tenantry.modules.admin.subject_access import subject_rows
-from tenantry.modules.auth.credentials import verify_password_or_fail
-from tenantry.modules.auth.deps import CurrentUser, PlatformAdmin, RevocationsDep, SecurityDep
+from tenantry.modules.auth.deps import (
+    AccessClaimsDep,
+    CurrentUser,
+    PlatformAdmin,
+    RevocationsDep,
+    SecurityDep,
+)
 from tenantry.modules.auth.mfa import remaining_recovery_codes
 from tenantry.modules.auth.sessions import all_sessions
 from tenantry.modules.orgs.deps import CacheDep
@@ -57,13 +62,15 @@ async def update_me(body: UpdateMe, user: CurrentUser, session: SessionDep) -> E
 async def delete_me(
     body: DeleteMe,
     user: CurrentUser,
+    claims: AccessClaimsDep,
     session: SessionDep,
     security: SecurityDep,
     revocations: RevocationsDep,
     cache: CacheDep,
 ) -> None:
     """Erase the caller's account (password required): memberships, keys, sessions, data."""
-    await verify_password_or_fail(security, user, body.password)
+    by_provider = claims.session_id is None  # an external provider's token
+    await service.confirm_erasure(security, user, password=body.password, by_provider=by_provider)
     await service.erase_account(session, cache, revocations, user)
 
 

@@ -57,7 +57,9 @@ class UpdateMe(RequestSchema):
 
 
 class DeleteMe(RequestSchema):
-    password: PresentedPassword
+    # Required for an account with a local password; an account that only ever signed in
+    # through an external provider confirms with that provider's token instead.
+    password: PresentedPassword | None = None
 
 
 class AdminCreateUser(RequestSchema):
