@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import datetime as dt
 import math
 from collections.abc import Sequence
@@ -16,7 +17,7 @@ from enum import StrEnum
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from starlette.responses import JSONResponse as _StarletteJSONResponse
 
@@ -76,10 +77,24 @@ class RequestSchema(BaseModel):
         return _reject_nul(value)
 
 
+def _schema_stem(param: Any) -> str:
+    """`ProjectOut` → `Project`, `list[RoleOut]` → `RoleList`: the stem of a named schema."""
+    args = getattr(param, "__args__", None)
+    if getattr(param, "__origin__", None) is list and args:
+        return f"{_schema_stem(args[0])}List"
+    name = getattr(param, "__name__", str(param))
+    return name.removesuffix("Out") or name
+
+
 class Envelope(Schema, Generic[T]):
     success: Literal[True] = True
     data: T
     timestamp: str = Field(default_factory=utc_timestamp)
+
+    @classmethod
+    def model_parametrized_name(cls, params: tuple[Any, ...]) -> str:
+        # The name clients see (`ProjectEnvelope`), not pydantic's `Envelope_ProjectOut_`.
+        return f"{_schema_stem(params[0])}Envelope"
 
 
 def _false(value: bool) -> bool:
@@ -109,12 +124,20 @@ class Page(Schema, Generic[T]):
     meta: PageMeta
     timestamp: str = Field(default_factory=utc_timestamp)
 
+    @classmethod
+    def model_parametrized_name(cls, params: tuple[Any, ...]) -> str:
+        return f"{_schema_stem(params[0])}Page"
+
 
 class CursorPage(Schema, Generic[T]):
     success: Literal[True] = True
     data: list[T]
     meta: CursorMeta
     timestamp: str = Field(default_factory=utc_timestamp)
+
+    @classmethod
+    def model_parametrized_name(cls, params: tuple[Any, ...]) -> str:
+        return f"{_schema_stem(params[0])}CursorPage"
 
 
 class JobAccepted(Schema):
@@ -169,10 +192,22 @@ class ListQuery(BaseModel):
 
     page: int = Field(default=1, ge=1, le=1_000_000)
     limit: int = Field(default=10, ge=1, le=100)
-    sort_by: str = "createdAt"
+    sort_by: str = Field(default="createdAt", json_schema_extra={"enum": ["createdAt"]})
     sort_order: SortOrder = SortOrder.DESC
     search: str | None = Field(default=None, max_length=200)
     cursor: str | None = None
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        """The document names the allowed `sortBy` values as an enum, as the server checks."""
+        super().__pydantic_init_subclass__(**kwargs)
+        field = cls.__pydantic_fields__["sort_by"]
+        allowed: list[JsonValue] = list(cls.sort_fields)
+        if field.json_schema_extra != {"enum": allowed}:
+            narrowed = copy.copy(field)
+            narrowed.json_schema_extra = {"enum": allowed}
+            cls.__pydantic_fields__["sort_by"] = narrowed
+            cls.model_rebuild(force=True)
 
     @field_validator("search", "cursor", "sort_by", mode="after")
     @classmethod

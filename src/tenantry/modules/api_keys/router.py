@@ -7,7 +7,7 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, status
-from pydantic import Field
+from pydantic import ConfigDict, Field
 from starlette.responses import Response
 
 from tenantry.core.authz import require
@@ -30,6 +30,12 @@ KeyId = Annotated[uuid.UUID, Path(alias="keyId")]
 
 
 class CreateApiKey(RequestSchema):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"name": "CI deploys", "permissions": ["projects:read", "tasks:write"]}]
+        }
+    )
+
     name: str = Field(min_length=1, max_length=100)
     permissions: list[str] = Field(min_length=1, max_length=100)
     expires_at: AwareIsoDateTime | None = None

@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from tenantry.core.responses import ListQuery, RequestSchema, Schema
 from tenantry.modules.projects.models import ProjectStatus
@@ -18,12 +18,24 @@ Description = Annotated[str, Field(max_length=10_000)]
 class ProjectCreate(RequestSchema):
     """No `id`, `organizationId`, `createdBy`, `version`...: sending one is a 400."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"name": "Website redesign", "description": "Q3 launch", "status": "active"}
+            ]
+        }
+    )
+
     name: ProjectName
     description: Description | None = None
     status: ProjectStatus = ProjectStatus.ACTIVE
 
 
 class ProjectUpdate(RequestSchema):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"name": "Website redesign (v2)", "version": 1}]}
+    )
+
     name: ProjectName | None = None
     description: Description | None = None
     status: ProjectStatus | None = None

@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from tenantry.core.dates import IsoDate
 from tenantry.core.responses import ListQuery, RequestSchema, Schema
@@ -19,6 +19,14 @@ MAX_BULK_IDS = 100
 
 class TaskCreate(RequestSchema):
     """No `id`, `organizationId`, `projectId`, `createdBy`, `version`...: sending one is a 400."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"title": "Write the launch post", "priority": "high", "dueDate": "2026-12-31"}
+            ]
+        }
+    )
 
     title: Title
     description: Description | None = None
@@ -45,6 +53,10 @@ class TaskChanges(RequestSchema):
 
 
 class TaskUpdate(TaskChanges):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"status": "in_progress", "version": 1}]}
+    )
+
     title: Title | None = None
     description: Description | None = None
     version: int | None = Field(
@@ -96,6 +108,14 @@ class OrgTaskListQuery(TaskListQuery):
 
 
 class BulkUpdate(RequestSchema):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"ids": ["0193f5a2-8c1e-7d3a-9b2f-4e5d6c7b8a90"], "changes": {"status": "done"}}
+            ]
+        }
+    )
+
     ids: list[uuid.UUID] = Field(min_length=1, max_length=MAX_BULK_IDS)
     changes: TaskChanges
 

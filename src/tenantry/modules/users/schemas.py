@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BeforeValidator, EmailStr, Field
+from pydantic import AfterValidator, BeforeValidator, ConfigDict, EmailStr, Field
 
 from tenantry.core.responses import ListQuery, RequestSchema, Schema
 from tenantry.modules.users.models import PlatformRole
@@ -52,15 +52,36 @@ class AdminUserOut(UserOut):
 
 
 class UpdateMe(RequestSchema):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"firstName": "Ada", "lastName": "Lovelace"}]}
+    )
+
     first_name: Name | None = None
     last_name: Name | None = None
 
 
 class DeleteMe(RequestSchema):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"password": "correct horse battery staple"}]}
+    )
+
     password: PresentedPassword
 
 
 class AdminCreateUser(RequestSchema):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "email": "ada@example.com",
+                    "password": "correct horse battery staple",
+                    "firstName": "Ada",
+                    "role": "USER",
+                }
+            ]
+        }
+    )
+
     email: Email
     password: Password
     first_name: Name | None = None
@@ -71,6 +92,8 @@ class AdminCreateUser(RequestSchema):
 
 
 class AdminUpdateUser(RequestSchema):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"isActive": False}]})
+
     first_name: Name | None = None
     last_name: Name | None = None
     role: PlatformRole | None = None
