@@ -118,6 +118,10 @@ def contract_problems(document: dict[str, Any]) -> list[str]:
                 problems.append(f"{where}: {status} without Retry-After")
             if status == "401" and "WWW-Authenticate" not in headers:
                 problems.append(f"{where}: 401 without WWW-Authenticate")
+        # list queries name their sort fields (anything else is a 400)
+        for parameter in op.get("parameters", []):
+            if parameter.get("name") == "sortBy" and not parameter.get("schema", {}).get("enum"):
+                problems.append(f"{where}: sortBy is not an enum of the sortable fields")
         # request bodies carry an example, valid against their schema
         for media_type, media in op.get("requestBody", {}).get("content", {}).items():
             if "example" not in media and "examples" not in media:
@@ -290,6 +294,12 @@ PROJECT = "/api/v1/orgs/{orgId}/projects/{projectId}"
             "Idempotent-Replayed",
         ),
         (lambda d: d["components"]["securitySchemes"].pop("apiKeyHeader"), "apiKeyHeader"),
+        (
+            lambda d: _op(d, "/api/v1/orgs/{orgId}/projects", "get")["parameters"][-1].update(
+                name="sortBy", schema={"type": "string"}
+            ),
+            "sortBy is not an enum",
+        ),
         (lambda d: d["components"]["schemas"].pop("ErrorCode"), "ErrorCode"),
     ],
 )

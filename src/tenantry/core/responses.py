@@ -17,8 +17,18 @@ from enum import StrEnum
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    JsonValue,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 from starlette.responses import JSONResponse as _StarletteJSONResponse
 
 T = TypeVar("T")
@@ -57,6 +67,23 @@ class Schema(BaseModel):
     )
 
 
+NO_NUL_PATTERN = "^[^\\x00]*$"
+
+
+def _forbid_nul_in_schema(schema: Any) -> None:
+    """Give every free-text string of a (property) schema the no-NUL pattern."""
+    if not isinstance(schema, dict):
+        return
+    if schema.get("type") == "string" and not (
+        {"pattern", "format", "enum", "const"} & set(schema)
+    ):
+        schema["pattern"] = NO_NUL_PATTERN
+    for key in ("anyOf", "oneOf", "allOf"):
+        for option in schema.get(key, []):
+            _forbid_nul_in_schema(option)
+    _forbid_nul_in_schema(schema.get("items"))
+
+
 class RequestSchema(BaseModel):
     """Request bodies: camelCase, unknown fields rejected, NUL bytes rejected.
 
@@ -75,6 +102,17 @@ class RequestSchema(BaseModel):
     @classmethod
     def _no_nul_bytes(cls, value: Any) -> Any:
         return _reject_nul(value)
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        """The document says what the validator above refuses: strings without NUL."""
+        schema = handler(core_schema)
+        target = handler.resolve_ref_schema(schema)
+        for prop in target.get("properties", {}).values():
+            _forbid_nul_in_schema(prop)
+        return schema
 
 
 def _schema_stem(param: Any) -> str:
@@ -190,12 +228,20 @@ class ListQuery(BaseModel):
     max_offset_rows: ClassVar[int] = 10_000
     search_count_cap: ClassVar[int] = 1_000
 
-    page: int = Field(default=1, ge=1, le=1_000_000)
+    page: int = Field(
+        default=1,
+        ge=1,
+        le=1_000_000,
+        description="Offset pages reach `page * limit` <= MAX_OFFSET_ROWS (10,000 by default) "
+        "rows; deeper is a 400: use `cursor`",
+    )
     limit: int = Field(default=10, ge=1, le=100)
     sort_by: str = Field(default="createdAt", json_schema_extra={"enum": ["createdAt"]})
     sort_order: SortOrder = SortOrder.DESC
-    search: str | None = Field(default=None, max_length=200)
-    cursor: str | None = None
+    search: str | None = Field(
+        default=None, max_length=200, json_schema_extra={"pattern": NO_NUL_PATTERN}
+    )
+    cursor: str | None = Field(default=None, json_schema_extra={"pattern": NO_NUL_PATTERN})
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:

@@ -40,7 +40,8 @@ MULTIPART_BODY: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "required": ["file"],
-                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "additionalProperties": False,  # any other part is a 400
+                    "properties": {"file": {"type": "string", "format": "binary", "minLength": 1}},
                 },
                 "example": {"file": "(the file's bytes, e.g. report.pdf)"},
             }

@@ -26,7 +26,16 @@ def _printable_name(value: str) -> str:
 
 
 OrganizationName = Annotated[
-    str, Field(min_length=1, max_length=100), AfterValidator(_printable_name)
+    str,
+    # The document states what `_printable_name` refuses.
+    Field(
+        min_length=1,
+        max_length=100,
+        json_schema_extra={
+            "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069]*$"
+        },
+    ),
+    AfterValidator(_printable_name),
 ]
 
 

@@ -7,6 +7,7 @@ import uuid
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from tenantry.core.responses import ListQuery, RequestSchema, Schema
 from tenantry.modules.projects.models import ProjectStatus
@@ -36,9 +37,10 @@ class ProjectUpdate(RequestSchema):
         json_schema_extra={"examples": [{"name": "Website redesign (v2)", "version": 1}]}
     )
 
-    name: ProjectName | None = None
+    # Absent = unchanged; `null` is refused (and the document does not offer it).
+    name: ProjectName | SkipJsonSchema[None] = None
     description: Description | None = None
-    status: ProjectStatus | None = None
+    status: ProjectStatus | SkipJsonSchema[None] = None
     version: int | None = Field(
         default=None, ge=1, description="The version the change is based on"
     )

@@ -7,6 +7,7 @@ import uuid
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from tenantry.core.dates import IsoDate
 from tenantry.core.responses import ListQuery, RequestSchema, Schema
@@ -39,8 +40,9 @@ class TaskCreate(RequestSchema):
 class TaskChanges(RequestSchema):
     """The fields a PATCH (or a bulk update) may change; absent fields stay as they are."""
 
-    status: TaskStatus | None = None
-    priority: TaskPriority | None = None
+    # Absent = unchanged; `null` is refused (and the document does not offer it).
+    status: TaskStatus | SkipJsonSchema[None] = None
+    priority: TaskPriority | SkipJsonSchema[None] = None
     assignee_id: uuid.UUID | None = None
     due_date: IsoDate | None = None
 
@@ -57,7 +59,7 @@ class TaskUpdate(TaskChanges):
         json_schema_extra={"examples": [{"status": "in_progress", "version": 1}]}
     )
 
-    title: Title | None = None
+    title: Title | SkipJsonSchema[None] = None
     description: Description | None = None
     version: int | None = Field(
         default=None, ge=1, description="The version the change is based on"
@@ -117,7 +119,7 @@ class BulkUpdate(RequestSchema):
     )
 
     ids: list[uuid.UUID] = Field(min_length=1, max_length=MAX_BULK_IDS)
-    changes: TaskChanges
+    changes: TaskChanges = Field(json_schema_extra={"minProperties": 1})  # see below
 
     @field_validator("changes", mode="after")
     @classmethod

@@ -6,6 +6,7 @@ import datetime as dt
 import uuid
 from typing import Annotated, Any, ClassVar, Literal
 
+from email_validator import SPECIAL_USE_DOMAIN_NAMES
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, EmailStr, Field
 
 from tenantry.core.responses import ListQuery, RequestSchema, Schema
@@ -23,8 +24,23 @@ def _strip(value: object) -> object:
     return value.strip() if isinstance(value, str) else value
 
 
+def _case_insensitive(word: str) -> str:
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else c for c in word)
+
+
+# email-validator refuses the special-use domains (RFC 6761: `.test`, `.localhost`...):
+# the document says so with a pattern, or generated clients would send what we refuse.
+UNDELIVERABLE_DOMAINS_EXCLUDED = (
+    "^(?![^@]*@(?:[^@]*\\.)?(?:"
+    + "|".join(_case_insensitive(d) for d in SPECIAL_USE_DOMAIN_NAMES)
+    + ")\\.?$)"
+)
+
 Email = Annotated[
-    EmailStr, BeforeValidator(_strip), AfterValidator(normalize_email), Field(max_length=320)
+    EmailStr,
+    BeforeValidator(_strip),
+    AfterValidator(normalize_email),
+    Field(max_length=320, json_schema_extra={"pattern": UNDELIVERABLE_DOMAINS_EXCLUDED}),
 ]
 # Any Unicode, never truncated or normalised: the bytes a user typed are the bytes we hash.
 Password = Annotated[str, Field(min_length=PASSWORD_MIN_LENGTH, max_length=PASSWORD_MAX_LENGTH)]

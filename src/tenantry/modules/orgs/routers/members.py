@@ -78,7 +78,7 @@ async def remove_member(
     "/transfer-ownership",
     status_code=NO_CONTENT,
     response_class=Response,
-    responses=errors({400: ["bad_request"], 403: ["forbidden"]}),  # owners only
+    responses=errors({403: ["forbidden"]}),  # owners only
 )
 async def transfer_ownership(
     body: TransferOwnership, ctx: TenantContextDep, session: SessionDep, cache: CacheDep
