@@ -45,9 +45,11 @@ ACCEPTED_REFUSALS: dict[tuple[int, str, str | None, str], str] = {
     (400, "validation_error", "cursor", "Invalid cursor"): "cursors are opaque, server-issued",
     (400, "validation_error", "cursor", "sorts by createdAt"): "keyset pages of files/users",
     (400, "validation_error", "body", "at most 366 days"): "usage: `to - from` over a year",
+    (400, "validation_error", "body", "must not be before"): "usage: `to` before `from`",
     (400, "validation_error", "expiresAt", "in the future"): "an API key expiring in the past",
     (400, "validation_error", "assigneeId", "Not a member"): "assignees must be members",
     (412, "precondition_failed", "If-Match", ""): "a stale If-Match (API.md: 412)",
+    (402, "plan_limit_reached", None, ""): "the fuzzer fills the trial plan's limits",
     (415, "unsupported_media_type", "file", "detected type"): "upload types are sniffed",
 }
 

@@ -18,7 +18,6 @@ from fastapi.routing import iter_route_contexts
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
-from starlette.routing import get_route_path
 
 from tenantry.core.responses import JSONResponse, utc_timestamp
 
@@ -304,7 +303,10 @@ def _looks_like_connect_failure(exc: OSError) -> bool:
 
 def allowed_methods(request: Request) -> list[str]:
     """Every method some route serves at the request's path (for a 405's `Allow`)."""
-    path = get_route_path(request.scope)
+    path: str = request.scope["path"]
+    root_path: str = request.scope.get("root_path", "")
+    if root_path and path.startswith(root_path):
+        path = path[len(root_path) :]  # as routes match it (behind a mount or a proxy prefix)
     methods: set[str] = set()
     for route in iter_route_contexts(request.app.routes):  # through included routers
         regex = getattr(route, "path_regex", None)
