@@ -2092,7 +2092,11 @@ export interface components {
          * @description The error envelope of API.md.
          */
         ErrorEnvelope: {
-            /** @enum {boolean} */
+            /**
+             * Success
+             * @default false
+             * @constant
+             */
             success?: false;
             /**
              * Statuscode

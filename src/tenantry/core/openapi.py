@@ -322,7 +322,8 @@ def _errors(
             for status, codes in fact.write_errors.items():
                 add(status, codes)
     for status in sorted(wanted):
-        responses[str(status)] = _error_response(status, wanted[status] or ["error"])
+        fallback = HTTPStatus(status).phrase.lower().replace(" ", "_")  # as core/errors.py
+        responses[str(status)] = _error_response(status, wanted[status] or [fallback])
     operation["responses"] = dict(sorted(responses.items()))
 
 
@@ -453,7 +454,6 @@ def _error_code_union(schema: dict[str, Any]) -> None:
     envelope = schemas.get(ERROR_SCHEMA)
     if envelope is not None:
         envelope["properties"]["code"] = {"$ref": SCHEMA_REF + ERROR_CODE_SCHEMA}
-        envelope["properties"]["success"] = {"type": "boolean", "enum": [False]}
 
 
 def _app_error_codes() -> Iterator[str]:
