@@ -11,14 +11,23 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import jsonschema
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
+from starlette.responses import Response, StreamingResponse
 
-from tenantry.core.openapi import ERROR_CODES_EXTENSION, SECURITY_SCHEMES, operation_id_for
+from tenantry.core.authz import require
+from tenantry.core.openapi import (
+    ERROR_CODES_EXTENSION,
+    SECURITY_SCHEMES,
+    errors,
+    operation_id_for,
+)
+from tenantry.core.routing import UnitOfWorkRoute
+from tenantry.core.tenancy import TenantContext
 
 OPERATION_ID = re.compile(r"^[a-z][A-Za-z0-9]*_[a-z][a-z0-9_]*$")
 ERROR_REF = "#/components/schemas/ErrorEnvelope"
@@ -308,3 +317,47 @@ def test_the_walker_fails_on_an_incomplete_operation(
 ) -> None:
     problems = _broken(document, mutate)
     assert any(expected in problem for problem in problems), problems
+
+
+async def test_a_route_added_later_is_documented_completely_without_openapi_code(
+    build_app: Any,
+) -> None:
+    # What the events and identity-provider work will add: a tenant stream and a public
+    # webhook, declared like any route (docstring, dependencies), no OpenAPI by hand.
+    router = APIRouter(tags=["events"], route_class=UnitOfWorkRoute)
+    providers = APIRouter(tags=["auth"], route_class=UnitOfWorkRoute)
+
+    @router.get(
+        "/orgs/{orgId}/events",
+        response_class=StreamingResponse,
+        responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+    )
+    async def stream_events(
+        _ctx: Annotated[TenantContext, Depends(require("audit:read"))],
+    ) -> Response:
+        """What happens in the organization, as Server-Sent Events."""
+        return Response()
+
+    @providers.post(
+        "/auth/providers/{name}/webhook",
+        status_code=204,
+        response_class=Response,
+        responses=errors({401: ["unauthorized"]}),
+    )
+    async def provider_webhook(name: str) -> None:
+        """Receive an identity provider's signed user-lifecycle event."""
+
+    app = await build_app()
+    app.include_router(router, prefix="/api/v1")
+    app.include_router(providers, prefix="/api/v1")
+    app.openapi_schema = None
+    document = app.openapi()
+    assert contract_problems(document) == []
+    events = document["paths"]["/api/v1/orgs/{orgId}/events"]["get"]
+    assert events["operationId"] == "events_stream"
+    assert events["security"] == [{"bearerAuth": []}, {"apiKeyHeader": []}]
+    assert {"401", "403", "404", "429"} <= set(events["responses"])
+    webhook = document["paths"]["/api/v1/auth/providers/{name}/webhook"]["post"]
+    assert webhook["operationId"] == "auth_provider_webhook"
+    assert webhook["security"] == []
+    assert webhook["responses"]["401"]["x-error-codes"] == ["unauthorized"]
