@@ -30,7 +30,7 @@ from tenantry.core.mail import bind_mail, create_mailer
 from tenantry.core.metrics import Metrics
 from tenantry.core.middleware import BodyDeadline, RequestContextMiddleware
 from tenantry.core.nearcache import NearCache
-from tenantry.core.openapi import ERROR_RESPONSES, finalize_openapi
+from tenantry.core.openapi import finalize_openapi
 from tenantry.core.ratelimit import create_rate_limiter
 from tenantry.core.responses import configure_lists
 from tenantry.core.security import Security
@@ -190,7 +190,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Each feature router is included once, straight under `/api/v1`: FastAPI (≥ 0.137)
         # matches included routers level by level, per request, so an extra level of
         # nesting cost ~10 % of a cached read (docs/performance.md).
-        app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
+        app.include_router(router, prefix=API_PREFIX)
     app.include_router(health_router)
     _install_middleware(app, settings, services.metrics)
     _install_openapi(app)
@@ -275,7 +275,9 @@ def _install_openapi(app: FastAPI) -> None:
                 summary=app.summary,
                 routes=app.routes,
             )
-            app.openapi_schema = document_permissions(finalize_openapi(schema), app.routes)
+            app.openapi_schema = document_permissions(
+                finalize_openapi(schema, app.routes), app.routes
+            )
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

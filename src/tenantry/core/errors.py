@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import iter_route_contexts
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -311,6 +312,20 @@ def _looks_like_connect_failure(exc: OSError) -> bool:
     return isinstance(exc, ConnectionError) or exc.errno is not None
 
 
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at the request's path (for a 405's `Allow`)."""
+    path: str = request.scope["path"]
+    root_path: str = request.scope.get("root_path", "")
+    if root_path and path.startswith(root_path):
+        path = path[len(root_path) :]  # as routes match it (behind a mount or a proxy prefix)
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):  # through included routers
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path):
+            methods.update(route.methods or ())
+    return sorted(methods)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_app_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, AppError)
@@ -330,6 +345,10 @@ def install_error_handlers(app: FastAPI) -> None:
             error.message = HTTPStatus(exc.status_code).phrase
         elif exc.status_code == 404:
             error.message = "Route not found"
+        elif exc.status_code == 405:
+            # Starlette names the methods of the first route whose path matched; a path
+            # served by several routes (GET, PATCH, DELETE each its own) allows them all.
+            error.headers["Allow"] = ", ".join(allowed_methods(request))
         return error_response(request, error)
 
     async def on_known_exception(request: Request, exc: Exception) -> Response:

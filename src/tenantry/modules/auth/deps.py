@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tenantry.config import Settings
 from tenantry.core.db import Database
 from tenantry.core.errors import Forbidden, NotFound, Unauthorized
+from tenantry.core.openapi import BEARER, declare
 from tenantry.core.ratelimit import client_ip
 from tenantry.core.routing import SessionDep, get_database
 from tenantry.core.security import AccessClaims, InvalidAccessToken, Security
@@ -32,7 +33,9 @@ from tenantry.modules.auth.revocation import Revocations
 from tenantry.modules.users.models import PlatformRole, User
 from tenantry.services import services_of
 
-_bearer = HTTPBearer(auto_error=False, description="Access token from /auth/login")
+_bearer = HTTPBearer(
+    auto_error=False, scheme_name=BEARER, description="Access token from /auth/login"
+)
 USER_AGENT_MAX = 512
 
 
@@ -180,7 +183,7 @@ def require_platform_role(minimum: PlatformRole | str) -> Callable[..., Awaitabl
             raise Forbidden()
         return user
 
-    return dependency
+    return declare(dependency, errors={403: ["forbidden"]})
 
 
 PlatformAdmin = Annotated[User, Depends(require_platform_role(PlatformRole.ADMIN))]

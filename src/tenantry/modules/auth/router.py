@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request, status
 from starlette.responses import Response
 
 from tenantry.core.db import new_id
+from tenantry.core.openapi import errors
 from tenantry.core.responses import Envelope, JobAccepted, ok
 from tenantry.core.routing import SessionDep, UnitOfWorkRoute
 from tenantry.core.security import AccessClaims
@@ -77,6 +78,7 @@ def _accepted(job_id: str | None) -> Envelope[JobAccepted]:
     "/register",
     status_code=status.HTTP_201_CREATED,
     dependencies=[LocalAuthOnly, Depends(limit_per_ip("register"))],
+    responses=errors({409: ["conflict"]}),
 )
 async def register(
     body: RegisterRequest,
@@ -89,7 +91,16 @@ async def register(
     return _result(await service.register(session, security, settings, body, client))
 
 
-@router.post("/login", dependencies=[LocalAuthOnly, Depends(limit_login_per_ip)])
+@router.post(
+    "/login",
+    dependencies=[LocalAuthOnly, Depends(limit_login_per_ip)],
+    responses=errors(
+        {
+            401: ["invalid_credentials", "mfa_required", "invalid_mfa_code"],
+            429: ["rate_limited"],
+        }
+    ),
+)
 async def login(
     request: Request,
     body: LoginRequest,
@@ -110,7 +121,7 @@ async def login(
     return _result(issued)
 
 
-@router.post("/refresh")
+@router.post("/refresh", responses=errors({401: ["unauthorized"]}))
 async def refresh(
     body: RefreshRequest,
     database: DatabaseDep,
@@ -187,6 +198,7 @@ async def forgot_password(
     status_code=NO_CONTENT,
     response_class=Response,
     dependencies=[LocalAuthOnly],
+    responses=errors({400: ["invalid_token"]}),
 )
 async def reset_password(
     body: ResetPasswordRequest,
@@ -203,6 +215,7 @@ async def reset_password(
     status_code=NO_CONTENT,
     response_class=Response,
     dependencies=[LocalAuthOnly],
+    responses=errors({401: ["invalid_credentials"]}),
 )
 async def change_password(
     body: ChangePasswordRequest,
@@ -224,7 +237,7 @@ async def change_password(
     )
 
 
-@router.post("/email/verify")
+@router.post("/email/verify", responses=errors({400: ["invalid_token"]}))
 async def verify_email(body: VerifyEmailRequest, session: SessionDep) -> Envelope[UserOut]:
     """Confirm the email address with the mailed token."""
     return ok(UserOut.model_validate(await service.verify_email(session, body.token)))
@@ -234,6 +247,7 @@ async def verify_email(body: VerifyEmailRequest, session: SessionDep) -> Envelop
     "/email/resend",
     status_code=status.HTTP_202_ACCEPTED,
     dependencies=[Depends(limit_per_ip("resend"))],
+    responses=errors({409: ["conflict"]}),
 )
 async def resend_verification(
     user: CurrentUser, session: SessionDep, settings: SettingsDep

@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from tenantry.core.db import utcnow
 from tenantry.core.errors import ValidationFailed
+from tenantry.core.openapi import errors
 from tenantry.core.responses import CursorPage, Envelope, Page, ok
 from tenantry.core.routing import SessionDep, UnitOfWorkRoute
 from tenantry.modules.admin.subject_access import subject_rows
@@ -58,7 +59,12 @@ async def update_me(body: UpdateMe, user: CurrentUser, session: SessionDep) -> E
     return ok(UserOut.model_validate(await service.update_profile(session, user, body)))
 
 
-@router.delete("/me", status_code=NO_CONTENT, response_class=Response)
+@router.delete(
+    "/me",
+    status_code=NO_CONTENT,
+    response_class=Response,
+    responses=errors({401: ["invalid_credentials"], 409: ["conflict"]}),
+)
 async def delete_me(
     body: DeleteMe,
     user: CurrentUser,
@@ -124,7 +130,7 @@ async def list_users(
     return listing.as_page(AdminUserOut)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, responses=errors({409: ["conflict"]}))
 async def create_user(
     body: AdminCreateUser, admin: PlatformAdmin, session: SessionDep, security: SecurityDep
 ) -> Envelope[AdminUserOut]:
@@ -150,7 +156,7 @@ async def get_user(_admin: PlatformAdmin, target: TargetUser) -> Envelope[AdminU
     return ok(AdminUserOut.model_validate(target))
 
 
-@router.patch("/{user_id}")
+@router.patch("/{user_id}", responses=errors({409: ["conflict"]}))
 async def update_user(
     admin: PlatformAdmin,
     body: AdminUpdateUser,
@@ -171,7 +177,7 @@ async def delete_user(
     await service.admin_delete_user(session, revocations, admin, target)
 
 
-@router.post("/{user_id}/restore")
+@router.post("/{user_id}/restore", responses=errors({409: ["conflict"]}))
 async def restore_user(
     admin: PlatformAdmin, target: Annotated[User, Depends(_deleted_target)], session: SessionDep
 ) -> Envelope[AdminUserOut]:
