@@ -48,6 +48,10 @@ ACCEPTED_REFUSALS: dict[tuple[int, str, str | None, str], str] = {
     (400, "validation_error", "body", "must not be before"): "usage: `to` before `from`",
     (400, "validation_error", "expiresAt", "in the future"): "an API key expiring in the past",
     (400, "validation_error", "assigneeId", "Not a member"): "assignees must be members",
+    (400, "validation_error", "password", "account that has a password"): (
+        "erasure: the password is optional in the schema (accounts from an identity provider "
+        "have none) and required for an account that has one"
+    ),
     (412, "precondition_failed", "If-Match", ""): "a stale If-Match (API.md: 412)",
     (402, "plan_limit_reached", None, ""): "the fuzzer fills the trial plan's limits",
     (415, "unsupported_media_type", "file", "detected type"): "upload types are sniffed",

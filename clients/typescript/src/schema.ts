@@ -1826,8 +1826,11 @@ export interface components {
          *     }
          */
         DeleteMe: {
-            /** Password */
-            password?: string | null;
+            /**
+             * Password
+             * @description Required when the account has a password (400 without it)
+             */
+            password?: string;
         };
         /** AdminOrgEnvelope */
         AdminOrgEnvelope: {

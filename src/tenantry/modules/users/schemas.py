@@ -8,6 +8,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from email_validator import SPECIAL_USE_DOMAIN_NAMES
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, EmailStr, Field
+from pydantic.json_schema import SkipJsonSchema
 
 from tenantry.core.responses import ListQuery, RequestSchema, Schema
 from tenantry.modules.users.models import PlatformRole
@@ -83,7 +84,10 @@ class DeleteMe(RequestSchema):
 
     # Required for an account with a local password; an account that only ever signed in
     # through an external provider confirms with that provider's token instead.
-    password: PresentedPassword | None = None
+    password: PresentedPassword | SkipJsonSchema[None] = Field(
+        default=None,
+        description="Required when the account has a password (400 without it)",
+    )
 
 
 class AdminCreateUser(RequestSchema):

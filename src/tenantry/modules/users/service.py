@@ -94,6 +94,9 @@ async def update_profile(session: AsyncSession, user: User, body: UpdateMe) -> U
     return user
 
 
+PASSWORD_TO_ERASE = "Required to delete an account that has a password"
+
+
 async def confirm_erasure(
     security: Security, user: User, *, password: str | None, by_provider: bool
 ) -> None:
@@ -102,7 +105,7 @@ async def confirm_erasure(
     if by_provider and user.password_hash == EXTERNAL_PASSWORD_HASH:
         return
     if password is None:
-        raise ValidationFailed(details=[{"field": "password", "message": "Field required"}])
+        raise ValidationFailed(details=[{"field": "password", "message": PASSWORD_TO_ERASE}])
     await verify_password_or_fail(security, user, password)
 
 
