@@ -13,8 +13,13 @@ PYTEST_ARGS ?=
 BENCH_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/tenantry_bench
 BENCH_REDIS_URL ?= $(TEST_REDIS_URL)
 BENCH_ARGS ?=
+CLIENT_DIR := clients/typescript
+FUZZ_EXAMPLES ?= 10
+FUZZ_ARGS ?=
+NODE_MISSING := echo "SKIPPED: node/npm are not installed (Node 20+ runs the TypeScript client)"
 
-.PHONY: setup run migrate test test-services lint format typecheck openapi bench bench-events clean
+.PHONY: setup run migrate test test-services lint format typecheck openapi client client-check \
+	client-test fuzz bench bench-events clean
 
 setup: .venv/.synced
 
@@ -39,16 +44,16 @@ test-services: setup ## the whole suite against PostgreSQL and Redis
 		TEST_REDIS_URL=$(TEST_REDIS_URL) $(RUN) pytest $(PYTEST_ARGS)
 
 lint: setup
-	$(RUN) ruff check src tests bench
-	$(RUN) ruff format --check src tests bench
+	$(RUN) ruff check src tests bench fuzz
+	$(RUN) ruff format --check src tests bench fuzz
 	$(RUN) mypy
 
 typecheck: setup
 	$(RUN) mypy
 
 format: setup
-	$(RUN) ruff check --fix src tests bench
-	$(RUN) ruff format src tests bench
+	$(RUN) ruff check --fix src tests bench fuzz
+	$(RUN) ruff format src tests bench fuzz
 
 bench: setup ## load test on PostgreSQL + Redis and SQLite; report in bench/results/
 	@command -v wrk >/dev/null || { \
@@ -62,6 +67,23 @@ bench-events: setup ## event streams: 200 subscribers, writes at 50/s (PostgreSQ
 
 openapi: setup
 	$(RUN) tenantry openapi -o openapi.json
+
+client: setup ## regenerate clients/typescript (document + types) from the current app
+	@command -v npm >/dev/null || { $(NODE_MISSING); exit 0; }; \
+	$(RUN) tenantry openapi -o $(CLIENT_DIR)/openapi.json && \
+	cd $(CLIENT_DIR) && npm ci --no-audit --no-fund --loglevel=error && npm run -s generate
+
+client-check: client ## fail when the committed client differs from what the document generates
+	@git diff --exit-code HEAD -- $(CLIENT_DIR)/openapi.json $(CLIENT_DIR)/src/schema.ts \
+		|| { echo "client-check: clients/typescript is stale: run make client and commit"; exit 1; }
+
+client-test: setup ## type-check the TypeScript client, then its tests against a live tenantry serve
+	@command -v node >/dev/null || { $(NODE_MISSING); exit 0; }; \
+	cd $(CLIENT_DIR) && npm ci --no-audit --no-fund --loglevel=error && npm run -s typecheck \
+		&& npm run -s build && TENANTRY_BIN=$(CURDIR)/.venv/bin/tenantry npm test
+
+fuzz: setup ## schemathesis against a served app on SQLite, as an organization owner
+	$(RUN) python fuzz/run.py --max-examples $(FUZZ_EXAMPLES) $(FUZZ_ARGS)
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache

@@ -30,7 +30,7 @@ from tenantry.core.mail import bind_mail, create_mailer
 from tenantry.core.metrics import Metrics
 from tenantry.core.middleware import BodyDeadline, RequestContextMiddleware
 from tenantry.core.nearcache import NearCache
-from tenantry.core.openapi import ERROR_RESPONSES, finalize_openapi
+from tenantry.core.openapi import finalize_openapi
 from tenantry.core.ratelimit import create_rate_limiter
 from tenantry.core.responses import configure_lists
 from tenantry.core.security import Security
@@ -47,6 +47,8 @@ from tenantry.modules.exports.router import router as exports_router
 from tenantry.modules.files.router import router as files_router
 from tenantry.modules.files.slots import create_upload_slots
 from tenantry.modules.health.router import router as health_router
+from tenantry.modules.identity.router import router as identity_router
+from tenantry.modules.identity.service import ExternalAuth
 from tenantry.modules.orgs.gate import OrgGate
 from tenantry.modules.orgs.routers.invitations import router as invitations_router
 from tenantry.modules.orgs.routers.jobs import router as org_jobs_router
@@ -111,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     revocations = Revocations(  # the database decides, the cache remembers
         cache, database, access_token_ttl_seconds=settings.access_token_ttl_seconds
     )
+    external = ExternalAuth(settings, database)  # AUTH_PROVIDERS: JWKS per issuer, JIT links
     clock = Clock()
     services = Services(
         settings=settings,
@@ -130,9 +133,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics=Metrics(database),
         security=security,
         revocations=revocations,
+        external=external,
         gate=OrgGate(  # principal → membership → plan → API rate → usage
             security=security,
             revocations=revocations,
+            external=external,
             cache=cache,
             database=database,
             plan_rate=plan_rate,
@@ -163,6 +168,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await usage_store.close()
             await cache.close()
             await counts_cache.close()
+            await external.close()
             if redis is not None:
                 await redis.aclose()
             await database.dispose()
@@ -188,7 +194,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Each feature router is included once, straight under `/api/v1`: FastAPI (≥ 0.137)
         # matches included routers level by level, per request, so an extra level of
         # nesting cost ~10 % of a cached read (docs/performance.md).
-        app.include_router(router, prefix=API_PREFIX, responses=ERROR_RESPONSES)
+        app.include_router(router, prefix=API_PREFIX)
     app.include_router(health_router)
     _install_middleware(app, settings, services.metrics)
     _install_openapi(app)
@@ -200,6 +206,7 @@ def api_routers() -> list[APIRouter]:
     api: list[APIRouter] = []
     api.append(auth_router)
     api.append(mfa_router)
+    api.append(identity_router)
     api.append(users_router)
     api.append(orgs_router)
     api.append(members_router)
@@ -273,7 +280,9 @@ def _install_openapi(app: FastAPI) -> None:
                 summary=app.summary,
                 routes=app.routes,
             )
-            app.openapi_schema = document_permissions(finalize_openapi(schema), app.routes)
+            app.openapi_schema = document_permissions(
+                finalize_openapi(schema, app.routes), app.routes
+            )
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -281,4 +290,8 @@ def _install_openapi(app: FastAPI) -> None:
 
 def app_factory() -> FastAPI:
     """Entry point for `uvicorn --factory` (used by `tenantry serve --workers/--reload`)."""
-    return create_app(load_settings())
+    from tenantry.core import collector
+
+    app = create_app(load_settings())
+    collector.settle()
+    return app

@@ -100,8 +100,11 @@ def serve(
         )
     else:
         from tenantry.app import create_app
+        from tenantry.core import collector
 
-        uvicorn.run(create_app(settings), **common)
+        application = create_app(settings)
+        collector.settle()
+        uvicorn.run(application, **common)
 
 
 def worker_count(settings: Settings, requested: str | None) -> tuple[int, str | None]:

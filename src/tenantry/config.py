@@ -15,7 +15,16 @@ from ipaddress import ip_network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_SECRET_KEY_LENGTH = 32
@@ -63,6 +72,96 @@ DEFAULT_UPLOAD_TYPES = SNIFFABLE_UPLOAD_TYPES[:9]
 
 class SettingsError(Exception):
     """A setting has a bad value; the message is one line naming it."""
+
+
+# Signature algorithms accepted from external identity providers: asymmetric only (never
+# `none`, never HMAC: an HMAC "key" would be the provider's public key, known to anyone).
+ASYMMETRIC_ALGORITHMS = (
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "EdDSA",
+)
+PROVIDER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,49}$")
+
+
+class AuthProvider(BaseModel):
+    """One external OIDC issuer (an item of `AUTH_PROVIDERS`, camelCase or snake_case keys)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    issuer: str
+    audience: list[str]
+    jwks_url: str | None = Field(default=None, validation_alias=AliasChoices("jwksUrl", "jwks_url"))
+    algorithms: tuple[str, ...] = ASYMMETRIC_ALGORITHMS
+    email_claim: str = Field(
+        default="email", validation_alias=AliasChoices("emailClaim", "email_claim")
+    )
+    email_verified_claim: str | None = Field(
+        default="email_verified",
+        validation_alias=AliasChoices("emailVerifiedClaim", "email_verified_claim"),
+    )
+    first_name_claim: str | None = Field(
+        default="given_name", validation_alias=AliasChoices("firstNameClaim", "first_name_claim")
+    )
+    last_name_claim: str | None = Field(
+        default="family_name", validation_alias=AliasChoices("lastNameClaim", "last_name_claim")
+    )
+    # Lifecycle webhooks: `svix` (Clerk) or `hmac` (generic HMAC-SHA256), with their secret.
+    webhook_scheme: Literal["svix", "hmac"] | None = Field(
+        default=None, validation_alias=AliasChoices("webhookScheme", "webhook_scheme")
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("webhookSecret", "webhook_secret")
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _slug_name(cls, value: str) -> str:
+        if not PROVIDER_NAME.match(value):
+            raise ValueError("a provider name is lowercase letters, digits and '-' (1-50)")
+        return value
+
+    @field_validator("issuer", "jwks_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("issuer and jwksUrl must be http(s) URLs")
+        return value
+
+    @field_validator("audience", mode="before")
+    @classmethod
+    def _one_or_more_audiences(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("audience")
+    @classmethod
+    def _audience_given(cls, value: list[str]) -> list[str]:
+        if not value or not all(value):
+            raise ValueError("audience must name at least one non-empty audience")
+        return value
+
+    @field_validator("algorithms")
+    @classmethod
+    def _asymmetric_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [alg for alg in value if alg not in ASYMMETRIC_ALGORITHMS]
+        if unknown or not value:
+            raise ValueError(
+                f"algorithms must be among {', '.join(ASYMMETRIC_ALGORITHMS)} (got {unknown})"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_has_secret(self) -> AuthProvider:
+        if (self.webhook_scheme is None) != (self.webhook_secret is None):
+            raise ValueError("webhookScheme and webhookSecret go together")
+        return self
 
 
 class Settings(BaseSettings):
@@ -165,6 +264,13 @@ class Settings(BaseSettings):
     # token minted for another service sharing the key (or another deployment) is refused.
     jwt_issuer: str = Field(default="tenantry", min_length=1, max_length=256)
     jwt_audience: str = Field(default="tenantry", min_length=1, max_length=256)
+    # External identity providers (modules/identity, docs/auth.md): a JSON list of
+    # `AuthProvider`; `AUTH_LOCAL=false` turns local register/login/password/MFA off (404).
+    auth_providers: list[AuthProvider] = Field(default_factory=list)
+    auth_local: bool = True
+    auth_jwks_ttl_seconds: int = Field(default=300, ge=10, le=24 * 3600)
+    auth_clock_leeway_seconds: int = Field(default=30, ge=0, le=60)
+    auth_webhook_tolerance_seconds: int = Field(default=300, ge=10, le=3600)
     password_hash_time_cost: int = Field(default=3, ge=1, le=20)
     password_hash_memory_kib: int = Field(default=64 * 1024, ge=64, le=4 * 1024 * 1024)
     password_hash_parallelism: int = Field(default=4, ge=1, le=16)
@@ -359,6 +465,18 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _providers_are_distinct(self) -> Settings:
+        names = [p.name for p in self.auth_providers]
+        issuers = [p.issuer.rstrip("/") for p in self.auth_providers]
+        if len(set(names)) != len(names) or len(set(issuers)) != len(issuers):
+            raise ValueError("AUTH_PROVIDERS: each provider needs its own name and issuer")
+        if self.jwt_issuer.rstrip("/") in issuers:
+            raise ValueError("AUTH_PROVIDERS: an issuer must differ from JWT_ISSUER")
+        if not self.auth_local and not self.auth_providers:
+            raise ValueError("AUTH_LOCAL=false needs at least one of AUTH_PROVIDERS")
+        return self
+
+    @model_validator(mode="after")
     def _login_backoff_bounds(self) -> Settings:
         if self.login_backoff_max_seconds < self.login_backoff_base_seconds:
             raise ValueError(
@@ -398,6 +516,11 @@ class Settings(BaseSettings):
                 "DATABASE_APP_ROLE=tenantry_app (the role `tenantry migrate` creates; the "
                 "connecting user usually owns the tables or is a superuser, and those skip "
                 "RLS; see docs/tenancy.md)"
+            )
+        insecure = [p.name for p in self.auth_providers if not _is_https(p.issuer, p.jwks_url)]
+        if insecure:
+            raise ValueError(
+                f"AUTH_PROVIDERS: issuer and jwksUrl must be https:// in production ({insecure})"
             )
         if self.metrics_token is None and not self.metrics_public:
             raise ValueError(
@@ -444,6 +567,10 @@ class Settings(BaseSettings):
         key = _persisted_dev_secret(self.var_dir)
         self.secret_key = SecretStr(key)
         return key
+
+
+def _is_https(*urls: str | None) -> bool:
+    return all(url is None or url.startswith("https://") for url in urls)
 
 
 def _persisted_dev_secret(var_dir: Path) -> str:

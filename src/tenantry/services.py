@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from tenantry.modules.auth.revocation import Revocations
     from tenantry.modules.events.slots import StreamSlots
     from tenantry.modules.files.slots import UploadSlots
+    from tenantry.modules.identity.service import ExternalAuth
     from tenantry.modules.plans.apirate import PlanRate
     from tenantry.modules.plans.counters import UsageStore
 
@@ -63,6 +64,7 @@ class Services:
     metrics: Metrics
     security: Security
     revocations: Revocations
+    external: ExternalAuth  # external OIDC issuers' tokens → linked users (AUTH_PROVIDERS)
     gate: TenantGate  # principal + membership + plan → the request's TenantContext
     health_checks: dict[str, HealthCheck | None] = field(default_factory=dict)
     clock: Clock = field(default_factory=Clock)  # the time plan checks see (tests move it)

@@ -24,6 +24,6 @@ def test_every_identity_route_runs_in_a_unit_of_work() -> None:
 
 def test_openapi_declares_bearer_auth_on_protected_routes(app: FastAPI) -> None:
     spec = app.openapi()
-    assert "HTTPBearer" in spec["components"]["securitySchemes"]
-    assert spec["paths"]["/api/v1/users/me"]["get"]["security"] == [{"HTTPBearer": []}]
-    assert "security" not in spec["paths"]["/api/v1/auth/login"]["post"]
+    assert "bearerAuth" in spec["components"]["securitySchemes"]
+    assert spec["paths"]["/api/v1/users/me"]["get"]["security"] == [{"bearerAuth": []}]
+    assert spec["paths"]["/api/v1/auth/login"]["post"]["security"] == []  # public

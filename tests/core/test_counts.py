@@ -163,3 +163,54 @@ async def test_a_failed_recount_lets_the_waiters_count_on_their_own(tenants: Ten
     with pytest.raises(RuntimeError):
         await leader
     assert await waiter == 7
+
+
+_KEY_OF_FILTER = """
+import sys
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql
+from tenantry import models  # noqa: F401  (maps every model)
+from tenantry.core.counts import statement_key
+from tenantry.modules.tasks.models import Task
+status, title = sys.argv[1], sys.argv[2]
+statement = (
+    select(func.count()).select_from(Task).where(Task.status == status, Task.title.contains(title))
+)
+print(statement_key(postgresql.dialect(), statement)[0])
+"""
+
+
+def _key_in_a_new_process(*values: str) -> str:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _KEY_OF_FILTER, *values], capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+def test_a_count_key_is_the_same_in_every_process_and_differs_with_any_value() -> None:
+    """Processes sharing Redis share totals: the key depends on the SQL and values only."""
+    key = _key_in_a_new_process("todo", "report")
+    assert _key_in_a_new_process("todo", "report") == key
+    assert _key_in_a_new_process("done", "report") != key
+    assert _key_in_a_new_process("todo", "reports") != key
+    assert _key_in_a_new_process("report", "todo") != key  # values swapped between filters
+
+
+def test_one_shape_with_other_values_gets_other_keys_in_one_process() -> None:
+    """The shape (SQL) is remembered per process; the values still make the key."""
+    from sqlalchemy import func, select
+    from sqlalchemy.dialects import postgresql
+
+    from tenantry.core.counts import statement_key
+    from tenantry.modules.tasks.models import Task
+
+    def key(status: str) -> tuple[str, bool]:
+        statement = select(func.count()).select_from(Task).where(Task.status == status)
+        return statement_key(postgresql.dialect(), statement)
+
+    assert key("todo") == key("todo")
+    assert key("todo")[0] != key("done")[0]
+    assert key("todo")[1] is True  # tasks are tenant-owned: writes invalidate the entry

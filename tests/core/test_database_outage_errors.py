@@ -29,6 +29,8 @@ AppFactory = Callable[..., Awaitable[FastAPI]]
         asyncpg.exceptions.TooManyConnectionsError("sorry, too many clients already"),
         asyncpg.exceptions.LockNotAvailableError("canceling statement due to lock timeout"),
         asyncpg.exceptions.InterfaceError("cannot call Connection.fetch(): connection is closed"),
+        asyncpg.exceptions.DeadlockDetectedError("deadlock detected"),
+        asyncpg.exceptions.SerializationError("could not serialize access"),
         TimeoutError(),
     ],
     ids=lambda error: type(error).__name__,
@@ -140,3 +142,50 @@ async def test_a_statement_past_the_timeout_answers_503_with_retry_after(
         assert int(response.headers["retry-after"]) >= 1
         # The connection went back to the pool in a usable state.
         assert (await client.get("/health/ready")).status_code == 200
+
+
+# --- a deadlock between two requests: the one PostgreSQL aborts answers 503 --------------
+
+deadlock_router = APIRouter(route_class=UnitOfWorkRoute)
+_both_hold_one: dict[str, asyncio.Barrier] = {}
+
+
+@deadlock_router.post("/api/v1/probe-deadlock/{run}/{first}/{second}")
+async def lock_both(run: str, first: int, second: int, session: SessionDep) -> dict[str, str]:
+    await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": first})
+    await _both_hold_one[run].wait()  # each request holds one lock and wants the other's
+    await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": second})
+    return {"status": "locked"}
+
+
+@pytest.mark.services
+async def test_a_deadlock_answers_503_for_the_aborted_request_and_nothing_else(
+    build_app: AppFactory,
+) -> None:
+    import random
+    import uuid
+
+    app = await build_app()
+    app.include_router(deadlock_router)
+    run = uuid.uuid4().hex
+    _both_hold_one[run] = asyncio.Barrier(2)
+    a, b = random.sample(range(1 << 40, 1 << 41), 2)  # advisory keys no other test uses
+    try:
+        async with client_for(app) as client:
+            responses = await asyncio.wait_for(
+                asyncio.gather(
+                    client.post(f"/api/v1/probe-deadlock/{run}/{a}/{b}"),
+                    client.post(f"/api/v1/probe-deadlock/{run}/{b}/{a}"),
+                ),
+                timeout=30,
+            )
+    finally:
+        _both_hold_one.pop(run, None)
+    statuses = sorted(response.status_code for response in responses)
+    assert statuses == [200, 503], [response.text for response in responses]
+    aborted = next(response for response in responses if response.status_code == 503)
+    assert aborted.json()["code"] == "service_unavailable"
+    assert "send it again" in aborted.json()["message"]
+    assert int(aborted.headers["retry-after"]) >= 1
+    assert "40P01" not in aborted.text
+    assert "Traceback" not in aborted.text

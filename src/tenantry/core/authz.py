@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.routing import BaseRoute
 
 from tenantry.core.errors import Forbidden
+from tenantry.core.openapi import TENANT_SECURITY, OpenAPIFacts, declare
 from tenantry.core.permissions import check_known, grants, grants_on_row
 from tenantry.core.routing import SessionDep
 from tenantry.core.tenancy import TenantContext, TenantScopeError, bind_tenant
@@ -38,8 +39,9 @@ from tenantry.services import services_of
 class Principal:
     """Who opened a long-lived connection (an event stream), kept to check them again.
 
-    Either an API key (`api_key_id`, acting for `user_id`), or a user's session: the
-    access token's session id and issue time, enough to ask whether it was revoked since.
+    Either an API key (`api_key_id`, acting for `user_id`), or a user's token: its session
+    id (None for an external provider's token, which has no local session) and issue
+    time, enough to ask whether it was revoked since.
     """
 
     user_id: uuid.UUID | None
@@ -89,6 +91,21 @@ async def get_tenant_context(
     return context
 
 
+declare(
+    get_tenant_context,
+    security=TENANT_SECURITY,  # a JWT or a `tnt_` key as Bearer, or the key as X-API-Key
+    errors={
+        401: ["unauthorized", "token_expired"],
+        403: ["organization_suspended"],
+        404: ["not_found"],  # not a member: the organization is not revealed
+        429: ["rate_limited"],  # the plan's API rate
+    },
+    write_errors={
+        402: ["trial_expired", "subscription_canceled"],  # reads stay allowed
+        409: ["conflict"],
+    },
+)
+
 TenantContextDep = Annotated[TenantContext, Depends(get_tenant_context)]
 
 
@@ -122,6 +139,8 @@ TenantDep = Annotated[Tenant, Depends(get_tenant)]
 
 class Require:
     """A dependency: the request's TenantContext, or 403 without `permission`."""
+
+    openapi_facts = OpenAPIFacts(errors={403: ("forbidden",)})
 
     def __init__(self, permission: str) -> None:
         self.permission = check_known(permission)

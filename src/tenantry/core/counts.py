@@ -40,6 +40,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Select
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.sql.util import find_tables
@@ -164,13 +165,53 @@ def bind_counts(database: Database, counts: CountCache) -> None:
         maker.kw["info"] = info
 
 
-def statement_key(session: AsyncSession, statement: Select[Any]) -> str:
-    """A stable digest of a statement's SQL and parameters (the same in every process)."""
-    compiled = statement.compile(dialect=session.get_bind().dialect)
-    params = sorted((name, str(value)) for name, value in compiled.params.items())
-    return hashlib.blake2b(
-        f"{compiled}\x00{params}".encode(), digest_size=16, usedforsecurity=False
+class _Shape:
+    """What a count statement's *shape* (its SQL without parameter values) tells once."""
+
+    __slots__ = ("sql", "tenant_only")
+
+    def __init__(self, sql: str, tenant_only: bool) -> None:
+        self.sql = sql
+        self.tenant_only = tenant_only
+
+
+# Keyed by SQLAlchemy's cache key of the statement (dialect + structure, no values), as
+# its own compiled cache is: compiling a list's count statement to SQL on every request
+# was ~10 % of a list's CPU (docs/performance.md). Bounded: the shapes are the app's
+# queries (filters x sorts), a few hundred at most; past the bound it starts over.
+_SHAPES: dict[tuple[str, Any], _Shape] = {}
+_MAX_SHAPES = 2_000
+
+
+def _shape(dialect: Dialect, statement: Select[Any], structure: Any) -> _Shape:
+    key = (dialect.name, structure)
+    shape = _SHAPES.get(key)
+    if shape is None:
+        if len(_SHAPES) >= _MAX_SHAPES:
+            _SHAPES.clear()
+        shape = _Shape(str(statement.compile(dialect=dialect)), _only_tenant_tables(statement))
+        _SHAPES[key] = shape
+    return shape
+
+
+def statement_key(dialect: Dialect, statement: Select[Any]) -> tuple[str, bool]:
+    """A stable digest of a statement's SQL and parameters (the same in every process),
+    and whether every table the statement reads is tenant-owned."""
+    cache_key = statement._generate_cache_key()
+    if cache_key is None:  # a construct SQLAlchemy cannot cache: compile it every time
+        compiled = statement.compile(dialect=dialect)
+        sql = str(compiled)
+        values = [str(value) for _name, value in sorted(compiled.params.items())]
+        tenant_only = _only_tenant_tables(statement)
+    else:
+        shape = _shape(dialect, statement, cache_key.key)
+        sql, tenant_only = shape.sql, shape.tenant_only
+        # In traversal order, which the shape fixes: the same values ↔ the same rows.
+        values = [str(bind.effective_value) for bind in cache_key.bindparams]
+    digest = hashlib.blake2b(
+        f"{sql}\x00{values}".encode(), digest_size=16, usedforsecurity=False
     ).hexdigest()
+    return digest, tenant_only
 
 
 async def cached_total(
@@ -179,9 +220,12 @@ async def cached_total(
     """`count()`, or its cached value for the session's organization and `statement`."""
     counts: CountCache | None = session.info.get(COUNTS_KEY)
     context = tenant_of(session)
-    if counts is None or context is None or not _only_tenant_tables(statement):
+    if counts is None or context is None:
         return await count()
-    return await counts.total(context.organization_id, statement_key(session, statement), count)
+    key, tenant_only = statement_key(session.get_bind().dialect, statement)
+    if not tenant_only:
+        return await count()
+    return await counts.total(context.organization_id, key, count)
 
 
 def _only_tenant_tables(statement: Select[Any]) -> bool:

@@ -14,6 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import iter_route_contexts
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
@@ -30,6 +31,13 @@ RETRY_AFTER_SECONDS = 5
 # ran past `statement_timeout` or was cancelled (57014), a lock wait past `lock_timeout`
 # (55P03).
 _UNAVAILABLE_SQLSTATES = ("08", "53", "57P01", "57P02", "57P03", "57014", "55P03")
+# A deadlock (40P01) or serialization failure (40001): the database rolled the whole
+# transaction back, so nothing was saved and the same request can simply be sent again.
+_CONFLICT_ABORT_SQLSTATES = frozenset({"40P01", "40001"})
+CONFLICT_ABORTED = (
+    "The database aborted this change because it conflicted with a concurrent one; "
+    "nothing was saved, send it again"
+)
 
 
 class AppError(Exception):
@@ -230,6 +238,8 @@ def classify_database_error(exc: sa_exc.DBAPIError) -> AppError:
     if exc.connection_invalidated or _is_connection_problem(exc):
         return ServiceUnavailable("The database is unavailable; try again shortly")
     sqlstate = _sqlstate(exc.orig)
+    if sqlstate in _CONFLICT_ABORT_SQLSTATES:
+        return ServiceUnavailable(CONFLICT_ABORTED)
     if sqlstate == "57014":
         return ServiceUnavailable("The database took too long to answer; try again shortly")
     if sqlstate is not None and sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
@@ -285,6 +295,8 @@ def to_app_error(exc: BaseException) -> AppError | None:
     if _sqlstate(exc) is not None and _is_driver_error(exc):
         # A driver error that escaped SQLAlchemy's wrapping (e.g. raised while connecting).
         state = _sqlstate(exc) or ""
+        if state in _CONFLICT_ABORT_SQLSTATES:
+            return ServiceUnavailable(CONFLICT_ABORTED)
         if state.startswith(_UNAVAILABLE_SQLSTATES):
             return ServiceUnavailable("The database is unavailable; try again shortly")
     if _is_closed_connection(exc):
@@ -298,6 +310,20 @@ def _is_driver_error(exc: BaseException) -> bool:
 
 def _looks_like_connect_failure(exc: OSError) -> bool:
     return isinstance(exc, ConnectionError) or exc.errno is not None
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at the request's path (for a 405's `Allow`)."""
+    path: str = request.scope["path"]
+    root_path: str = request.scope.get("root_path", "")
+    if root_path and path.startswith(root_path):
+        path = path[len(root_path) :]  # as routes match it (behind a mount or a proxy prefix)
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):  # through included routers
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path):
+            methods.update(route.methods or ())
+    return sorted(methods)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -319,6 +345,10 @@ def install_error_handlers(app: FastAPI) -> None:
             error.message = HTTPStatus(exc.status_code).phrase
         elif exc.status_code == 404:
             error.message = "Route not found"
+        elif exc.status_code == 405:
+            # Starlette names the methods of the first route whose path matched; a path
+            # served by several routes (GET, PATCH, DELETE each its own) allows them all.
+            error.headers["Allow"] = ", ".join(allowed_methods(request))
         return error_response(request, error)
 
     async def on_known_exception(request: Request, exc: Exception) -> Response:

@@ -165,6 +165,7 @@ async def get_idempotent_request(
             alias="Idempotency-Key",
             description="Repeat a create safely: same key + same body within 24 h → "
             "the first response, nothing created again",
+            json_schema_extra={"pattern": _KEY_PATTERN.pattern},
         ),
     ] = None,
 ) -> IdempotentRequest:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import datetime as dt
 import math
 from collections.abc import Sequence
@@ -16,8 +17,18 @@ from enum import StrEnum
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    JsonValue,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 from starlette.responses import JSONResponse as _StarletteJSONResponse
 
 T = TypeVar("T")
@@ -56,6 +67,23 @@ class Schema(BaseModel):
     )
 
 
+NO_NUL_PATTERN = "^[^\\x00]*$"
+
+
+def _forbid_nul_in_schema(schema: Any) -> None:
+    """Give every free-text string of a (property) schema the no-NUL pattern."""
+    if not isinstance(schema, dict):
+        return
+    if schema.get("type") == "string" and not (
+        {"pattern", "format", "enum", "const"} & set(schema)
+    ):
+        schema["pattern"] = NO_NUL_PATTERN
+    for key in ("anyOf", "oneOf", "allOf"):
+        for option in schema.get(key, []):
+            _forbid_nul_in_schema(option)
+    _forbid_nul_in_schema(schema.get("items"))
+
+
 class RequestSchema(BaseModel):
     """Request bodies: camelCase, unknown fields rejected, NUL bytes rejected.
 
@@ -75,11 +103,36 @@ class RequestSchema(BaseModel):
     def _no_nul_bytes(cls, value: Any) -> Any:
         return _reject_nul(value)
 
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        """The document says what the validator above refuses: strings without NUL."""
+        schema = handler(core_schema)
+        target = handler.resolve_ref_schema(schema)
+        for prop in target.get("properties", {}).values():
+            _forbid_nul_in_schema(prop)
+        return schema
+
+
+def _schema_stem(param: Any) -> str:
+    """`ProjectOut` → `Project`, `list[RoleOut]` → `RoleList`: the stem of a named schema."""
+    args = getattr(param, "__args__", None)
+    if getattr(param, "__origin__", None) is list and args:
+        return f"{_schema_stem(args[0])}List"
+    name = getattr(param, "__name__", str(param))
+    return name.removesuffix("Out") or name
+
 
 class Envelope(Schema, Generic[T]):
     success: Literal[True] = True
     data: T
     timestamp: str = Field(default_factory=utc_timestamp)
+
+    @classmethod
+    def model_parametrized_name(cls, params: tuple[Any, ...]) -> str:
+        # The name clients see (`ProjectEnvelope`), not pydantic's `Envelope_ProjectOut_`.
+        return f"{_schema_stem(params[0])}Envelope"
 
 
 def _false(value: bool) -> bool:
@@ -109,12 +162,20 @@ class Page(Schema, Generic[T]):
     meta: PageMeta
     timestamp: str = Field(default_factory=utc_timestamp)
 
+    @classmethod
+    def model_parametrized_name(cls, params: tuple[Any, ...]) -> str:
+        return f"{_schema_stem(params[0])}Page"
+
 
 class CursorPage(Schema, Generic[T]):
     success: Literal[True] = True
     data: list[T]
     meta: CursorMeta
     timestamp: str = Field(default_factory=utc_timestamp)
+
+    @classmethod
+    def model_parametrized_name(cls, params: tuple[Any, ...]) -> str:
+        return f"{_schema_stem(params[0])}CursorPage"
 
 
 class JobAccepted(Schema):
@@ -167,12 +228,32 @@ class ListQuery(BaseModel):
     max_offset_rows: ClassVar[int] = 10_000
     search_count_cap: ClassVar[int] = 1_000
 
-    page: int = Field(default=1, ge=1, le=1_000_000)
+    page: int = Field(
+        default=1,
+        ge=1,
+        le=1_000_000,
+        description="Offset pages reach `page * limit` <= MAX_OFFSET_ROWS (10,000 by default) "
+        "rows; deeper is a 400: use `cursor`",
+    )
     limit: int = Field(default=10, ge=1, le=100)
-    sort_by: str = "createdAt"
+    sort_by: str = Field(default="createdAt", json_schema_extra={"enum": ["createdAt"]})
     sort_order: SortOrder = SortOrder.DESC
-    search: str | None = Field(default=None, max_length=200)
-    cursor: str | None = None
+    search: str | None = Field(
+        default=None, max_length=200, json_schema_extra={"pattern": NO_NUL_PATTERN}
+    )
+    cursor: str | None = Field(default=None, json_schema_extra={"pattern": NO_NUL_PATTERN})
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        """The document names the allowed `sortBy` values as an enum, as the server checks."""
+        super().__pydantic_init_subclass__(**kwargs)
+        field = cls.__pydantic_fields__["sort_by"]
+        allowed: list[JsonValue] = list(cls.sort_fields)
+        if field.json_schema_extra != {"enum": allowed}:
+            narrowed = copy.copy(field)
+            narrowed.json_schema_extra = {"enum": allowed}
+            cls.__pydantic_fields__["sort_by"] = narrowed
+            cls.model_rebuild(force=True)
 
     @field_validator("search", "cursor", "sort_by", mode="after")
     @classmethod

@@ -172,7 +172,9 @@ class PasswordHasher:
 @dataclass(frozen=True, slots=True)
 class AccessClaims:
     user_id: uuid.UUID
-    session_id: uuid.UUID
+    # The local session (refresh-token family); None for an external provider's token,
+    # whose account is read from the database on each use (modules/identity).
+    session_id: uuid.UUID | None
     role: str
     issued_at: float
     expires_at: float

@@ -7,11 +7,12 @@ import uuid
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, status
-from pydantic import Field
+from pydantic import ConfigDict, Field
 from starlette.responses import Response
 
 from tenantry.core.authz import require
 from tenantry.core.dates import AwareIsoDateTime
+from tenantry.core.permissions import KNOWN_PERMISSIONS
 from tenantry.core.responses import Envelope, ListQuery, Page, RequestSchema, Schema, ok, page
 from tenantry.core.routing import SessionDep, UnitOfWorkRoute
 from tenantry.core.tenancy import TenantContext
@@ -29,9 +30,19 @@ Manager = Annotated[TenantContext, Depends(require("api_keys:manage"))]
 KeyId = Annotated[uuid.UUID, Path(alias="keyId")]
 
 
+# The document lists the permission strings the service accepts (others are a 400).
+Permission = Annotated[str, Field(json_schema_extra={"enum": sorted(KNOWN_PERMISSIONS)})]
+
+
 class CreateApiKey(RequestSchema):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"name": "CI deploys", "permissions": ["projects:read", "tasks:write"]}]
+        }
+    )
+
     name: str = Field(min_length=1, max_length=100)
-    permissions: list[str] = Field(min_length=1, max_length=100)
+    permissions: list[Permission] = Field(min_length=1, max_length=100)
     expires_at: AwareIsoDateTime | None = None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, status
 from starlette.responses import Response
 
+from tenantry.core.openapi import errors
 from tenantry.core.responses import Envelope, ok
 from tenantry.core.routing import UnitOfWorkRoute
 from tenantry.modules.auth import mfa
@@ -13,6 +14,7 @@ from tenantry.modules.auth.deps import (
     ClientDep,
     CurrentUser,
     DatabaseDep,
+    LocalAuthOnly,
     SecurityDep,
     SettingsDep,
 )
@@ -24,10 +26,15 @@ from tenantry.modules.auth.schemas import (
     RecoveryCodesOut,
 )
 
-router = APIRouter(prefix="/auth/mfa", tags=["auth"], route_class=UnitOfWorkRoute)
+router = APIRouter(
+    prefix="/auth/mfa",
+    tags=["auth"],
+    route_class=UnitOfWorkRoute,
+    dependencies=[LocalAuthOnly],  # AUTH_LOCAL=false: 404
+)
 
 
-@router.post("/setup")
+@router.post("/setup", operation_id="auth_mfa_setup", responses=errors({409: ["conflict"]}))
 async def setup(
     user: CurrentUser, security: SecurityDep, settings: SettingsDep
 ) -> Envelope[MfaSetupOut]:
@@ -36,7 +43,12 @@ async def setup(
     return ok(MfaSetupOut(secret=secret, otpauth_uri=uri))
 
 
-@router.post("/enable", dependencies=[Depends(hit_mfa_verification)])
+@router.post(
+    "/enable",
+    operation_id="auth_mfa_enable",
+    dependencies=[Depends(hit_mfa_verification)],
+    responses=errors({401: ["invalid_credentials", "invalid_mfa_code"], 409: ["conflict"]}),
+)
 async def enable(
     body: MfaEnableRequest,
     claims: AccessClaimsDep,
@@ -51,6 +63,8 @@ async def enable(
 
 @router.post(
     "/disable",
+    operation_id="auth_mfa_disable",
+    responses=errors({401: ["invalid_credentials", "invalid_mfa_code"], 409: ["conflict"]}),
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     dependencies=[Depends(hit_mfa_verification)],

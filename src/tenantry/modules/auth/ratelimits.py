@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from fastapi import Request
 
 from tenantry.config import Settings
+from tenantry.core.openapi import declare
 from tenantry.core.ratelimit import Backoff, client_ip, get_rate_limiter
 from tenantry.services import services_of
 
@@ -29,12 +30,15 @@ def limit_per_ip(action: str) -> Callable[[Request], Awaitable[None]]:
         limit = _settings(request).rate_limit_auth
         await get_rate_limiter(request).hit(f"auth.{action}|{client_ip(request)}", limit)
 
-    return dependency
+    return declare(dependency, errors={429: ["rate_limited"]})
 
 
 async def limit_login_per_ip(request: Request) -> None:
     limit = _settings(request).rate_limit_login_ip
     await get_rate_limiter(request).hit(f"auth.login|{client_ip(request)}", limit)
+
+
+declare(limit_login_per_ip, errors={429: ["rate_limited"]})
 
 
 def _login_key(request: Request, email: str) -> str:
@@ -79,3 +83,6 @@ async def forget_login_failures(request: Request, email: str) -> None:
 async def hit_mfa_verification(request: Request) -> None:
     limit = _settings(request).rate_limit_auth
     await get_rate_limiter(request).hit(f"auth.mfa|{client_ip(request)}", limit)
+
+
+declare(hit_mfa_verification, errors={429: ["rate_limited"]})

@@ -74,16 +74,41 @@ class Revocations:
     async def check(self, claims: AccessClaims, keys: list[str]) -> tuple[bool, list[bytes | None]]:
         """Whether `claims` are revoked, plus the cache values of `keys`, in one round trip
         when the session's fact is cached (one query more when it is not)."""
+        session_id = claims.session_id
+        if session_id is None:
+            # An external provider's token: its account was just read from the database
+            # (modules/identity/service.py); only the cache values are wanted.
+            return False, await self._cache.get_many(keys) if keys else []
         fact, valid_after, *values = await self._cache.get_many(
-            [session_fact_key(claims.session_id), valid_after_key(claims.user_id), *keys]
+            [session_fact_key(session_id), valid_after_key(claims.user_id), *keys]
         )
         if valid_after is not None and claims.issued_at < float(valid_after):
             return True, values
         if fact is None:
-            fact = await self._fact_from_database(claims)
+            fact = await self._fact_from_database(claims, session_id)
         return _refuses(fact, claims), values
 
-    async def _fact_from_database(self, claims: AccessClaims) -> bytes:
+    async def account_revoked(self, user_id: uuid.UUID, issued_at: float) -> bool:
+        """For a principal without a local session (an external provider's token, checked
+        again by an open event stream): whether its account can no longer act, or a
+        logout-all came after `issued_at`. The cached moment first, then the database."""
+        valid_after = await self._cache.get(valid_after_key(user_id))
+        if valid_after is not None and issued_at < float(valid_after):
+            return True
+        async with self._database.session(write=False) as session:
+            row = (
+                await session.execute(
+                    select(User.is_active, User.deleted_at, User.sessions_valid_after).where(
+                        User.id == user_id
+                    )
+                )
+            ).first()
+        if row is None or not row.is_active or row.deleted_at is not None:
+            return True
+        after = row.sessions_valid_after
+        return after is not None and issued_at < after.timestamp()
+
+    async def _fact_from_database(self, claims: AccessClaims, session_id: uuid.UUID) -> bytes:
         # A short read session of its own: the callers' sessions may be write sessions
         # (SQLite's BEGIN IMMEDIATE) or not exist at all.
         async with self._database.session(write=False) as session:
@@ -96,10 +121,10 @@ class Revocations:
                         User.sessions_valid_after,
                     )
                     .join(User, User.id == AuthSession.user_id)
-                    .where(AuthSession.id == claims.session_id, User.id == claims.user_id)
+                    .where(AuthSession.id == session_id, User.id == claims.user_id)
                 )
             ).first()
-        key = session_fact_key(claims.session_id)
+        key = session_fact_key(session_id)
         if row is None or row.revoked_at is not None or not row.is_active or row.deleted_at:
             # Permanent: a revoked session never comes back (deactivation revokes them all).
             await self._cache.set(key, _TOMBSTONE, ttl=self._ttl)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Request, status
 from starlette.responses import Response
 
 from tenantry.core.db import new_id
+from tenantry.core.openapi import errors
 from tenantry.core.responses import Envelope, JobAccepted, ok
 from tenantry.core.routing import SessionDep, UnitOfWorkRoute
 from tenantry.core.security import AccessClaims
@@ -17,6 +18,7 @@ from tenantry.modules.auth.deps import (
     ClientDep,
     CurrentUser,
     DatabaseDep,
+    LocalAuthOnly,
     RevocationsDep,
     SecurityDep,
     SettingsDep,
@@ -75,7 +77,8 @@ def _accepted(job_id: str | None) -> Envelope[JobAccepted]:
 @router.post(
     "/register",
     status_code=status.HTTP_201_CREATED,
-    dependencies=[Depends(limit_per_ip("register"))],
+    dependencies=[LocalAuthOnly, Depends(limit_per_ip("register"))],
+    responses=errors({409: ["conflict"]}),
 )
 async def register(
     body: RegisterRequest,
@@ -88,7 +91,16 @@ async def register(
     return _result(await service.register(session, security, settings, body, client))
 
 
-@router.post("/login", dependencies=[Depends(limit_login_per_ip)])
+@router.post(
+    "/login",
+    dependencies=[LocalAuthOnly, Depends(limit_login_per_ip)],
+    responses=errors(
+        {
+            401: ["invalid_credentials", "mfa_required", "invalid_mfa_code"],
+            429: ["rate_limited"],
+        }
+    ),
+)
 async def login(
     request: Request,
     body: LoginRequest,
@@ -109,7 +121,7 @@ async def login(
     return _result(issued)
 
 
-@router.post("/refresh")
+@router.post("/refresh", responses=errors({401: ["unauthorized"]}))
 async def refresh(
     body: RefreshRequest,
     database: DatabaseDep,
@@ -172,7 +184,7 @@ async def revoke_session(
 @router.post(
     "/password/forgot",
     status_code=status.HTTP_202_ACCEPTED,
-    dependencies=[Depends(limit_per_ip("forgot"))],
+    dependencies=[LocalAuthOnly, Depends(limit_per_ip("forgot"))],
 )
 async def forgot_password(
     body: ForgotPasswordRequest, session: SessionDep, settings: SettingsDep
@@ -181,7 +193,13 @@ async def forgot_password(
     return _accepted(await service.request_password_reset(session, settings, body.email))
 
 
-@router.post("/password/reset", status_code=NO_CONTENT, response_class=Response)
+@router.post(
+    "/password/reset",
+    status_code=NO_CONTENT,
+    response_class=Response,
+    dependencies=[LocalAuthOnly],
+    responses=errors({400: ["invalid_token"]}),
+)
 async def reset_password(
     body: ResetPasswordRequest,
     session: SessionDep,
@@ -192,7 +210,13 @@ async def reset_password(
     await service.reset_password(session, security, revocations, body.token, body.password)
 
 
-@router.post("/password/change", status_code=NO_CONTENT, response_class=Response)
+@router.post(
+    "/password/change",
+    status_code=NO_CONTENT,
+    response_class=Response,
+    dependencies=[LocalAuthOnly],
+    responses=errors({401: ["invalid_credentials"]}),
+)
 async def change_password(
     body: ChangePasswordRequest,
     user: CurrentUser,
@@ -213,7 +237,7 @@ async def change_password(
     )
 
 
-@router.post("/email/verify")
+@router.post("/email/verify", responses=errors({400: ["invalid_token"]}))
 async def verify_email(body: VerifyEmailRequest, session: SessionDep) -> Envelope[UserOut]:
     """Confirm the email address with the mailed token."""
     return ok(UserOut.model_validate(await service.verify_email(session, body.token)))
@@ -223,6 +247,7 @@ async def verify_email(body: VerifyEmailRequest, session: SessionDep) -> Envelop
     "/email/resend",
     status_code=status.HTTP_202_ACCEPTED,
     dependencies=[Depends(limit_per_ip("resend"))],
+    responses=errors({409: ["conflict"]}),
 )
 async def resend_verification(
     user: CurrentUser, session: SessionDep, settings: SettingsDep

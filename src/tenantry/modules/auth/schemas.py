@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from tenantry.core.responses import RequestSchema, Schema
 from tenantry.modules.users.schemas import Email, Name, Password, PresentedPassword, UserOut
@@ -17,6 +17,19 @@ MfaCode = Annotated[str, Field(min_length=6, max_length=32)]
 
 
 class RegisterRequest(RequestSchema):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "email": "ada@example.com",
+                    "password": "correct horse battery staple",
+                    "firstName": "Ada",
+                    "lastName": "Lovelace",
+                }
+            ]
+        }
+    )
+
     email: Email
     password: Password
     first_name: Name | None = None
@@ -24,40 +37,85 @@ class RegisterRequest(RequestSchema):
 
 
 class LoginRequest(RequestSchema):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"email": "ada@example.com", "password": "correct horse battery staple"}]
+        }
+    )
+
     email: Email
     password: PresentedPassword
     mfa_code: MfaCode | None = None
 
 
 class RefreshRequest(RequestSchema):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"refreshToken": "rt_2b7f0c9e4d…"}]})
+
     refresh_token: OpaqueToken
 
 
 class ForgotPasswordRequest(RequestSchema):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"email": "ada@example.com"}]})
+
     email: Email
 
 
 class ResetPasswordRequest(RequestSchema):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"token": "the token from the emailed link", "password": "a new long passphrase"}
+            ]
+        }
+    )
+
     token: OpaqueToken
     password: Password
 
 
 class ChangePasswordRequest(RequestSchema):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "currentPassword": "correct horse battery staple",
+                    "newPassword": "a new long passphrase",
+                }
+            ]
+        }
+    )
+
     current_password: PresentedPassword
     new_password: Password
 
 
 class VerifyEmailRequest(RequestSchema):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"token": "the token from the emailed link"}]}
+    )
+
     token: OpaqueToken
 
 
 class MfaEnableRequest(RequestSchema):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"password": "correct horse battery staple", "code": "123456"}]
+        }
+    )
+
     # The current password: an access token alone cannot turn MFA on.
     password: PresentedPassword
     code: MfaCode
 
 
 class MfaDisableRequest(RequestSchema):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"password": "correct horse battery staple", "code": "123456"}]
+        }
+    )
+
     password: PresentedPassword
     code: MfaCode
 

@@ -191,10 +191,12 @@ async def change_password(
     security: Security,
     revocations: Revocations,
     user: User,
-    current_session_id: uuid.UUID,
+    current_session_id: uuid.UUID | None,
     current_password: str,
     new_password: str,
 ) -> None:
+    # Called with an external provider's token (no local session), every local session
+    # ends and so does every token issued until now, that one included (fail closed).
     await verify_password_or_fail(security, user, current_password)
     user.password_hash = await security.passwords.hash(new_password)
     await revoke_one_time_tokens(session, user.id, TokenPurpose.PASSWORD_RESET)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
 
+from tenantry.core.openapi import TENANT_SECURITY, declare
 from tenantry.core.routing import SessionDep
 from tenantry.core.tenancy import TenantContext, TenantScopeError, bind_tenant
 from tenantry.modules.events.service import StreamAccess, redeem_ticket
@@ -42,5 +43,16 @@ async def get_stream_access(
     bind_tenant(session, context)
     return StreamAccess(context=context, principal=principal)
 
+
+declare(
+    get_stream_access,
+    security=TENANT_SECURITY,  # like every tenant route (or a ticket, in the query)
+    errors={
+        401: ["unauthorized", "token_expired", "invalid_ticket"],
+        403: ["organization_suspended"],
+        404: ["not_found"],  # not a member: the organization is not revealed
+        429: ["rate_limited"],  # the plan's API rate, or too many open streams
+    },
+)
 
 StreamAccessDep = Annotated[StreamAccess, Depends(get_stream_access)]

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, status
 from starlette.responses import Response
 
 from tenantry.core.authz import require
-from tenantry.core.openapi import TENANT_RESPONSES
+from tenantry.core.openapi import errors
 from tenantry.core.responses import Envelope, Schema, ok
 from tenantry.core.routing import SessionDep, UnitOfWorkRoute
 from tenantry.core.tenancy import TenantContext
@@ -29,7 +29,6 @@ _STREAM_RESPONSES: dict[int | str, dict[str, Any]] = {
         ),
         "content": {"text/event-stream": {"schema": {"type": "string"}}},
     },
-    **{code: r for code, r in TENANT_RESPONSES.items() if code in (401, 404, 429)},
 }
 
 
@@ -65,7 +64,7 @@ async def stream_events(
     status_code=status.HTTP_201_CREATED,
     operation_id="events_create_ticket",
     summary="Create a single-use ticket to open the stream from a browser",
-    responses={code: r for code, r in TENANT_RESPONSES.items() if code in (401, 403, 404, 429)},
+    responses=errors({429: ["rate_limited"]}),
 )
 async def create_ticket(request: Request, ctx: Member) -> Envelope[TicketOut]:
     """Create a single-use ticket (60 s) to open the stream with `?ticket=` (EventSource)."""

@@ -9,6 +9,7 @@ from starlette.responses import Response, StreamingResponse
 
 from tenantry.core.authz import require
 from tenantry.core.errors import ValidationFailed
+from tenantry.core.openapi import etag_response
 from tenantry.core.responses import CursorPage, Envelope, Page, ok
 from tenantry.core.routing import SessionDep, UnitOfWorkRoute, end_transaction
 from tenantry.core.tenancy import TenantContext
@@ -39,8 +40,10 @@ MULTIPART_BODY: dict[str, Any] = {
                 "schema": {
                     "type": "object",
                     "required": ["file"],
-                    "properties": {"file": {"type": "string", "format": "binary"}},
-                }
+                    "additionalProperties": False,  # any other part is a 400
+                    "properties": {"file": {"type": "string", "format": "binary", "minLength": 1}},
+                },
+                "example": {"file": "(the file's bytes, e.g. report.pdf)"},
             }
         },
     }
@@ -100,7 +103,7 @@ async def list_files(
     return listing.as_page(FileOut)
 
 
-@router.get("/{fileId}")
+@router.get("/{fileId}", responses=etag_response())
 async def get_file(_context: Reader, file: FileDep, response: Response) -> Envelope[FileDetailOut]:
     """One file's metadata."""
     response.headers["ETag"] = f'"{file.version}"'
@@ -110,7 +113,17 @@ async def get_file(_context: Reader, file: FileDep, response: Response) -> Envel
 @router.get(
     "/{fileId}/download",
     response_class=StreamingResponse,
-    responses={200: {"content": {"application/octet-stream": {}}, "description": "The bytes"}},
+    responses={
+        200: {
+            # The type detected at upload (UPLOAD_ALLOWED_TYPES), whatever it is.
+            "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+            "description": "The bytes, as an attachment (`Content-Disposition`)",
+            "headers": {
+                "ETag": {"description": "The bytes' SHA-256", "schema": {"type": "string"}},
+                "Content-Disposition": {"schema": {"type": "string"}},
+            },
+        }
+    },
 )
 async def download_file(_context: Reader, file: FileDep, storage: StorageDep) -> Response:
     """The file's bytes, streamed as an attachment with the type detected at upload."""

@@ -21,7 +21,10 @@ A warm request makes no Redis and no database round trip for any of them. The pr
   as its creator (user id);
 - otherwise a user's access token (JWT): verified and checked for revocation like
   `AccessClaimsDep` (the session's cached fact; the database when the cache has none),
-  then the membership is read (cached, see access.py).
+  then the membership is read (cached, see access.py). A token of a configured external
+  issuer (modules/identity) is verified against that issuer's JWKS and stands for its
+  linked user, whose account is read from the database on each use; from there on it is
+  the same path (membership, permissions, plan, rate, usage, audit's actorUserId).
   Permissions always come from the membership's role, never from the token.
 
 No credentials → 401. Not a member, unknown or deleted organization → the same 404.
@@ -33,6 +36,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import jwt
 from fastapi import Request
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -47,6 +51,7 @@ from tenantry.core.tenancy import TenantContext
 from tenantry.modules.api_keys import service as api_keys
 from tenantry.modules.audit.service import remember_request
 from tenantry.modules.auth.deps import access_claims_fetching
+from tenantry.modules.auth.external import ExternalIssuers
 from tenantry.modules.auth.revocation import Revocations
 from tenantry.modules.orgs.access import Access, access_cache_key, organization_access
 from tenantry.modules.plans.apirate import PlanRate
@@ -80,6 +85,7 @@ class OrgGate:
 
     security: Security
     revocations: Revocations
+    external: ExternalIssuers  # tokens of external OIDC issuers (modules/identity)
     cache: Cache
     database: Database
     plan_rate: PlanRate
@@ -110,8 +116,14 @@ class OrgGate:
         bearer = _bearer(request)
         if bearer is None:  # the gate let this request through: it had a token
             raise Unauthorized()
+        token = bearer.credentials
+        if self.external.provider_of(token) is not None:
+            # Verified by the gate a moment ago in this request (its issuer's keys): only
+            # its issue time is read again. No local session: `confirm` asks the account.
+            issued_at = jwt.decode(token, options={"verify_signature": False}).get("iat")
+            return Principal(user_id=context.user_id, issued_at=float(issued_at or 0))
         try:
-            claims = self.security.tokens.verify(bearer.credentials)
+            claims = self.security.tokens.verify(token)
         except InvalidAccessToken:  # expired since the gate read it, a moment ago
             raise Unauthorized("The access token is invalid") from None
         return Principal(
@@ -127,17 +139,20 @@ class OrgGate:
                 session, org_id, key.id, key.created_by, key.permissions
             )
             return context
-        if principal.user_id is None or principal.session_id is None:
+        if principal.user_id is None:
             raise Unauthorized()
-        claims = AccessClaims(
-            user_id=principal.user_id,
-            session_id=principal.session_id,
-            role="",
-            issued_at=principal.issued_at,
-            expires_at=0.0,
-            token_id="",
-        )
-        revoked, _ = await self.revocations.check(claims, [])
+        if principal.session_id is None:  # an external provider's token
+            revoked = await self.revocations.account_revoked(principal.user_id, principal.issued_at)
+        else:
+            claims = AccessClaims(
+                user_id=principal.user_id,
+                session_id=principal.session_id,
+                role="",
+                issued_at=principal.issued_at,
+                expires_at=0.0,
+                token_id="",
+            )
+            revoked, _ = await self.revocations.check(claims, [])
         if revoked:
             raise Unauthorized("The session has ended; sign in again")
         access = await organization_access(self.cache, session, org_id, principal.user_id)
@@ -161,6 +176,7 @@ class OrgGate:
         claims, prefetched = await access_claims_fetching(
             self.security,
             self.revocations,
+            self.external,
             _bearer(request),
             lambda claims: [access_cache_key(org_id, claims.user_id)],
         )

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.cache import Cache
-from tenantry.core.errors import BadRequest, Conflict, Forbidden, NotFound
+from tenantry.core.errors import Conflict, Forbidden, NotFound
 from tenantry.core.listing import search_condition
 from tenantry.core.permissions import Role, can_change_role, can_grant, grants
 from tenantry.core.tenancy import TenantContext
@@ -174,7 +174,7 @@ async def transfer_ownership(
     ):
         raise Forbidden("Only an owner can transfer ownership")
     if user_id == context.user_id:
-        raise BadRequest("You already own this organization")
+        raise Conflict("You already own this organization")
     target = await _member_or_404(session, context, user_id)
     mine = await _member_or_404(session, context, context.user_id)
     await lock_owners(session, context.organization_id)

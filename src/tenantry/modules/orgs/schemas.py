@@ -7,7 +7,7 @@ import re
 import uuid
 from typing import Annotated
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, ConfigDict, Field
 
 from tenantry.core.permissions import Role
 from tenantry.core.responses import ListQuery, RequestSchema, Schema
@@ -26,16 +26,31 @@ def _printable_name(value: str) -> str:
 
 
 OrganizationName = Annotated[
-    str, Field(min_length=1, max_length=100), AfterValidator(_printable_name)
+    str,
+    # The document states what `_printable_name` refuses.
+    Field(
+        min_length=1,
+        max_length=100,
+        json_schema_extra={
+            "pattern": "^[^\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069]*$"
+        },
+    ),
+    AfterValidator(_printable_name),
 ]
 
 
 class CreateOrganization(RequestSchema):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"name": "Acme Inc", "slug": "acme"}]}
+    )
+
     name: OrganizationName
     slug: str | None = Field(default=None, pattern=SLUG_PATTERN)
 
 
 class UpdateOrganization(RequestSchema):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"name": "Acme Corporation"}]})
+
     name: OrganizationName | None = None
     slug: str | None = Field(default=None, pattern=SLUG_PATTERN)
 
@@ -73,14 +88,24 @@ class MemberListQuery(ListQuery):
 
 
 class ChangeRole(RequestSchema):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"role": "manager"}]})
+
     role: Role
 
 
 class TransferOwnership(RequestSchema):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"userId": "0193f5a2-8c1e-7d3a-9b2f-4e5d6c7b8a90"}]}
+    )
+
     user_id: uuid.UUID
 
 
 class CreateInvitation(RequestSchema):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"email": "grace@example.com", "role": "member"}]}
+    )
+
     email: Email
     role: Role
 
@@ -96,6 +121,10 @@ class InvitationOut(Schema):
 
 
 class AcceptInvitation(RequestSchema):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"token": "the token from the emailed link"}]}
+    )
+
     token: str = Field(min_length=1, max_length=200)
 
 

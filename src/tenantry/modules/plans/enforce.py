@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.authz import TenantContextDep
 from tenantry.core.errors import Forbidden, PaymentRequired
+from tenantry.core.openapi import OpenAPIFacts
 from tenantry.core.routing import SessionDep
 from tenantry.core.tenancy import TenantContext
 from tenantry.modules.orgs.models import Organization
@@ -79,6 +80,8 @@ def subscription_of(context: TenantContext) -> Subscription:
 
 class Feature:
     """`Depends(feature("apiKeys"))`: 402 `feature_not_in_plan` unless the plan has it."""
+
+    openapi_facts = OpenAPIFacts(errors={402: ("feature_not_in_plan",)})
 
     def __init__(self, name: str) -> None:
         if name not in FEATURES:
@@ -142,6 +145,8 @@ async def check_limit(
 
 class Limit:
     """`Depends(limit("projects"))` on a creation route."""
+
+    openapi_facts = OpenAPIFacts(errors={402: ("plan_limit_reached",)})
 
     def __init__(self, name: str) -> None:
         if name not in LIMITS:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from tenantry.core.dates import IsoDate, IsoDateTime
 from tenantry.core.responses import RequestSchema, Schema
@@ -62,6 +62,8 @@ class UsageDayOut(Schema):
 
 class SetSubscription(RequestSchema):
     """What a payment provider's webhook (through a platform admin) sets."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"plan": "pro", "status": "active"}]})
 
     plan: PlanName
     status: StatusName

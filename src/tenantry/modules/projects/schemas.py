@@ -6,7 +6,8 @@ import datetime as dt
 import uuid
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from tenantry.core.responses import ListQuery, RequestSchema, Schema
 from tenantry.modules.projects.models import ProjectStatus
@@ -18,15 +19,28 @@ Description = Annotated[str, Field(max_length=10_000)]
 class ProjectCreate(RequestSchema):
     """No `id`, `organizationId`, `createdBy`, `version`...: sending one is a 400."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"name": "Website redesign", "description": "Q3 launch", "status": "active"}
+            ]
+        }
+    )
+
     name: ProjectName
     description: Description | None = None
     status: ProjectStatus = ProjectStatus.ACTIVE
 
 
 class ProjectUpdate(RequestSchema):
-    name: ProjectName | None = None
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"name": "Website redesign (v2)", "version": 1}]}
+    )
+
+    # Absent = unchanged; `null` is refused (and the document does not offer it).
+    name: ProjectName | SkipJsonSchema[None] = None
     description: Description | None = None
-    status: ProjectStatus | None = None
+    status: ProjectStatus | SkipJsonSchema[None] = None
     version: int | None = Field(
         default=None, ge=1, description="The version the change is based on"
     )

@@ -6,7 +6,8 @@ import datetime as dt
 import uuid
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 from tenantry.core.dates import IsoDate
 from tenantry.core.responses import ListQuery, RequestSchema, Schema
@@ -20,6 +21,14 @@ MAX_BULK_IDS = 100
 class TaskCreate(RequestSchema):
     """No `id`, `organizationId`, `projectId`, `createdBy`, `version`...: sending one is a 400."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"title": "Write the launch post", "priority": "high", "dueDate": "2026-12-31"}
+            ]
+        }
+    )
+
     title: Title
     description: Description | None = None
     status: TaskStatus = TaskStatus.TODO
@@ -31,8 +40,9 @@ class TaskCreate(RequestSchema):
 class TaskChanges(RequestSchema):
     """The fields a PATCH (or a bulk update) may change; absent fields stay as they are."""
 
-    status: TaskStatus | None = None
-    priority: TaskPriority | None = None
+    # Absent = unchanged; `null` is refused (and the document does not offer it).
+    status: TaskStatus | SkipJsonSchema[None] = None
+    priority: TaskPriority | SkipJsonSchema[None] = None
     assignee_id: uuid.UUID | None = None
     due_date: IsoDate | None = None
 
@@ -45,7 +55,11 @@ class TaskChanges(RequestSchema):
 
 
 class TaskUpdate(TaskChanges):
-    title: Title | None = None
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"status": "in_progress", "version": 1}]}
+    )
+
+    title: Title | SkipJsonSchema[None] = None
     description: Description | None = None
     version: int | None = Field(
         default=None, ge=1, description="The version the change is based on"
@@ -96,8 +110,16 @@ class OrgTaskListQuery(TaskListQuery):
 
 
 class BulkUpdate(RequestSchema):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"ids": ["0193f5a2-8c1e-7d3a-9b2f-4e5d6c7b8a90"], "changes": {"status": "done"}}
+            ]
+        }
+    )
+
     ids: list[uuid.UUID] = Field(min_length=1, max_length=MAX_BULK_IDS)
-    changes: TaskChanges
+    changes: TaskChanges = Field(json_schema_extra={"minProperties": 1})  # see below
 
     @field_validator("changes", mode="after")
     @classmethod

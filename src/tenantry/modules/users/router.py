@@ -10,11 +10,17 @@ from starlette.responses import Response
 
 from tenantry.core.db import utcnow
 from tenantry.core.errors import ValidationFailed
+from tenantry.core.openapi import errors
 from tenantry.core.responses import CursorPage, Envelope, Page, ok
 from tenantry.core.routing import SessionDep, UnitOfWorkRoute
 from tenantry.modules.admin.subject_access import subject_rows
-from tenantry.modules.auth.credentials import verify_password_or_fail
-from tenantry.modules.auth.deps import CurrentUser, PlatformAdmin, RevocationsDep, SecurityDep
+from tenantry.modules.auth.deps import (
+    AccessClaimsDep,
+    CurrentUser,
+    PlatformAdmin,
+    RevocationsDep,
+    SecurityDep,
+)
 from tenantry.modules.auth.mfa import remaining_recovery_codes
 from tenantry.modules.auth.sessions import all_sessions
 from tenantry.modules.orgs.deps import CacheDep
@@ -53,17 +59,24 @@ async def update_me(body: UpdateMe, user: CurrentUser, session: SessionDep) -> E
     return ok(UserOut.model_validate(await service.update_profile(session, user, body)))
 
 
-@router.delete("/me", status_code=NO_CONTENT, response_class=Response)
+@router.delete(
+    "/me",
+    status_code=NO_CONTENT,
+    response_class=Response,
+    responses=errors({401: ["invalid_credentials"], 409: ["conflict"]}),
+)
 async def delete_me(
     body: DeleteMe,
     user: CurrentUser,
+    claims: AccessClaimsDep,
     session: SessionDep,
     security: SecurityDep,
     revocations: RevocationsDep,
     cache: CacheDep,
 ) -> None:
     """Erase the caller's account (password required): memberships, keys, sessions, data."""
-    await verify_password_or_fail(security, user, body.password)
+    by_provider = claims.session_id is None  # an external provider's token
+    await service.confirm_erasure(security, user, password=body.password, by_provider=by_provider)
     await service.erase_account(session, cache, revocations, user)
 
 
@@ -117,7 +130,7 @@ async def list_users(
     return listing.as_page(AdminUserOut)
 
 
-@router.post("", status_code=status.HTTP_201_CREATED)
+@router.post("", status_code=status.HTTP_201_CREATED, responses=errors({409: ["conflict"]}))
 async def create_user(
     body: AdminCreateUser, admin: PlatformAdmin, session: SessionDep, security: SecurityDep
 ) -> Envelope[AdminUserOut]:
@@ -143,7 +156,7 @@ async def get_user(_admin: PlatformAdmin, target: TargetUser) -> Envelope[AdminU
     return ok(AdminUserOut.model_validate(target))
 
 
-@router.patch("/{user_id}")
+@router.patch("/{user_id}", responses=errors({409: ["conflict"]}))
 async def update_user(
     admin: PlatformAdmin,
     body: AdminUpdateUser,
@@ -164,7 +177,7 @@ async def delete_user(
     await service.admin_delete_user(session, revocations, admin, target)
 
 
-@router.post("/{user_id}/restore")
+@router.post("/{user_id}/restore", responses=errors({409: ["conflict"]}))
 async def restore_user(
     admin: PlatformAdmin, target: Annotated[User, Depends(_deleted_target)], session: SessionDep
 ) -> Envelope[AdminUserOut]:

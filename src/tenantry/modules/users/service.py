@@ -10,10 +10,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.cache import Cache
 from tenantry.core.db import utcnow
-from tenantry.core.errors import Conflict, Forbidden, NotFound
+from tenantry.core.errors import Conflict, Forbidden, NotFound, ValidationFailed
 from tenantry.core.listing import Listing, SortKey, created_at_key, list_rows, updated_at_key
 from tenantry.core.responses import ListQuery
 from tenantry.core.security import Security
+from tenantry.modules.auth.credentials import verify_password_or_fail
 from tenantry.modules.auth.revocation import Revocations
 from tenantry.modules.auth.sessions import end_all_sessions, erase_credentials
 from tenantry.modules.orgs.departure import depart, plan_departure, revoke_keys_everywhere
@@ -21,6 +22,9 @@ from tenantry.modules.users.models import PlatformRole, User
 from tenantry.modules.users.schemas import AdminCreateUser, AdminUpdateUser, UpdateMe
 
 ERASED_PASSWORD_HASH = "!erased"  # matches no hasher: nothing can ever log in
+# An account created for an external identity provider's user has no local password
+# (matches no hasher) until one is set through the password-reset flow.
+EXTERNAL_PASSWORD_HASH = "!external"
 
 
 async def find_user_by_email(
@@ -62,11 +66,47 @@ async def create_user(
     return user
 
 
+async def create_external_user(
+    session: AsyncSession,
+    *,
+    email: str,
+    first_name: str | None,
+    last_name: str | None,
+    email_verified: bool,
+) -> User:
+    """An account for an external identity's first token (no local password)."""
+    user = User(
+        email=email,
+        password_hash=EXTERNAL_PASSWORD_HASH,
+        first_name=first_name,
+        last_name=last_name,
+        email_verified_at=utcnow() if email_verified else None,
+    )
+    session.add(user)
+    await session.flush()  # the same email registered meanwhile → 409 here
+    return user
+
+
 async def update_profile(session: AsyncSession, user: User, body: UpdateMe) -> User:
     for field in body.model_fields_set:
         setattr(user, field, getattr(body, field))
     await session.flush()
     return user
+
+
+PASSWORD_TO_ERASE = "Required to delete an account that has a password"
+
+
+async def confirm_erasure(
+    security: Security, user: User, *, password: str | None, by_provider: bool
+) -> None:
+    """The caller proves it is the account holder: its password, or — for an account with
+    no local password, called with its provider's token — that token."""
+    if by_provider and user.password_hash == EXTERNAL_PASSWORD_HASH:
+        return
+    if password is None:
+        raise ValidationFailed(details=[{"field": "password", "message": PASSWORD_TO_ERASE}])
+    await verify_password_or_fail(security, user, password)
 
 
 async def erase_account(

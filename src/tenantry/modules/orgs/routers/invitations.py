@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Path, Query, status
 from starlette.responses import Response
 
 from tenantry.core.authz import require
+from tenantry.core.openapi import errors
 from tenantry.core.responses import Envelope, ListQuery, Page, ok, page
 from tenantry.core.routing import SessionDep, UnitOfWorkRoute
 from tenantry.core.tenancy import TenantContext
@@ -28,7 +29,11 @@ Inviter = Annotated[TenantContext, Depends(require("members:invite"))]
 InvitationId = Annotated[uuid.UUID, Path(alias="invitationId")]
 
 
-@router.post("/orgs/{orgId}/invitations", status_code=status.HTTP_201_CREATED)
+@router.post(
+    "/orgs/{orgId}/invitations",
+    status_code=status.HTTP_201_CREATED,
+    responses=errors({429: ["rate_limited"]}),
+)
 async def create_invitation(
     body: CreateInvitation, ctx: Inviter, session: SessionDep, settings: SettingsDep
 ) -> Envelope[InvitationOut]:
@@ -41,6 +46,7 @@ async def create_invitation(
 async def list_invitations(
     _ctx: Inviter, session: SessionDep, query: Annotated[ListQuery, Query()]
 ) -> Page[InvitationOut]:
+    """The organization's pending invitations."""
     rows, total = await invitations.list_invitations(
         session, offset=query.offset, limit=query.limit
     )
@@ -56,10 +62,15 @@ async def list_invitations(
 async def revoke_invitation(
     invitation_id: InvitationId, _ctx: Inviter, session: SessionDep
 ) -> None:
+    """Revoke a pending invitation: its link stops working."""
     await invitations.revoke_invitation(session, invitation_id)
 
 
-@router.post("/invitations/accept", dependencies=[AuditRequest])
+@router.post(
+    "/invitations/accept",
+    dependencies=[AuditRequest],
+    responses=errors({400: ["invalid_token"], 403: ["forbidden"], 409: ["conflict"]}),
+)
 async def accept_invitation(
     body: AcceptInvitation, user: CurrentUser, session: SessionDep, cache: CacheDep
 ) -> Envelope[MemberOut]:

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from tenantry.core.authz import TenantSessionDep, require
 from tenantry.core.jobs.models import Job
 from tenantry.core.jobs.runtime import JobsRuntime
+from tenantry.core.openapi import errors
 from tenantry.core.responses import Envelope, ListQuery, Page, Schema, ok, page
 from tenantry.core.routing import SessionDep, UnitOfWorkRoute
 from tenantry.core.tenancy import TenantContext
@@ -55,6 +56,7 @@ async def list_jobs(
     services: ServicesDep,
     query: Annotated[JobListQuery, Query()],
 ) -> Page[JobOut]:
+    """The organization's jobs, newest first (status filter; pages)."""
     rows, total = await jobs.list_jobs(
         session, status=query.status, offset=query.offset, limit=query.limit
     )
@@ -66,10 +68,11 @@ async def list_jobs(
 async def get_job(
     job_id: JobId, _ctx: Reader, session: SessionDep, services: ServicesDep
 ) -> Envelope[JobOut]:
+    """One job: status, progress, result or error."""
     return ok(_out(await jobs.get_job(session, job_id), services.jobs))
 
 
-@router.post("/{jobId}/cancel")
+@router.post("/{jobId}/cancel", responses=errors({403: ["forbidden"]}))
 async def cancel_job(job_id: JobId, session: TenantSessionDep) -> Envelope[JobOut]:
     """Cancel a job (`jobs:cancel`, or the permission that starts its type, e.g. exports:create)."""
     return ok(_out(await jobs.cancel_job(session, job_id)))

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Path, Query, status
 from starlette.responses import Response
 
 from tenantry.core.authz import TenantContextDep, require
+from tenantry.core.openapi import errors
 from tenantry.core.responses import Envelope, Page, ok, page
 from tenantry.core.routing import SessionDep, UnitOfWorkRoute
 from tenantry.core.tenancy import TenantContext
@@ -40,6 +41,7 @@ async def list_members(
     session: SessionDep,
     query: Annotated[MemberListQuery, Query()],
 ) -> Page[MemberOut]:
+    """The organization's members with their roles (search; sort; pages)."""
     rows, total = await members.list_members(session, ctx, query)
     return page(
         [_member_out(m, u) for m, u in rows], total=total, page=query.page, limit=query.limit
@@ -59,7 +61,12 @@ async def change_role(
     return ok(_member_out(membership, await members.user_of(session, membership)))
 
 
-@router.delete("/members/{userId}", status_code=NO_CONTENT, response_class=Response)
+@router.delete(
+    "/members/{userId}",
+    status_code=NO_CONTENT,
+    response_class=Response,
+    responses=errors({403: ["forbidden"]}),  # checked in the service: leaving needs none
+)
 async def remove_member(
     user_id: UserId, ctx: TenantContextDep, session: SessionDep, cache: CacheDep
 ) -> None:
@@ -67,7 +74,12 @@ async def remove_member(
     await members.remove_member(session, cache, ctx, user_id)
 
 
-@router.post("/transfer-ownership", status_code=NO_CONTENT, response_class=Response)
+@router.post(
+    "/transfer-ownership",
+    status_code=NO_CONTENT,
+    response_class=Response,
+    responses=errors({403: ["forbidden"]}),  # owners only
+)
 async def transfer_ownership(
     body: TransferOwnership, ctx: TenantContextDep, session: SessionDep, cache: CacheDep
 ) -> None:

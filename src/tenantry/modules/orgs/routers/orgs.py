@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query, status
 from starlette.responses import Response
 
 from tenantry.core.authz import require
+from tenantry.core.openapi import errors
 from tenantry.core.permissions import roles_table
 from tenantry.core.responses import Envelope, Page, ok, page
 from tenantry.core.routing import SessionDep, UnitOfWorkRoute
@@ -35,7 +36,12 @@ async def list_roles(_claims: AccessClaimsDep) -> Envelope[list[RoleOut]]:
     return ok([RoleOut.model_validate(row) for row in roles_table()])
 
 
-@router.post("/orgs", status_code=status.HTTP_201_CREATED, dependencies=[AuditRequest])
+@router.post(
+    "/orgs",
+    status_code=status.HTTP_201_CREATED,
+    dependencies=[AuditRequest],
+    responses=errors({409: ["conflict"]}),
+)
 async def create_organization(
     body: CreateOrganization, user: CurrentUser, session: SessionDep, settings: SettingsDep
 ) -> Envelope[MyOrganizationOut]:
@@ -62,6 +68,7 @@ async def list_my_organizations(
 async def get_organization(
     ctx: Annotated[TenantContext, Depends(require("org:read"))], session: SessionDep
 ) -> Envelope[MyOrganizationOut]:
+    """The organization, with the caller's role in it."""
     org = await service.current_organization(session)
     out = OrganizationOut.model_validate(org).model_dump()
     return ok(MyOrganizationOut(**out, my_role=ctx.role or ""))
@@ -74,6 +81,7 @@ async def update_organization(
     session: SessionDep,
     cache: CacheDep,
 ) -> Envelope[OrganizationOut]:
+    """Rename the organization or change its slug (`org:update`)."""
     org = await service.update_organization(session, cache, body)
     return ok(OrganizationOut.model_validate(org))
 

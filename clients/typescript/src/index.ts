@@ -1,0 +1,268 @@
+/**
+ * The tenantry client: the generated types (`schema.ts`, from /openapi.json by
+ * openapi-typescript) driven by openapi-fetch, plus what generation cannot do:
+ *
+ * - token refresh with rotation, single-flight: concurrent 401s trigger ONE refresh,
+ *   every caller waits for it and retries once with the new access token;
+ * - the envelope unwrapped: `unwrap()` returns `data`, or throws an `ApiError` whose
+ *   `code` is the `ErrorCode` union of the document (narrow with `isApiError(e, "conflict")`);
+ * - cursor pages as an async iterator (`cursorItems`);
+ * - an `Idempotency-Key` on every create (POST under /orgs), kept across the retry.
+ */
+import createClient, { type Client } from "openapi-fetch";
+
+import type { components, paths } from "./schema.js";
+
+export type { components, operations, paths } from "./schema.js";
+export type Schemas = components["schemas"];
+export type ErrorCode = Schemas["ErrorCode"];
+export type ErrorEnvelope = Schemas["ErrorEnvelope"];
+export type AuthResult = Schemas["AuthResult"];
+
+/** The pair a sign-in or a refresh returns; the refresh token rotates on every refresh. */
+export interface Tokens {
+  accessToken: string;
+  refreshToken: string;
+}
+
+/** Where the client keeps its tokens (memory by default; a browser app may persist them). */
+export interface TokenStore {
+  get(): Tokens | null;
+  set(tokens: Tokens | null): void;
+}
+
+export function memoryTokenStore(initial: Tokens | null = null): TokenStore {
+  let tokens = initial;
+  return {
+    get: () => tokens,
+    set: (next) => {
+      tokens = next;
+    },
+  };
+}
+
+/** An error answer of the API: the error envelope, with `code` typed as the union. */
+export class ApiError<C extends ErrorCode = ErrorCode> extends Error {
+  readonly status: number;
+  readonly code: C;
+  readonly details: ErrorEnvelope["details"];
+  readonly requestId: string | null;
+  readonly envelope: ErrorEnvelope;
+
+  constructor(status: number, envelope: ErrorEnvelope) {
+    super(envelope.message);
+    this.name = "ApiError";
+    this.status = status;
+    this.code = envelope.code as C;
+    this.details = envelope.details;
+    this.requestId = envelope.requestId ?? null;
+    this.envelope = envelope;
+  }
+}
+
+/** `true` when `error` is an ApiError (with one of `codes`, when given): narrows `code`. */
+export function isApiError<C extends ErrorCode>(
+  error: unknown,
+  ...codes: C[]
+): error is ApiError<C> {
+  return (
+    error instanceof ApiError && (codes.length === 0 || (codes as ErrorCode[]).includes(error.code))
+  );
+}
+
+function isEnvelope(body: unknown): body is ErrorEnvelope {
+  return (
+    typeof body === "object" &&
+    body !== null &&
+    (body as { success?: unknown }).success === false &&
+    typeof (body as { code?: unknown }).code === "string"
+  );
+}
+
+type Enveloped<D> = D extends { data: infer T } ? T : D;
+
+/** The `data` of a success envelope, or the `ApiError` of an error envelope (thrown). */
+export async function unwrap<D>(
+  result: Promise<{ data?: D; error?: unknown; response: Response }>,
+): Promise<Enveloped<D>> {
+  const { data, error, response } = await result;
+  if (!response.ok) {
+    if (isEnvelope(error)) throw new ApiError(response.status, error);
+    throw new ApiError(response.status, {
+      success: false,
+      statusCode: response.status,
+      error: response.statusText,
+      code: "internal_error",
+      message: `HTTP ${response.status} without an error envelope`,
+      details: [],
+      path: new URL(response.url || "http://invalid/").pathname,
+      requestId: response.headers.get("x-request-id"),
+      timestamp: new Date().toISOString(),
+    });
+  }
+  if (data !== undefined && typeof data === "object" && data !== null && "data" in data) {
+    return (data as { data: unknown }).data as Enveloped<D>;
+  }
+  return data as Enveloped<D>;
+}
+
+/** A page of either shape, as far as iteration needs it. */
+interface AnyPage<T> {
+  data: T[];
+  meta: { nextCursor?: string | null; hasNextPage: boolean };
+}
+
+/**
+ * Every item of a keyset-paginated list, page after page, as an async iterator.
+ *
+ *   for await (const task of cursorItems((cursor) =>
+ *     api.GET("/api/v1/orgs/{orgId}/tasks", { params: { path: { orgId }, query: { cursor } } }),
+ *   )) { ... }
+ *
+ * `fetchPage` is called with `""` (the first keyset page), then each `meta.nextCursor`.
+ */
+export async function* cursorItems<T>(
+  fetchPage: (cursor: string) => Promise<{ data?: AnyPage<T>; error?: unknown; response: Response }>,
+): AsyncGenerator<T, void, undefined> {
+  let cursor = "";
+  for (;;) {
+    const { data, error, response } = await fetchPage(cursor);
+    if (!response.ok || data === undefined) {
+      await unwrap(Promise.resolve({ data, error, response }));
+      return;
+    }
+    yield* data.data;
+    const next = data.meta.nextCursor;
+    if (!data.meta.hasNextPage || !next) return;
+    cursor = next;
+  }
+}
+
+export interface ClientOptions {
+  /** The API origin, e.g. `https://api.example.com` (paths start with /api/v1). */
+  baseUrl: string;
+  tokens?: TokenStore;
+  /** A fetch to use instead of the global one (tests, instrumentation). */
+  fetch?: typeof globalThis.fetch;
+  /** Called when a refresh fails (the session is over: send the user to sign in). */
+  onSessionEnded?: () => void;
+  /** The Idempotency-Key of a create (default: `crypto.randomUUID()`). */
+  idempotencyKey?: () => string;
+}
+
+export type TenantryApi = Client<paths> & {
+  readonly tokens: TokenStore;
+  /** Register, keep the tokens, return the result (user, tokens). */
+  register(body: Schemas["RegisterRequest"]): Promise<AuthResult>;
+  /** Sign in, keep the tokens. */
+  login(body: Schemas["LoginRequest"]): Promise<AuthResult>;
+  /** Rotate the tokens now (single-flight: callers at the same time share one refresh). */
+  refresh(): Promise<Tokens>;
+  /** End this session (idempotent) and forget the tokens. */
+  logout(): Promise<void>;
+};
+
+const AUTH_PATHS = /\/api\/v1\/auth\/(login|register|refresh|logout|password\/forgot|password\/reset|email\/verify)$/;
+const CREATE_PATH = /\/api\/v1\/orgs\/[^/]+\/.+/;
+
+/** The client: `api.GET/POST/...` typed from the document, tokens handled. */
+export function createTenantryClient(options: ClientOptions): TenantryApi {
+  const tokens = options.tokens ?? memoryTokenStore();
+  const baseFetch = options.fetch ?? globalThis.fetch.bind(globalThis);
+  const newKey = options.idempotencyKey ?? (() => crypto.randomUUID());
+  let refreshing: Promise<Tokens> | null = null;
+
+  async function doRefresh(): Promise<Tokens> {
+    const current = tokens.get();
+    if (current === null) throw new ApiError(401, localError("No session to refresh"));
+    const response = await baseFetch(`${options.baseUrl}/api/v1/auth/refresh`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ refreshToken: current.refreshToken }),
+    });
+    const body: unknown = await response.json().catch(() => null);
+    if (!response.ok) {
+      tokens.set(null);
+      options.onSessionEnded?.();
+      throw new ApiError(response.status, isEnvelope(body) ? body : localError("Refresh failed"));
+    }
+    const result = (body as { data: AuthResult }).data;
+    const next = { accessToken: result.accessToken, refreshToken: result.refreshToken };
+    tokens.set(next);
+    return next;
+  }
+
+  /** One refresh at a time: whoever asks while one runs gets its result. */
+  function refresh(): Promise<Tokens> {
+    refreshing ??= doRefresh().finally(() => {
+      refreshing = null;
+    });
+    return refreshing;
+  }
+
+  async function send(request: Request): Promise<Response> {
+    const url = new URL(request.url);
+    const isAuthCall = AUTH_PATHS.test(url.pathname);
+    if (request.method === "POST" && CREATE_PATH.test(url.pathname) && !request.headers.has("Idempotency-Key")) {
+      request.headers.set("Idempotency-Key", newKey());
+    }
+    const sent = tokens.get();
+    const retry = isAuthCall || sent === null ? null : request.clone();
+    if (sent !== null && !isAuthCall && !request.headers.has("Authorization")) {
+      request.headers.set("Authorization", `Bearer ${sent.accessToken}`);
+    }
+    const response = await baseFetch(request);
+    if (response.status !== 401 || retry === null || sent === null) return response;
+    // The access token expired or was refused: rotate (once for all concurrent callers,
+    // and not again if another caller already did since this request was sent), retry once.
+    const latest = tokens.get();
+    let fresh: Tokens;
+    if (latest !== null && latest.accessToken !== sent.accessToken) {
+      fresh = latest;
+    } else {
+      try {
+        fresh = await refresh();
+      } catch {
+        return response;
+      }
+    }
+    retry.headers.set("Authorization", `Bearer ${fresh.accessToken}`);
+    return baseFetch(retry);
+  }
+
+  const client = createClient<paths>({ baseUrl: options.baseUrl, fetch: send });
+
+  async function keep(result: Promise<AuthResult>): Promise<AuthResult> {
+    const auth = await result;
+    tokens.set({ accessToken: auth.accessToken, refreshToken: auth.refreshToken });
+    return auth;
+  }
+
+  return Object.assign(client, {
+    tokens,
+    register: (body: Schemas["RegisterRequest"]) =>
+      keep(unwrap(client.POST("/api/v1/auth/register", { body }))),
+    login: (body: Schemas["LoginRequest"]) => keep(unwrap(client.POST("/api/v1/auth/login", { body }))),
+    refresh,
+    async logout(): Promise<void> {
+      const current = tokens.get();
+      tokens.set(null);
+      if (current === null) return;
+      await unwrap(client.POST("/api/v1/auth/logout", { body: { refreshToken: current.refreshToken } }));
+    },
+  });
+}
+
+function localError(message: string): ErrorEnvelope {
+  return {
+    success: false,
+    statusCode: 401,
+    error: "Unauthorized",
+    code: "unauthorized",
+    message,
+    details: [],
+    path: "",
+    requestId: null,
+    timestamp: new Date().toISOString(),
+  };
+}

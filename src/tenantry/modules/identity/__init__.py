@@ -1,0 +1,1 @@
+"""External identity providers: OIDC issuers' tokens accepted, users linked by (provider, sub)."""
