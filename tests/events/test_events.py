@@ -532,3 +532,27 @@ async def test_a_role_change_applies_to_an_open_stream(build_app: BuildApp) -> N
         assert [f.data["changes"]["name"][1] for f in received if f.event == "project.created"] == [
             "seen"
         ]
+
+
+async def test_an_external_principal_is_confirmed_against_its_account(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """A stream opened with an external provider's token has no local session: the check
+    asks the account (logout-all since the token was issued, deactivation) instead."""
+    from tenantry.core.authz import Principal
+    from tenantry.core.errors import Unauthorized
+
+    owner = await register(client)
+    org = await create_org(client, owner)
+    services = services_of(app)
+    principal = Principal(user_id=uuid.UUID(owner.id), issued_at=time.time() - 1)
+
+    async def confirm() -> TenantContext:
+        async with services.database.session(write=False) as session:
+            bind_tenant(session, TenantContext(organization_id=uuid.UUID(org.id)))
+            return await services.gate.confirm(session, uuid.UUID(org.id), principal)
+
+    assert (await confirm()).role == "owner"
+    assert (await client.post("/api/v1/auth/logout-all", headers=owner.headers)).status_code
+    with pytest.raises(Unauthorized):
+        await confirm()
