@@ -19,7 +19,7 @@ FUZZ_ARGS ?=
 NODE_MISSING := echo "SKIPPED: node/npm are not installed (Node 20+ runs the TypeScript client)"
 
 .PHONY: setup run migrate test test-services lint format typecheck openapi client client-check \
-	client-test fuzz bench clean
+	client-test fuzz bench bench-events clean
 
 setup: .venv/.synced
 
@@ -61,6 +61,9 @@ bench: setup ## load test on PostgreSQL + Redis and SQLite; report in bench/resu
 		$$SUDO apt-get install -y wrk || { $$SUDO apt-get update && $$SUDO apt-get install -y wrk; }; }
 	$(RUN) python -m bench.run --database-url $(BENCH_DATABASE_URL) \
 		--redis-url $(BENCH_REDIS_URL) $(BENCH_ARGS)
+
+bench-events: setup ## event streams: 200 subscribers, writes at 50/s (PostgreSQL + Redis, ~1 min)
+	$(RUN) python -m bench.events --redis-url $(BENCH_REDIS_URL)
 
 openapi: setup
 	$(RUN) tenantry openapi -o openapi.json

@@ -7,7 +7,8 @@ and the owner's access token on every request. Exits with schemathesis' status.
 
 Exclusions (fuzz/schemathesis.toml says why, each one narrow) are the two operations that
 end the fuzzing session itself: `auth_logout_all` revokes the token every later request
-carries and `organizations_delete` deletes the organization every tenant path is pinned to.
+carries and `organizations_delete` deletes the organization every tenant path is pinned to;
+and `events_stream`, an endless Server-Sent Events response (tests/events/ covers it).
 """
 
 from __future__ import annotations

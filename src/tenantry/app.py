@@ -23,7 +23,7 @@ from tenantry.core.cache import create_cache
 from tenantry.core.counts import CountCache, bind_counts
 from tenantry.core.db import Clock, Database
 from tenantry.core.errors import install_error_handlers
-from tenantry.core.events import create_events
+from tenantry.core.events import create_event_bus
 from tenantry.core.jobs.runtime import JobsRuntime
 from tenantry.core.logging import configure_logging
 from tenantry.core.mail import bind_mail, create_mailer
@@ -41,6 +41,8 @@ from tenantry.modules.audit.router import router as audit_router
 from tenantry.modules.auth.mfa_router import router as mfa_router
 from tenantry.modules.auth.revocation import Revocations
 from tenantry.modules.auth.router import router as auth_router
+from tenantry.modules.events.router import router as events_router
+from tenantry.modules.events.slots import create_stream_slots
 from tenantry.modules.exports.router import router as exports_router
 from tenantry.modules.files.router import router as files_router
 from tenantry.modules.files.slots import create_upload_slots
@@ -102,7 +104,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     bind_mail(database, mailer)  # requests queue email; the embedded worker sends it
     storage = create_storage(settings)
     bind_storage(database, storage)  # job handlers (exports) write files too
-    events = create_events(settings, redis)
+    events = create_event_bus(settings, redis)  # in process, or Redis streams across them
+    database.bind_events(events)  # audited changes and job states, announced after commit
     usage_store = create_usage_store(redis, settings.redis_key_prefix)
     bind_usage(database, usage_store)  # daily counters: memory, or Redis with REDIS_URL
     jobs = JobsRuntime(settings, database, run_worker=settings.runs_embedded_worker)
@@ -123,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         mailer=mailer,
         storage=storage,
         upload_slots=create_upload_slots(settings, redis),  # uploads in flight (429)
+        event_streams=create_stream_slots(settings, redis),
         events=events,
         usage=usage_store,
         jobs=jobs,
@@ -215,6 +219,7 @@ def api_routers() -> list[APIRouter]:
     api.append(org_tasks_router)
     api.append(files_router)
     api.append(exports_router)
+    api.append(events_router)
     api.append(plans_router)
     api.append(admin_router)
     return api

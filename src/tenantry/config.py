@@ -214,6 +214,15 @@ class Settings(BaseSettings):
     # Uploads in flight at once (429 beyond): per process without Redis, shared with it.
     upload_max_concurrent_per_user: int = Field(default=4, ge=1, le=1000)
     upload_max_concurrent_per_org: int = Field(default=16, ge=1, le=10000)
+    # Real-time events (docs/events.md): open streams per user and per organization (429
+    # beyond), the replay buffer of each organization (events and age), the keep-alive
+    # comment, and how often an open stream checks its caller may still read.
+    events_max_streams_per_user: int = Field(default=5, ge=1, le=1000)
+    events_max_streams_per_org: int = Field(default=200, ge=1, le=100_000)
+    events_buffer_size: int = Field(default=1000, ge=10, le=100_000)
+    events_buffer_seconds: float = Field(default=3600.0, ge=10, le=7 * 24 * 3600)
+    events_ping_seconds: float = Field(default=15.0, gt=0, le=300)
+    events_recheck_seconds: float = Field(default=5.0, gt=0, le=10)
 
     rate_limit_enabled: bool = True
     # With Redis: membership and revocation facts are copied into each process and dropped

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from tenantry.core.authz import TenantGate
     from tenantry.core.cache import Cache
     from tenantry.core.db import Database
-    from tenantry.core.events import Events
+    from tenantry.core.events import EventBus
     from tenantry.core.jobs.runtime import JobsRuntime
     from tenantry.core.mail.backends import Mailer
     from tenantry.core.metrics import Metrics
@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from tenantry.core.security import Security
     from tenantry.core.storage import Storage
     from tenantry.modules.auth.revocation import Revocations
+    from tenantry.modules.events.slots import StreamSlots
     from tenantry.modules.files.slots import UploadSlots
     from tenantry.modules.identity.service import ExternalAuth
     from tenantry.modules.plans.apirate import PlanRate
@@ -56,7 +57,8 @@ class Services:
     mailer: Mailer
     storage: Storage
     upload_slots: UploadSlots
-    events: Events
+    event_streams: StreamSlots  # open event streams per user and organization (429)
+    events: EventBus  # real-time events: publish after commit, subscribe (core/events.py)
     usage: UsageStore
     jobs: JobsRuntime
     metrics: Metrics

@@ -1,143 +1,155 @@
-"""Pub/sub contract: the in-process and the Redis broker behave the same."""
+"""Event bus contract: the in-process and the Redis bus behave the same (core/events.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator
 
+import orjson
 import pytest
 
 from tenantry.core.errors import ServiceUnavailable
-from tenantry.core.events import MAX_PENDING, Events, LocalEvents, RedisEvents
+from tenantry.core.events import (
+    EventBus,
+    LocalEventBus,
+    Outgoing,
+    RedisEventBus,
+    Subscription,
+    format_event_id,
+)
 from tenantry.services import services_of
 from tests.backends.conftest import BACKENDS, DEAD_REDIS_URL, connect_test_redis
 
+SIZE = 10
+
 
 @pytest.fixture(params=BACKENDS)
-async def events(request: pytest.FixtureRequest, key_prefix: str) -> AsyncIterator[Events]:
+async def bus(request: pytest.FixtureRequest, key_prefix: str) -> AsyncIterator[EventBus]:
     if request.param == "memory":
-        broker: Events = LocalEvents()
-        yield broker
-        await broker.close()
+        local = LocalEventBus(buffer_size=SIZE, buffer_seconds=3600)
+        yield local
+        await local.close()
         return
     client = connect_test_redis()
-    yield RedisEvents(client, key_prefix=key_prefix)
+    remote = RedisEventBus(
+        client, connect_test_redis(), key_prefix=key_prefix, buffer_size=SIZE, buffer_seconds=3600
+    )
+    yield remote
+    await remote.close()
     await client.aclose()
 
 
-def channel() -> str:
-    return f"org:{uuid.uuid4().hex}"
+def _event(n: int) -> Outgoing:
+    return Outgoing("task.updated", "tasks:read", {"n": n})
 
 
-async def test_a_subscriber_receives_what_is_published_after_it_subscribed(events: Events) -> None:
-    name = channel()
-    async with events.subscribe(name) as subscription:
-        assert await events.publish(name, {"type": "task.updated", "id": 7}) == 1
-        await events.publish(name, ["second", 2])
-        assert await subscription.get(max_wait=2) == {"type": "task.updated", "id": 7}
-        assert await subscription.get(max_wait=2) == ["second", 2]
+async def _live(subscription: Subscription, count: int) -> list[int]:
+    found = []
+    for _ in range(count):
+        event = await subscription.next(5)
+        assert event is not None, f"only {found}"
+        found.append(orjson.loads(event.data)["n"])
+    return found
 
 
-async def test_every_subscriber_of_a_channel_gets_each_message(events: Events) -> None:
-    name = channel()
-    async with events.subscribe(name) as first, events.subscribe(name) as second:
-        assert await events.publish(name, "hello") == 2
-        assert await first.get(max_wait=2) == "hello"
-        assert await second.get(max_wait=2) == "hello"
+async def test_subscribers_receive_their_organizations_events_in_order(bus: EventBus) -> None:
+    mine, other = uuid.uuid4(), uuid.uuid4()
+    async with bus.subscribe(mine, None) as first, bus.subscribe(mine, None) as second:
+        await bus.publish(other, [_event(99)])
+        await bus.publish(mine, [_event(1), _event(2)])
+        await bus.publish(mine, [_event(3)])
+        assert await _live(first, 3) == [1, 2, 3]
+        assert await _live(second, 3) == [1, 2, 3]
+        assert await first.next(0.2) is None  # nothing of the other organization
 
 
-async def test_messages_on_other_channels_are_not_delivered(events: Events) -> None:
-    mine, other = channel(), channel()
-    async with events.subscribe(mine) as subscription:
-        await events.publish(other, "not for me")
-        await events.publish(mine, "for me")
-        assert await subscription.get(max_wait=2) == "for me"
-        with pytest.raises(TimeoutError):
-            await subscription.get(max_wait=0.2)
+async def test_a_replay_gives_what_followed_the_id_then_live_events(bus: EventBus) -> None:
+    org = uuid.uuid4()
+    async with bus.subscribe(org, None) as subscription:
+        await bus.publish(org, [_event(n) for n in range(1, 6)])
+        events = []
+        for _ in range(5):
+            event = await subscription.next(5)
+            assert event is not None
+            events.append(event)
+    resume = format_event_id(events[1].id)
+    async with bus.subscribe(org, resume) as again:
+        assert not again.reset
+        assert [orjson.loads(e.data)["n"] for e in again.take_replay()] == [3, 4, 5]
+        await bus.publish(org, [_event(6)])
+        assert await _live(again, 1) == [6]
 
 
-async def test_publishing_without_subscribers_reaches_nobody(events: Events) -> None:
-    assert await events.publish(channel(), {"x": 1}) == 0
+async def test_an_id_past_the_buffer_or_unknown_resets(bus: EventBus) -> None:
+    org = uuid.uuid4()
+    async with bus.subscribe(org, None) as subscription:
+        await bus.publish(org, [_event(0)])
+        first = await subscription.next(5)
+        assert first is not None
+        await bus.publish(org, [_event(n) for n in range(1, SIZE + 3)])
+    for last in (format_event_id(first.id), "garbage", "99999999999999-0"):
+        async with bus.subscribe(org, last) as again:
+            assert again.reset, last
+            assert again.take_replay() == []
+    async with bus.subscribe(uuid.uuid4(), "1-0") as unknown_org:
+        assert unknown_org.reset
 
 
-async def test_after_leaving_the_context_nothing_more_is_received(events: Events) -> None:
-    name = channel()
-    async with events.subscribe(name):
-        pass
-    assert await events.publish(name, "late") == 0
-
-
-async def test_async_iteration_yields_messages_in_order(events: Events) -> None:
-    name = channel()
-    received: list[int] = []
-
-    async with events.subscribe(name) as subscription:
-
-        async def consume() -> None:
-            async for message in subscription:
-                received.append(message)
-                if len(received) == 3:
-                    return
-
-        consumer = asyncio.create_task(consume())
-        for number in range(3):
-            await events.publish(name, number)
-        await asyncio.wait_for(consumer, timeout=3)
-    assert received == [0, 1, 2]
-
-
-async def test_a_channel_name_with_whitespace_is_refused(events: Events) -> None:
-    with pytest.raises(ValueError, match="channel"):
-        await events.publish("org 1", "x")
-
-
-async def test_a_slow_local_subscriber_keeps_only_the_newest_messages() -> None:
-    broker = LocalEvents()
-    async with broker.subscribe("busy") as subscription:
-        for number in range(MAX_PENDING + 5):
-            await broker.publish("busy", number)
-        assert await subscription.get(max_wait=1) == 5
-
-
-@pytest.mark.services
-async def test_a_redis_subscriber_outwaits_the_socket_timeout_for_another_clients_message(
-    key_prefix: str,
+async def test_a_subscriber_that_falls_behind_the_buffer_is_marked_lagged(
+    bus: EventBus,
 ) -> None:
-    publisher_client, subscriber_client = connect_test_redis(), connect_test_redis()
-    try:
-        publisher = RedisEvents(publisher_client, key_prefix=key_prefix)
-        subscriber = RedisEvents(subscriber_client, key_prefix=key_prefix)
-        async with subscriber.subscribe("shared") as subscription:
-
-            async def publish_later() -> int:
-                await asyncio.sleep(2.5)  # the clients' socket_timeout is 2 s
-                return await publisher.publish("shared", {"n": 1})
-
-            later = asyncio.create_task(publish_later())
-            # Iteration waits without a deadline of its own (only this test's guard).
-            assert await asyncio.wait_for(anext(subscription), 5) == {"n": 1}
-            assert await later == 1
-    finally:
-        await publisher_client.aclose()
-        await subscriber_client.aclose()
+    org = uuid.uuid4()
+    async with bus.subscribe(org, None) as slow:
+        for n in range(SIZE + 2):
+            await bus.publish(org, [_event(n)])
+        for _ in range(50):
+            if slow.lagged:
+                break
+            await _sleep()
+        assert slow.lagged
+        assert await slow.next(0.1) is None
 
 
-async def test_redis_down_is_service_unavailable_for_publish_and_subscribe() -> None:
+async def _sleep() -> None:
+    import asyncio
+
+    await asyncio.sleep(0.02)
+
+
+async def test_redis_down_is_service_unavailable_for_subscribe(key_prefix: str) -> None:
     from redis.asyncio import Redis
 
     client = Redis.from_url(DEAD_REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
-    broker = RedisEvents(client, key_prefix="x:")
+    reader = Redis.from_url(DEAD_REDIS_URL, socket_connect_timeout=1, socket_timeout=1)
+    bus = RedisEventBus(client, reader, key_prefix=key_prefix, buffer_size=10, buffer_seconds=60)
     try:
+        await bus.publish(uuid.uuid4(), [_event(1)])  # after commit: logged, not raised
         with pytest.raises(ServiceUnavailable):
-            await broker.publish("c", 1)
-        with pytest.raises(ServiceUnavailable):
-            async with broker.subscribe("c"):
+            async with bus.subscribe(uuid.uuid4(), None):
                 pass
     finally:
+        await bus.close()
         await client.aclose()
 
 
-async def test_the_app_picks_the_broker_from_redis_url(build_app) -> None:
-    assert isinstance(services_of(await build_app(redis_url=None)).events, LocalEvents)
-    assert isinstance(services_of(await build_app(redis_url=DEAD_REDIS_URL)).events, RedisEvents)
+async def test_the_app_picks_the_bus_from_redis_url(build_app) -> None:  # type: ignore[no-untyped-def]
+    assert isinstance(services_of(await build_app(redis_url=None)).events, LocalEventBus)
+    assert isinstance(services_of(await build_app(redis_url=DEAD_REDIS_URL)).events, RedisEventBus)
+
+
+async def test_the_local_bus_forgets_quiet_organizations_and_still_resets_their_ids(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import tenantry.core.events as events
+
+    bus = LocalEventBus(buffer_size=SIZE, buffer_seconds=60)
+    quiet, busy = uuid.uuid4(), uuid.uuid4()
+    await bus.publish(quiet, [_event(1)])
+    kept = bus._buffers[quiet].events[0].id
+    later = events._now_ms() + 61_000
+    monkeypatch.setattr(events, "_now_ms", lambda: later)  # an hour (here a minute) later
+    monkeypatch.setattr(events, "SWEEP_SECONDS", 0.0)
+    await bus.publish(busy, [_event(2)])
+    assert quiet not in bus._buffers
+    async with bus.subscribe(quiet, format_event_id(kept)) as again:
+        assert again.reset

@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from tests.factories import Org, create_org, register
 from tests.orgs.routes import (
     NOT_WALKED,
+    STREAMS,
     TenantRoute,
     comparable,
     create_objects,
@@ -126,7 +127,7 @@ async def test_lists_under_my_organization_never_show_another_organizations_rows
             planted.update((await create_objects(app, client, a, route)).values())
     checked = 0
     for route in routes:
-        if route.method != "GET" or route.object_params:
+        if route.method != "GET" or route.object_params or route.key in STREAMS:
             continue
         response = await client.get(
             route.url(b.id, {}) + route.list_suffix, headers=b.owner.headers

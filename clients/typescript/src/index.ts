@@ -160,7 +160,58 @@ export type TenantryApi = Client<paths> & {
   refresh(): Promise<Tokens>;
   /** End this session (idempotent) and forget the tokens. */
   logout(): Promise<void>;
+  /**
+   * The organization's events (Server-Sent Events, docs/events.md), read with fetch (the
+   * access token in the header): yields each event until `signal` aborts or the server
+   * ends the stream. Resume with the last event's `id` as `lastEventId`.
+   */
+  streamEvents(orgId: string, options?: { lastEventId?: string; signal?: AbortSignal }): AsyncGenerator<OrgEvent>;
+  /** A URL for the browser's `EventSource`, with a single-use ticket (valid 60 s). */
+  eventSourceUrl(orgId: string, options?: { lastEventId?: string }): Promise<string>;
 };
+
+/** One event of the stream: `event` is `<entityType>.<action>`, `job.<state>` or `reset`. */
+export interface OrgEvent {
+  id: string | null;
+  event: string;
+  data: Record<string, unknown>;
+}
+
+/** Parse a Server-Sent Events body into its events (comments and `retry:` skipped). */
+export async function* parseEvents(body: ReadableStream<Uint8Array>): AsyncGenerator<OrgEvent> {
+  const decoder = new TextDecoder();
+  const reader = body.getReader();
+  let buffer = "";
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      buffer += decoder.decode(value, { stream: true });
+      let end: number;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        let id: string | null = null;
+        let event: string | null = null;
+        const data: string[] = [];
+        for (const line of block.split("\n")) {
+          const colon = line.indexOf(":");
+          if (colon === 0) continue;
+          const name = colon < 0 ? line : line.slice(0, colon);
+          const raw = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+          if (name === "id") id = raw;
+          else if (name === "event") event = raw;
+          else if (name === "data") data.push(raw);
+        }
+        if (event !== null) {
+          yield { id, event, data: data.length ? (JSON.parse(data.join("\n")) as Record<string, unknown>) : {} };
+        }
+      }
+    }
+  } finally {
+    reader.releaseLock();
+  }
+}
 
 const AUTH_PATHS = /\/api\/v1\/auth\/(login|register|refresh|logout|password\/forgot|password\/reset|email\/verify)$/;
 const CREATE_PATH = /\/api\/v1\/orgs\/[^/]+\/.+/;
@@ -249,6 +300,37 @@ export function createTenantryClient(options: ClientOptions): TenantryApi {
       tokens.set(null);
       if (current === null) return;
       await unwrap(client.POST("/api/v1/auth/logout", { body: { refreshToken: current.refreshToken } }));
+    },
+    async *streamEvents(
+      orgId: string,
+      streamOptions: { lastEventId?: string; signal?: AbortSignal } = {},
+    ): AsyncGenerator<OrgEvent> {
+      const headers = new Headers({ Accept: "text/event-stream" });
+      if (streamOptions.lastEventId) headers.set("Last-Event-ID", streamOptions.lastEventId);
+      const request = new Request(`${options.baseUrl}/api/v1/orgs/${encodeURIComponent(orgId)}/events`, {
+        headers,
+        signal: streamOptions.signal,
+      });
+      const response = await send(request);
+      if (!response.ok || response.body === null) {
+        const body: unknown = await response.json().catch(() => null);
+        throw new ApiError(response.status, isEnvelope(body) ? body : localError("The stream was refused"));
+      }
+      try {
+        yield* parseEvents(response.body);
+      } catch (error) {
+        if (streamOptions.signal?.aborted) return;
+        throw error;
+      }
+    },
+    async eventSourceUrl(orgId: string, urlOptions: { lastEventId?: string } = {}): Promise<string> {
+      const ticket = await unwrap(
+        client.POST("/api/v1/orgs/{orgId}/events/tickets", { params: { path: { orgId } } }),
+      );
+      const url = new URL(`${options.baseUrl}/api/v1/orgs/${encodeURIComponent(orgId)}/events`);
+      url.searchParams.set("ticket", ticket.ticket);
+      if (urlOptions.lastEventId) url.searchParams.set("lastEventId", urlOptions.lastEventId);
+      return url.toString();
     },
   });
 }

@@ -1131,6 +1131,48 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/orgs/{orgId}/events": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Stream the organization's events (Server-Sent Events)
+         * @description Stream the organization's events (Server-Sent Events).
+         */
+        get: operations["events_stream"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/orgs/{orgId}/events/tickets": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Create a single-use ticket to open the stream from a browser
+         * @description Create a single-use ticket (60 s) to open the stream with `?ticket=` (EventSource).
+         *
+         *     Requires permission `org:read`.
+         */
+        post: operations["events_create_ticket"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/orgs/{orgId}/subscription": {
         parameters: {
             query?: never;
@@ -2057,6 +2099,18 @@ export interface components {
              */
             success?: true;
             data: components["schemas"]["TaskOut"];
+            /** Timestamp */
+            timestamp?: string;
+        };
+        /** TicketEnvelope */
+        TicketEnvelope: {
+            /**
+             * Success
+             * @default true
+             * @constant
+             */
+            success?: true;
+            data: components["schemas"]["TicketOut"];
             /** Timestamp */
             timestamp?: string;
         };
@@ -3130,6 +3184,13 @@ export interface components {
              */
             version?: number | null;
         };
+        /** TicketOut */
+        TicketOut: {
+            /** Ticket */
+            ticket: string;
+            /** Expiresin */
+            expiresIn: number;
+        };
         /**
          * TransferOwnership
          * @example {
@@ -3258,7 +3319,7 @@ export interface components {
          * @description Every error `code` this API answers with (API.md, status codes)
          * @enum {string}
          */
-        ErrorCode: "bad_request" | "conflict" | "feature_not_in_plan" | "forbidden" | "internal_error" | "invalid_credentials" | "invalid_email" | "invalid_mfa_code" | "invalid_token" | "method_not_allowed" | "mfa_required" | "not_found" | "organization_suspended" | "payload_too_large" | "plan_limit_reached" | "precondition_failed" | "rate_limited" | "request_timeout" | "service_unavailable" | "subscription_canceled" | "token_expired" | "trial_expired" | "unauthorized" | "unsupported_media_type" | "validation_error" | "version_conflict";
+        ErrorCode: "bad_request" | "conflict" | "feature_not_in_plan" | "forbidden" | "internal_error" | "invalid_credentials" | "invalid_email" | "invalid_mfa_code" | "invalid_ticket" | "invalid_token" | "method_not_allowed" | "mfa_required" | "not_found" | "organization_suspended" | "payload_too_large" | "plan_limit_reached" | "precondition_failed" | "rate_limited" | "request_timeout" | "service_unavailable" | "subscription_canceled" | "token_expired" | "trial_expired" | "unauthorized" | "unsupported_media_type" | "validation_error" | "version_conflict";
     };
     responses: never;
     parameters: never;
@@ -10705,6 +10766,228 @@ export interface operations {
             };
             /** @description Unsupported Media Type: `unsupported_media_type` */
             415: {
+                headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Too Many Requests: `rate_limited` */
+            429: {
+                headers: {
+                    "Retry-After": components["headers"]["RetryAfter"];
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Internal Server Error: `internal_error` */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Service Unavailable: `service_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["RetryAfter"];
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    events_stream: {
+        parameters: {
+            query?: {
+                /** @description Same as the Last-Event-ID header */
+                lastEventId?: string | null;
+                /** @description A ticket from POST /events/tickets (for EventSource, no headers) */
+                ticket?: string | null;
+            };
+            header?: {
+                /** @description Resume after this event id */
+                "Last-Event-ID"?: string | null;
+            };
+            path: {
+                /** @description The organization's id */
+                orgId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description `text/event-stream`: `id:`, `event: <entityType>.<action>` or `job.<state>`, `data:` JSON; `event: reset` when the last event id is older than the buffer; `: ping` every 15 s */
+            200: {
+                headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/event-stream": string;
+                };
+            };
+            /** @description Bad Request: `validation_error` */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Unauthorized: `unauthorized`, `token_expired`, `invalid_ticket` */
+            401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Forbidden: `organization_suspended` */
+            403: {
+                headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Not Found: `not_found` */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Too Many Requests: `rate_limited` */
+            429: {
+                headers: {
+                    "Retry-After": components["headers"]["RetryAfter"];
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Internal Server Error: `internal_error` */
+            500: {
+                headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Service Unavailable: `service_unavailable` */
+            503: {
+                headers: {
+                    "Retry-After": components["headers"]["RetryAfter"];
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+        };
+    };
+    events_create_ticket: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description The organization's id */
+                orgId: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TicketEnvelope"];
+                };
+            };
+            /** @description Bad Request: `validation_error` */
+            400: {
+                headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Unauthorized: `unauthorized`, `token_expired` */
+            401: {
+                headers: {
+                    "WWW-Authenticate": components["headers"]["WWWAuthenticate"];
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Payment Required: `trial_expired`, `subscription_canceled` */
+            402: {
+                headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Forbidden: `forbidden`, `organization_suspended` */
+            403: {
+                headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Not Found: `not_found` */
+            404: {
+                headers: {
+                    "X-Request-Id": components["headers"]["XRequestId"];
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorEnvelope"];
+                };
+            };
+            /** @description Conflict: `conflict` */
+            409: {
                 headers: {
                     "X-Request-Id": components["headers"]["XRequestId"];
                     [name: string]: unknown;

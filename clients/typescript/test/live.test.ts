@@ -106,6 +106,33 @@ describe("tenantry client, live", () => {
     assert.equal(pages, 3);
   });
 
+  it("streams the organization's events, and gives EventSource a single-use ticket URL", async () => {
+    const controller = new AbortController();
+    const events = api.streamEvents(orgId, { signal: controller.signal });
+    const first = events.next(); // sends the request; resolves with the first event
+    await new Promise((resolve) => setTimeout(resolve, 500)); // the subscription is live
+    const project = await unwrap(
+      api.POST("/api/v1/orgs/{orgId}/projects", {
+        params: { path: { orgId } },
+        body: { name: "Streamed" },
+      }),
+    );
+    const received = await first;
+    assert.equal(received.value?.event, "project.created");
+    assert.equal(received.value?.data.entityId, project.id);
+    controller.abort();
+    await events.return(undefined);
+    const url = await api.eventSourceUrl(orgId, { lastEventId: received.value?.id ?? undefined });
+    assert.match(url, /[?&]ticket=/);
+    const opened = await fetch(url, { headers: { Accept: "text/event-stream" } }); // no token
+    assert.equal(opened.status, 200);
+    assert.match(opened.headers.get("content-type") ?? "", /^text\/event-stream/);
+    await opened.body?.cancel();
+    const reused = await fetch(url);
+    assert.equal(reused.status, 401);
+    await reused.body?.cancel();
+  });
+
   it("narrows a 404 by its code", async () => {
     try {
       await unwrap(

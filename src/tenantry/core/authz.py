@@ -35,12 +35,38 @@ from tenantry.core.tenancy import TenantContext, TenantScopeError, bind_tenant
 from tenantry.services import services_of
 
 
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who opened a long-lived connection (an event stream), kept to check them again.
+
+    Either an API key (`api_key_id`, acting for `user_id`), or a user's token: its session
+    id (None for an external provider's token, which has no local session) and issue
+    time, enough to ask whether it was revoked since.
+    """
+
+    user_id: uuid.UUID | None
+    api_key_id: uuid.UUID | None = None
+    session_id: uuid.UUID | None = None
+    issued_at: float = 0.0
+
+
 class TenantGate(Protocol):
     """Principal + membership + plan of the caller in `org_id`, or the 401/403/404/402/429."""
 
     async def __call__(
         self, request: Request, session: AsyncSession, org_id: uuid.UUID
     ) -> TenantContext: ...
+
+    def principal_of(self, request: Request, context: TenantContext) -> Principal:
+        """Who passed the gate with `context` on `request` (to `confirm` them later)."""
+        ...
+
+    async def confirm(
+        self, session: AsyncSession, org_id: uuid.UUID, principal: Principal
+    ) -> TenantContext:
+        """`principal`'s context in `org_id` now, or the 401/404 it would get on a request:
+        a revoked session, key or membership, a deleted organization."""
+        ...
 
 
 PERMISSIONS_EXTENSION = "x-permissions"

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import DateTime, ForeignKey, Integer, MetaData, TypeDecorator, Uuid, event, text
 from sqlalchemy.engine import Connection, Dialect
@@ -28,6 +28,9 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from uuid_utils.compat import uuid7
 
 from tenantry.config import Settings
+
+if TYPE_CHECKING:
+    from tenantry.core.events import EventSink
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -151,6 +154,10 @@ class AppSession(Session):
     never on SQLAlchemy's global `Session`, so nothing happens to other sessions of the
     process and nothing depends on what was imported first."""
 
+    # Where this database's committed changes are announced (core/events.py): set on the
+    # session class of one Database by `Database.bind_events`; None announces nothing.
+    event_sink: ClassVar[EventSink | None] = None
+
 
 class AppAsyncSession(AsyncSession):
     sync_session_class = AppSession
@@ -178,6 +185,7 @@ class Database:
             {"__module__": __name__, "sync_session_class": self.sync_session_class},
         )
         self._listening: set[SessionListener] = set()
+        self.events: EventSink | None = None  # `bind_events`; read by jobs (core/jobs)
         # tenancy and counts import this module: imported here, when the first one is built.
         from tenantry.core.counts import COUNT_LISTENERS
         from tenantry.core.tenancy import TENANCY_LISTENERS, watch_mappers
@@ -207,6 +215,11 @@ class Database:
             if (name, listener) not in self._listening:
                 self._listening.add((name, listener))
                 event.listen(self.sync_session_class, name, listener)
+
+    def bind_events(self, sink: EventSink | None) -> None:
+        """Announce the committed changes of this database's sessions (and jobs) to `sink`."""
+        self.events = sink
+        self.sync_session_class.event_sink = sink
 
     def session(self, *, write: bool = True) -> AsyncSession:
         return (self.write_sessions if write else self.sessions)()

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.db import new_id, utcnow
 from tenantry.core.errors import Conflict, NotFound
+from tenantry.core.events import job_event, publish_after_commit
 from tenantry.core.jobs.models import Job, JobStatus
 from tenantry.core.jobs.registry import JOB_TYPE, get_handler
 from tenantry.core.jobs.transport import TRANSPORT_KEY, JobTransport
@@ -72,7 +73,22 @@ async def enqueue(
             return existing
         job = await session.get_one(Job, values["id"])
     _dispatch_after_commit(session, job.id)
+    _announce(session, job)
     return job
+
+
+def _announce(session: AsyncSession, job: Job) -> None:
+    """`job.<status>` on the organization's event stream once the transaction commits."""
+    if job.organization_id is None:
+        return
+    event = job_event(
+        job_id=job.id,
+        job_type=job.type,
+        status=str(job.status),
+        progress=job.progress or 0,
+        message=job.message,
+    )
+    publish_after_commit(session, job.organization_id, [event])
 
 
 async def _insert_once(session: AsyncSession, values: dict[str, Any]) -> Job | None:
@@ -135,4 +151,6 @@ async def cancel(session: AsyncSession, job_id: uuid.UUID) -> Job:
         raise NotFound("Job not found")
     if job.status in (JobStatus.SUCCEEDED, JobStatus.FAILED):
         raise Conflict("The job has already finished")
+    if cancelled is not None:
+        _announce(session, job)
     return job

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.config import Settings
 from tenantry.core.db import Database
+from tenantry.core.events import job_event
 from tenantry.core.jobs import store
 from tenantry.core.jobs.context import JobCancelled, JobContext, JobError
 from tenantry.core.jobs.models import Job, JobStatus
@@ -54,6 +55,9 @@ class JobExecutor:
         self.report_interval = min(1.0, self.lease / 3)
         self.releasing: set[uuid.UUID] = set()
         self.lost: set[uuid.UUID] = set()
+        # Progress reported but not written (SQLite: the job holds the write lock), by job:
+        # what `GET /jobs/{id}` of this process shows while the job runs.
+        self.reported: dict[uuid.UUID, tuple[int, str | None]] = {}
 
     def forget(self, job_id: uuid.UUID) -> None:
         self.releasing.discard(job_id)
@@ -64,6 +68,7 @@ class JobExecutor:
         if handler is None:
             await self._failed(job, JobError(NO_HANDLER), retry_base=None)
             return
+        await self._announce(job, JobStatus.RUNNING, job.progress or 0, job.message)
         session = open_job_session(self.database, job)
         ctx = JobContext(
             job_id=job.id,
@@ -103,9 +108,11 @@ class JobExecutor:
                 raise
             finally:
                 stop_beat.set()
+                self.reported.pop(job.id, None)
                 await asyncio.shield(session.close())
         except JobCancelled:
-            await store.mark_cancelled(self.database, job.id, job.attempts, now=self.clock())
+            if await store.mark_cancelled(self.database, job.id, job.attempts, now=self.clock()):
+                await self._announce(job, JobStatus.CANCELLED, job.progress or 0, job.message)
             log.info("job %s (%s) cancelled while running", job.id, job.type)
         except asyncio.CancelledError:
             if job.id in self.releasing:
@@ -117,7 +124,8 @@ class JobExecutor:
         except Exception as exc:
             await self._failed(job, exc, retry_base=handler.retry_base_seconds)
         if committed:
-            await run_after_commit(session)
+            await run_after_commit(session)  # the job's own announcements (its audit) first
+            await self._announce(job, JobStatus.SUCCEEDED, 100, job.message)
         else:
             await run_after_rollback(session)  # e.g. a stored object whose row was not kept
 
@@ -141,6 +149,8 @@ class JobExecutor:
         status = await store.retry_or_fail(
             self.database, job.id, job.attempts, error=safe_error(exc), retry_at=retry_at, now=now
         )
+        if status is not None:
+            await self._announce(job, JobStatus(status), job.progress or 0, safe_error(exc))
         if status == JobStatus.FAILED:
             log.error(
                 "job %s (%s) failed for good after %d attempt(s)", job.id, job.type, job.attempts
@@ -173,10 +183,42 @@ class JobExecutor:
     async def _write_progress(
         self, job: Job, session: AsyncSession, progress: int, message: str | None
     ) -> bool:
+        job.progress, job.message = progress, message or job.message  # the last report
         if self.database.is_sqlite and session.in_transaction():
-            return False  # the handler holds SQLite's write lock: our write would wait on it
+            # The handler holds SQLite's write lock: our write would wait on it. The report
+            # is still announced (the stream shows it live; the row shows it at the end).
+            self.reported[job.id] = (progress, job.message)
+            await self._announce(job, JobStatus.RUNNING, progress, job.message, "job.progress")
+            return False
         flag = await store.write_progress(self.database, job.id, job.attempts, progress, message)
+        if flag is not None:
+            await self._announce(job, JobStatus.RUNNING, progress, job.message, "job.progress")
         return bool(flag)
+
+    async def _announce(
+        self,
+        job: Job,
+        status: JobStatus,
+        progress: int,
+        message: str | None,
+        name: str | None = None,
+    ) -> None:
+        """The job's new state on its organization's event stream (after it was written)."""
+        sink = self.database.events
+        if sink is None or job.organization_id is None:
+            return
+        event = job_event(
+            job_id=job.id,
+            job_type=job.type,
+            status=str(status),
+            progress=progress,
+            message=message,
+            name=name,
+        )
+        try:
+            await sink.publish(job.organization_id, [event])
+        except Exception:  # the state is written; a lost announcement is not a failure
+            log.warning("job %s: event not published", job.id, exc_info=True)
 
 
 def _jsonable(result: Any) -> Any:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
 
+from redis.asyncio import Redis
+
 from tenantry.config import Settings
 from tenantry.core.db import Database
+from tenantry.core.events import PublishOnlyBus, RedisEventBus, create_event_bus
 from tenantry.core.jobs.registry import import_handlers
 from tenantry.core.jobs.transport import bind_transport, build_transport
 from tenantry.core.jobs.worker import Worker
@@ -49,6 +53,12 @@ class JobsRuntime:
             )
             self.worker.start()
 
+    def reported_progress(self, job_id: uuid.UUID) -> tuple[int, str | None] | None:
+        """A running job's last progress report not yet in its row (SQLite), if it runs here."""
+        if self.worker is None:
+            return None
+        return self.worker.executor.reported.get(job_id)
+
     async def stop(self) -> None:
         """Graceful: running jobs get `JOBS_SHUTDOWN_TIMEOUT` to finish, the rest are released."""
         if self.worker is not None:
@@ -74,6 +84,8 @@ async def run_worker_process(
     database = Database(settings)
     bind_mail(database, create_mailer(settings))
     bind_storage(database, create_storage(settings))
+    events = _worker_events(settings)
+    database.bind_events(events)  # job states and progress reach every API process
     runtime = JobsRuntime(settings, database, run_worker=True, concurrency=concurrency)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -81,6 +93,8 @@ async def run_worker_process(
         loop.add_signal_handler(signum, stop.set)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(database.dispose)
+        if events is not None:
+            stack.push_async_callback(events.close)
         if setup is not None:
             await stack.enter_async_context(setup(database))
         try:
@@ -90,3 +104,17 @@ async def run_worker_process(
             log.info("tenantry worker stopping: no new claims, finishing running jobs")
         finally:
             await runtime.stop()
+
+
+def _worker_events(settings: Settings) -> PublishOnlyBus | None:
+    """With Redis, the worker announces job events on the organizations' streams.
+
+    Without it a separate worker has nobody to tell (the embedded worker of `serve` shares
+    the API process's bus instead).
+    """
+    if settings.redis_url is None:
+        return None
+    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=5)
+    bus = create_event_bus(settings, redis)
+    assert isinstance(bus, RedisEventBus)
+    return PublishOnlyBus(bus, redis)

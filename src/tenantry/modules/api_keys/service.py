@@ -193,6 +193,22 @@ async def authenticate(session: AsyncSession, raw: str) -> ApiKey | None:
     return match
 
 
+async def authenticate_id(session: AsyncSession, key_id: uuid.UUID) -> ApiKey:
+    """The bound organization's key `key_id` while it may still act (an open event stream
+    checks again); 401 when it was revoked, expired or its creator can no longer act."""
+    row = (
+        await session.execute(
+            select(ApiKey, usable_account(ApiKey.created_by)).where(ApiKey.id == key_id)
+        )
+    ).first()
+    if row is None or row[0].revoked_at is not None or not row[1]:
+        raise Unauthorized("The API key has been revoked")
+    key: ApiKey = row[0]
+    if key.expires_at is not None and key.expires_at <= utcnow():
+        raise Unauthorized("The API key has expired")
+    return key
+
+
 async def touch(session: AsyncSession, cache: Cache, database: Database, key: ApiKey) -> None:
     """Record `lastUsedAt` at most once a minute per key, after the request's commit.
 

@@ -21,10 +21,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
-from sqlalchemy import select
+from sqlalchemy import inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tenantry.core.db import Versioned
+from tenantry.core.events import Outgoing, publish_after_commit
 from tenantry.core.listing import created_at_key, offset_page
+from tenantry.core.permissions import RESOURCES
 from tenantry.core.ratelimit import client_ip
 from tenantry.core.tenancy import require_tenant
 from tenantry.modules.audit.models import AuditLog
@@ -119,6 +122,7 @@ async def record(
     entry = _entry(session, action, entity_type, entity_id, changes)
     session.add(entry)
     await session.flush()
+    _announce(session, [entry])
     return entry
 
 
@@ -127,12 +131,86 @@ async def record_many(
     action: str,
     entity_type: str,
     entries: Sequence[tuple[uuid.UUID | None, Mapping[str, Any]]],
+    *,
+    versions: Mapping[uuid.UUID, int] | None = None,
 ) -> list[AuditLog]:
-    """One entry per `(entity_id, changes)`, written in one multi-row INSERT."""
+    """One entry per `(entity_id, changes)`, written in one multi-row INSERT.
+
+    `versions`: the entities' new versions when they were written without the ORM (a
+    bulk UPDATE), for their events.
+    """
     rows = [_entry(session, action, entity_type, i, changes) for i, changes in entries]
     session.add_all(rows)
     await session.flush()
+    _announce(session, rows, versions)
     return rows
+
+
+# The permission a subscriber of the event stream needs to receive an entity's events:
+# the one that lets it GET the entity (API.md, Real-time events). An entity type not
+# listed here (a generated resource: `<type>s:read` when that permission exists) falls
+# back to `audit:read`, so nothing new is announced to someone who may not see it.
+READ_PERMISSIONS: dict[str, str] = {
+    "task": "tasks:read",
+    "project": "projects:read",
+    "file": "files:read",
+    "membership": "members:read",
+    "invitation": "members:read",
+    "organization": "org:read",
+    "api_key": "api_keys:manage",
+}
+# Actions on an entity readable more widely that are not for every reader of it.
+ACTION_PERMISSIONS: dict[str, str] = {
+    "organization.subscription_changed": "billing:read",
+}
+
+
+def read_permission(action: str, entity_type: str) -> str:
+    """What a subscriber needs to receive the event of `action` on an `entity_type`."""
+    if action in ACTION_PERMISSIONS:
+        return ACTION_PERMISSIONS[action]
+    if entity_type in READ_PERMISSIONS:
+        return READ_PERMISSIONS[entity_type]
+    for resource in RESOURCES:  # generated resources: plural name, singular entity type
+        if entity_type in (resource[:-1], resource[:-2], resource[:-3] + "y"):
+            return f"{resource}:read"
+    return "audit:read"
+
+
+def _announce(
+    session: AsyncSession,
+    entries: Sequence[AuditLog],
+    known: Mapping[uuid.UUID, int] | None = None,
+) -> None:
+    """Each entry becomes an event of the stream once the transaction commits."""
+    # The entities' versions as this flush left them, read from the loaded state only (an
+    # expired attribute would be a lazy load here); None when it is not loaded.
+    versions = {
+        state.dict.get("id"): state.dict.get("version")
+        for state in (inspect(obj) for obj in session.identity_map.values())
+        if isinstance(state.obj(), Versioned)
+    }
+    versions.update(known or {})
+    by_org: dict[uuid.UUID, list[Outgoing]] = {}
+    for entry in entries:
+        by_org.setdefault(entry.organization_id, []).append(
+            Outgoing(
+                name=entry.action,
+                permission=read_permission(entry.action, entry.entity_type),
+                data={
+                    "entityType": entry.entity_type,
+                    "entityId": _jsonable(entry.entity_id),
+                    "action": entry.action,
+                    "version": versions.get(entry.entity_id) if entry.entity_id else None,
+                    "actorUserId": _jsonable(entry.actor_user_id),
+                    "actorApiKeyId": _jsonable(entry.actor_api_key_id),
+                    "changes": entry.changes,
+                    "at": _jsonable(entry.created_at),
+                },
+            )
+        )
+    for org_id, events in by_org.items():
+        publish_after_commit(session, org_id, events)
 
 
 def _entry(

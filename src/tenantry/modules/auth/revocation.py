@@ -88,6 +88,26 @@ class Revocations:
             fact = await self._fact_from_database(claims, session_id)
         return _refuses(fact, claims), values
 
+    async def account_revoked(self, user_id: uuid.UUID, issued_at: float) -> bool:
+        """For a principal without a local session (an external provider's token, checked
+        again by an open event stream): whether its account can no longer act, or a
+        logout-all came after `issued_at`. The cached moment first, then the database."""
+        valid_after = await self._cache.get(valid_after_key(user_id))
+        if valid_after is not None and issued_at < float(valid_after):
+            return True
+        async with self._database.session(write=False) as session:
+            row = (
+                await session.execute(
+                    select(User.is_active, User.deleted_at, User.sessions_valid_after).where(
+                        User.id == user_id
+                    )
+                )
+            ).first()
+        if row is None or not row.is_active or row.deleted_at is not None:
+            return True
+        after = row.sessions_valid_after
+        return after is not None and issued_at < after.timestamp()
+
     async def _fact_from_database(self, claims: AccessClaims, session_id: uuid.UUID) -> bytes:
         # A short read session of its own: the callers' sessions may be write sessions
         # (SQLite's BEGIN IMMEDIATE) or not exist at all.

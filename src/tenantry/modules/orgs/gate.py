@@ -33,17 +33,20 @@ No credentials → 401. Not a member, unknown or deleted organization → the sa
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+import jwt
 from fastapi import Request
 from fastapi.security import HTTPAuthorizationCredentials
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tenantry.core.authz import Principal
 from tenantry.core.cache import Cache
 from tenantry.core.db import Clock, Database
 from tenantry.core.errors import NotFound, Unauthorized
 from tenantry.core.permissions import covers, role_permissions
-from tenantry.core.security import Security
+from tenantry.core.security import AccessClaims, InvalidAccessToken, Security
 from tenantry.core.tenancy import TenantContext
 from tenantry.modules.api_keys import service as api_keys
 from tenantry.modules.audit.service import remember_request
@@ -107,6 +110,63 @@ class OrgGate:
             subscription=access.subscription,
         )
 
+    def principal_of(self, request: Request, context: TenantContext) -> Principal:
+        if context.api_key_id is not None:
+            return Principal(user_id=context.user_id, api_key_id=context.api_key_id)
+        bearer = _bearer(request)
+        if bearer is None:  # the gate let this request through: it had a token
+            raise Unauthorized()
+        token = bearer.credentials
+        if self.external.provider_of(token) is not None:
+            # Verified by the gate a moment ago in this request (its issuer's keys): only
+            # its issue time is read again. No local session: `confirm` asks the account.
+            issued_at = jwt.decode(token, options={"verify_signature": False}).get("iat")
+            return Principal(user_id=context.user_id, issued_at=float(issued_at or 0))
+        try:
+            claims = self.security.tokens.verify(token)
+        except InvalidAccessToken:  # expired since the gate read it, a moment ago
+            raise Unauthorized("The access token is invalid") from None
+        return Principal(
+            user_id=claims.user_id, session_id=claims.session_id, issued_at=claims.issued_at
+        )
+
+    async def confirm(
+        self, session: AsyncSession, org_id: uuid.UUID, principal: Principal
+    ) -> TenantContext:
+        if principal.api_key_id is not None:
+            key = await api_keys.authenticate_id(session, principal.api_key_id)
+            context, _creator = await self._key_context(
+                session, org_id, key.id, key.created_by, key.permissions
+            )
+            return context
+        if principal.user_id is None:
+            raise Unauthorized()
+        if principal.session_id is None:  # an external provider's token
+            revoked = await self.revocations.account_revoked(principal.user_id, principal.issued_at)
+        else:
+            claims = AccessClaims(
+                user_id=principal.user_id,
+                session_id=principal.session_id,
+                role="",
+                issued_at=principal.issued_at,
+                expires_at=0.0,
+                token_id="",
+            )
+            revoked, _ = await self.revocations.check(claims, [])
+        if revoked:
+            raise Unauthorized("The session has ended; sign in again")
+        access = await organization_access(self.cache, session, org_id, principal.user_id)
+        if access is None:
+            raise NotFound(ORG_NOT_FOUND)
+        return TenantContext(
+            organization_id=org_id,
+            user_id=principal.user_id,
+            role=access.role,
+            permissions=role_permissions(access.role),
+            plan=access.plan,
+            subscription=access.subscription,
+        )
+
     async def _token_principal(
         self, request: Request, session: AsyncSession, org_id: uuid.UUID
     ) -> tuple[uuid.UUID, Access]:
@@ -145,23 +205,38 @@ class OrgGate:
         key = await api_keys.authenticate(session, raw)
         if key is None:
             raise NotFound(ORG_NOT_FOUND)
+        context, creator = await self._key_context(
+            session, org_id, key.id, key.created_by, key.permissions
+        )
+        await self._admit(request, org_id, creator, key.created_by)
+        await api_keys.touch(session, self.cache, self.database, key)
+        return context
+
+    async def _key_context(
+        self,
+        session: AsyncSession,
+        org_id: uuid.UUID,
+        key_id: uuid.UUID,
+        created_by: uuid.UUID | None,
+        key_permissions: Iterable[str],
+    ) -> tuple[TenantContext, Access]:
+        """The key's context: its permissions narrowed to what its creator's role holds now."""
         creator = (
-            await organization_access(self.cache, session, org_id, key.created_by)
-            if key.created_by is not None
+            await organization_access(self.cache, session, org_id, created_by)
+            if created_by is not None
             else None
         )
         if creator is None:  # the creator left, or the organization was deleted: dead key
             raise Unauthorized("The API key has been revoked")
-        await self._admit(request, org_id, creator, key.created_by)
         held = role_permissions(creator.role)
-        permissions = frozenset(p for p in key.permissions if covers(held, [p]))
-        await api_keys.touch(session, self.cache, self.database, key)
-        return TenantContext(
+        permissions = frozenset(p for p in key_permissions if covers(held, [p]))
+        context = TenantContext(
             organization_id=org_id,
-            user_id=key.created_by,
-            api_key_id=key.id,
+            user_id=created_by,
+            api_key_id=key_id,
             role=creator.role,
             permissions=permissions,
             plan=creator.plan,
             subscription=creator.subscription,
         )
+        return context, creator

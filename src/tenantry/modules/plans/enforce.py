@@ -37,8 +37,9 @@ from tenantry.services import services_of
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 UPGRADE_HINT = "Upgrade to a paid plan to continue making changes: GET /orgs/{orgId}/subscription"
-# Routes under /orgs/{orgId}/ that stay open to an expired organization: exporting data.
-ALWAYS_ALLOWED_SEGMENTS = frozenset({"exports"})
+# Routes under /orgs/{orgId}/ that stay open to an expired organization: exporting data,
+# and asking for an event-stream ticket (a POST that only opens a read).
+ALWAYS_ALLOWED_SEGMENTS = frozenset({"exports", "events"})
 
 
 def now(request: Request) -> dt.datetime:

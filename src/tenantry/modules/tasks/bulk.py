@@ -72,6 +72,7 @@ async def bulk_update(
         "task.updated",
         "task",
         [(task_id, writes[task_id]) for task_id in ids if task_id in written],
+        versions=written,
     )
     return BulkResult(
         updated=[task_id for task_id in ids if task_id not in failures],
@@ -91,15 +92,16 @@ async def _write(
     context: TenantContext,
     changes: dict[str, Any],
     versions: dict[uuid.UUID, int],
-) -> set[uuid.UUID]:
-    """One UPDATE for every row at the version it was read; the ids it wrote.
+) -> dict[uuid.UUID, int]:
+    """One UPDATE for every row at the version it was read; the ids it wrote, with their
+    new versions.
 
     The session's tenant criteria apply to it (organization, live rows) as to any ORM
     statement, and RLS on PostgreSQL. The loaded objects are expired: they no longer
     hold what the database holds.
     """
     if not versions:
-        return set()
+        return {}
     statement = (
         update(Task)
         .where(tuple_(Task.id, Task.version).in_(list(versions.items())))
@@ -109,10 +111,12 @@ async def _write(
             updated_at=utcnow(),
             updated_by=context.actor_id,
         )
-        .returning(Task.id)
+        .returning(Task.id, Task.version)
         .execution_options(synchronize_session=False)
     )
-    written = set((await session.scalars(statement)).all())
+    written: dict[uuid.UUID, int] = {
+        row.id: row.version for row in await session.execute(statement)
+    }
     for task in session.identity_map.values():
         if isinstance(task, Task) and task.id in versions:
             session.expire(task)

@@ -10,11 +10,13 @@ from fastapi import APIRouter, Depends, Path, Query
 
 from tenantry.core.authz import TenantSessionDep, require
 from tenantry.core.jobs.models import Job
+from tenantry.core.jobs.runtime import JobsRuntime
 from tenantry.core.openapi import errors
 from tenantry.core.responses import Envelope, ListQuery, Page, Schema, ok, page
 from tenantry.core.routing import SessionDep, UnitOfWorkRoute
 from tenantry.core.tenancy import TenantContext
 from tenantry.modules.orgs import jobs
+from tenantry.services import ServicesDep
 
 router = APIRouter(prefix="/orgs/{orgId}/jobs", tags=["jobs"], route_class=UnitOfWorkRoute)
 Reader = Annotated[TenantContext, Depends(require("jobs:read"))]
@@ -39,25 +41,35 @@ class JobOut(Schema):
     finished_at: dt.datetime | None
 
 
-def _out(job: Job) -> JobOut:
-    return JobOut.model_validate(job)
+def _out(job: Job, jobs_runtime: JobsRuntime | None = None) -> JobOut:
+    out = JobOut.model_validate(job)
+    reported = jobs_runtime.reported_progress(job.id) if jobs_runtime is not None else None
+    if reported is not None and job.status == "running":  # SQLite: not in the row yet
+        out = out.model_copy(update={"progress": reported[0], "message": reported[1]})
+    return out
 
 
 @router.get("")
 async def list_jobs(
-    _ctx: Reader, session: SessionDep, query: Annotated[JobListQuery, Query()]
+    _ctx: Reader,
+    session: SessionDep,
+    services: ServicesDep,
+    query: Annotated[JobListQuery, Query()],
 ) -> Page[JobOut]:
     """The organization's jobs, newest first (status filter; pages)."""
     rows, total = await jobs.list_jobs(
         session, status=query.status, offset=query.offset, limit=query.limit
     )
-    return page([_out(j) for j in rows], total=total, page=query.page, limit=query.limit)
+    listed = [_out(j, services.jobs) for j in rows]
+    return page(listed, total=total, page=query.page, limit=query.limit)
 
 
 @router.get("/{jobId}")
-async def get_job(job_id: JobId, _ctx: Reader, session: SessionDep) -> Envelope[JobOut]:
+async def get_job(
+    job_id: JobId, _ctx: Reader, session: SessionDep, services: ServicesDep
+) -> Envelope[JobOut]:
     """One job: status, progress, result or error."""
-    return ok(_out(await jobs.get_job(session, job_id)))
+    return ok(_out(await jobs.get_job(session, job_id), services.jobs))
 
 
 @router.post("/{jobId}/cancel", responses=errors({403: ["forbidden"]}))

@@ -1,0 +1,1 @@
+"""Real-time events: `GET /orgs/{orgId}/events` (Server-Sent Events) and its tickets."""
