@@ -55,12 +55,13 @@ format: setup
 	$(RUN) ruff check --fix src tests bench fuzz
 	$(RUN) ruff format src tests bench fuzz
 
-bench: setup ## load test on PostgreSQL + Redis and SQLite; report in bench/results/
+bench: setup ## load test on PostgreSQL + Redis and SQLite, then the events scenario; reports in bench/results/
 	@command -v wrk >/dev/null || { \
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 		$$SUDO apt-get install -y wrk || { $$SUDO apt-get update && $$SUDO apt-get install -y wrk; }; }
 	$(RUN) python -m bench.run --database-url $(BENCH_DATABASE_URL) \
 		--redis-url $(BENCH_REDIS_URL) $(BENCH_ARGS)
+	$(MAKE) --no-print-directory bench-events
 
 bench-events: setup ## event streams: 200 subscribers, writes at 50/s (PostgreSQL + Redis, ~1 min)
 	$(RUN) python -m bench.events --redis-url $(BENCH_REDIS_URL)
