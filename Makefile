@@ -19,7 +19,7 @@ FUZZ_ARGS ?=
 NODE_MISSING := echo "SKIPPED: node/npm are not installed (Node 20+ runs the TypeScript client)"
 
 .PHONY: setup run migrate test test-services lint format typecheck openapi client client-check \
-	client-test fuzz bench bench-events clean
+	client-test fuzz bench bench-events wrk clean
 
 setup: .venv/.synced
 
@@ -55,16 +55,18 @@ format: setup
 	$(RUN) ruff check --fix src tests bench fuzz
 	$(RUN) ruff format src tests bench fuzz
 
-bench: setup ## load test on PostgreSQL + Redis and SQLite, then the events scenario; reports in bench/results/
-	@command -v wrk >/dev/null || { \
-		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-		$$SUDO apt-get install -y wrk || { $$SUDO apt-get update && $$SUDO apt-get install -y wrk; }; }
+bench: setup wrk ## load test on PostgreSQL + Redis and SQLite, then the events scenario; reports in bench/results/
 	$(RUN) python -m bench.run --database-url $(BENCH_DATABASE_URL) \
 		--redis-url $(BENCH_REDIS_URL) $(BENCH_ARGS)
 	$(MAKE) --no-print-directory bench-events
 
-bench-events: setup ## event streams: 200 subscribers, writes at 50/s (PostgreSQL + Redis, ~1 min)
+bench-events: setup wrk ## event streams: 200 subscribers, writes at 50/s (PostgreSQL + Redis, ~1 min)
 	$(RUN) python -m bench.events --redis-url $(BENCH_REDIS_URL)
+
+wrk: # the load generator of the benchmarks (Debian's package)
+	@command -v wrk >/dev/null || { \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get install -y wrk || { $$SUDO apt-get update && $$SUDO apt-get install -y wrk; }; }
 
 openapi: setup
 	$(RUN) tenantry openapi -o openapi.json

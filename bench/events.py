@@ -4,7 +4,7 @@ Starts `tenantry serve --no-worker` on PostgreSQL + Redis (a database of its own
 `tenantry_bench_events`, created and migrated here), opens SUBSCRIBERS event streams
 spread over ORGS organizations, then:
 
-- measures get-by-id (one project, 16 concurrent clients, closed loop) without streams,
+- measures get-by-id (one project, wrk at 16 connections) without streams,
   then with the streams open (issue 15: at most 10 % slower);
 - runs writes (PATCH of a project, spread over the organizations) at RATE per second for
   DURATION seconds and records, for every delivery to every subscriber, the time from the
@@ -91,28 +91,39 @@ async def _setup(http: httpx.AsyncClient) -> list[dict[str, Any]]:
     return orgs
 
 
-async def _gets(
-    http: httpx.AsyncClient, orgs: list[dict[str, Any]], seconds: float
-) -> dict[str, float]:
-    latencies: list[float] = []
-    deadline = time.monotonic() + seconds
+async def _gets(base: str, org: dict[str, Any], seconds: float) -> dict[str, float]:
+    """get-by-id with wrk (C, its own process: the load generator must not be what is
+    measured), GET_CLIENTS connections, one organization's project."""
+    url = f"{base}{org['path']}/projects/{org['project']}"
+    process = await asyncio.create_subprocess_exec(
+        "wrk", "-t2", f"-c{GET_CLIENTS}", f"-d{max(1, round(seconds))}s", "--latency",
+        "-H", f"Authorization: {org['headers']['Authorization']}", url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await process.communicate()
+    if process.returncode != 0:
+        raise SystemExit(f"wrk failed: {stderr.decode()}")
+    return _wrk_figures(stdout.decode())
 
-    async def client(n: int) -> None:
-        org = orgs[n % len(orgs)]
-        url = f"{org['path']}/projects/{org['project']}"
-        while time.monotonic() < deadline:
-            started = time.perf_counter()
-            response = await http.get(url, headers=org["headers"])
-            assert response.status_code == 200
-            latencies.append(time.perf_counter() - started)
 
-    await asyncio.gather(*(client(n) for n in range(GET_CLIENTS)))
-    latencies.sort()
-    return {
-        "rps": len(latencies) / seconds,
-        "p50_ms": latencies[len(latencies) // 2] * 1000,
-        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
-    }
+_WRK_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def _wrk_figures(output: str) -> dict[str, float]:
+    """req/s and the p50/p99 latencies (ms) of wrk's `--latency` output; any non-2xx fails."""
+    if "Non-2xx" in output:
+        raise SystemExit(f"get-by-id answered errors:\n{output}")
+    figures: dict[str, float] = {}
+    for line in output.splitlines():
+        parts = line.split()
+        if parts[:1] == ["Requests/sec:"]:
+            figures["rps"] = float(parts[1])
+        elif len(parts) == 2 and parts[0] in ("50%", "99%"):
+            value = parts[1]
+            unit = next(u for u in ("us", "ms", "s") if value.endswith(u))
+            ms = float(value[: -len(unit)]) * _WRK_UNITS[unit]
+            figures["p50_ms" if parts[0] == "50%" else "p99_ms"] = ms
+    return figures
 
 
 async def _subscriber(
@@ -235,8 +246,8 @@ async def bench(admin_url: str, redis_url: str, duration: float) -> str:
         limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
         async with httpx.AsyncClient(base_url=base, timeout=30, limits=limits) as http:
             orgs = await _setup(http)
-            await _gets(http, orgs, 1)  # warm-up
-            without = await _gets(http, orgs, duration / 2)
+            await _gets(base, orgs[0], 1)  # warm-up
+            without = await _gets(base, orgs[0], duration / 2)
             orgs_file, out_file = var_dir / "orgs.json", var_dir / "latencies.json"
             orgs_file.write_text(json.dumps(orgs))
             out_file.unlink(missing_ok=True)
@@ -254,7 +265,7 @@ async def bench(admin_url: str, redis_url: str, duration: float) -> str:
             idle_started, idle_cpu = time.monotonic(), cpu_seconds(pid)
             await asyncio.sleep(5)  # the open, idle streams: what do they cost the server?
             idle = (cpu_seconds(pid) - idle_cpu) / (time.monotonic() - idle_started) * 100
-            with_streams = await _gets(http, orgs, duration / 2)
+            with_streams = await _gets(base, orgs[0], duration / 2)
             busy_cpu = cpu_seconds(pid)
             sent = await _writes(http, orgs, duration)
             per_write = (cpu_seconds(pid) - busy_cpu) / max(sent, 1) * 1000
