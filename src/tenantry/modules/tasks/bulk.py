@@ -21,7 +21,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select, tuple_, update
+from sqlalchemy import Update, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.authz import authorize_row
@@ -93,8 +93,8 @@ async def _write(
     changes: dict[str, Any],
     versions: dict[uuid.UUID, int],
 ) -> dict[uuid.UUID, int]:
-    """One UPDATE for every row at the version it was read; the ids it wrote, with their
-    new versions.
+    """One UPDATE for every row at the version it was read (one per row on SQLite); the ids
+    it wrote, with their new versions.
 
     The session's tenant criteria apply to it (organization, live rows) as to any ORM
     statement, and RLS on PostgreSQL. The loaded objects are expired: they no longer
@@ -102,22 +102,39 @@ async def _write(
     """
     if not versions:
         return {}
-    statement = (
-        update(Task)
-        .where(tuple_(Task.id, Task.version).in_(list(versions.items())))
-        .values(
-            **changes,
-            version=Task.version + 1,
-            updated_at=utcnow(),
-            updated_by=context.actor_id,
-        )
-        .returning(Task.id, Task.version)
-        .execution_options(synchronize_session=False)
-    )
-    written: dict[uuid.UUID, int] = {
-        row.id: row.version for row in await session.execute(statement)
+    values = {
+        **changes,
+        "version": Task.version + 1,
+        "updated_at": utcnow(),
+        "updated_by": context.actor_id,
     }
+    written: dict[uuid.UUID, int] = {}
+    if session.get_bind().dialect.name == "sqlite":
+        # SQLite without statistics searches the organization's partial index for an `IN`
+        # list, even of primary keys, and walked all of a big organization's tasks (0.3 s
+        # per bulk at 200,000); an equality on the primary key it always searches by key.
+        # In process, 50 statements cost less than that one walk.
+        for task_id, version in versions.items():
+            row = (
+                await session.execute(
+                    _update(values).where(Task.id == task_id, Task.version == version)
+                )
+            ).first()
+            if row is not None:
+                written[row.id] = row.version
+    else:
+        statement = _update(values).where(tuple_(Task.id, Task.version).in_(list(versions.items())))
+        written = {row.id: row.version for row in await session.execute(statement)}
     for task in session.identity_map.values():
         if isinstance(task, Task) and task.id in versions:
             session.expire(task)
     return written
+
+
+def _update(values: dict[str, Any]) -> Update:
+    return (
+        update(Task)
+        .values(**values)
+        .returning(Task.id, Task.version)
+        .execution_options(synchronize_session=False)
+    )
