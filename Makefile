@@ -80,7 +80,7 @@ client-check: client ## fail when the committed client differs from what the doc
 	@git diff --exit-code HEAD -- $(CLIENT_DIR)/openapi.json $(CLIENT_DIR)/src/schema.ts \
 		|| { echo "client-check: clients/typescript is stale: run make client and commit"; exit 1; }
 
-client-test: setup ## type-check the TypeScript client, then its tests against a live tenantry serve
+client-test: setup ## type-check the TypeScript client, then its tests against a live tenantry serve + OpenID provider
 	@command -v node >/dev/null || { $(NODE_MISSING); exit 0; }; \
 	cd $(CLIENT_DIR) && npm ci --no-audit --no-fund --loglevel=error && npm run -s typecheck \
 		&& npm run -s build && TENANTRY_BIN=$(CURDIR)/.venv/bin/tenantry npm test

@@ -4,6 +4,8 @@
  *
  * - token refresh with rotation, single-flight: concurrent 401s trigger ONE refresh,
  *   every caller waits for it and retries once with the new access token;
+ * - or an external identity provider's token (Clerk, Supabase, Auth0, Keycloak) through the
+ *   `accessToken` callback, asked again with `forceRefresh: true` (single-flight) on a 401;
  * - the envelope unwrapped: `unwrap()` returns `data`, or throws an `ApiError` whose
  *   `code` is the `ErrorCode` union of the document (narrow with `isApiError(e, "conflict")`);
  * - cursor pages as an async iterator (`cursorItems`);
@@ -138,13 +140,38 @@ export async function* cursorItems<T>(
   }
 }
 
+/**
+ * An external identity provider's access token (docs/auth.md, "From the TypeScript client"):
+ * `forceRefresh: false` may answer from the provider's cache, `true` must get a new one.
+ * `null`: nobody is signed in.
+ *
+ *   accessToken: async ({ forceRefresh }) =>
+ *     (await clerk.session?.getToken({ template: "tenantry", skipCache: forceRefresh })) ?? null
+ *
+ * A callback that throws makes the call reject with its error (on the forced call after a
+ * 401: the 401 is returned).
+ */
+export type AccessTokenProvider = (options: { forceRefresh: boolean }) => Promise<string | null>;
+
 export interface ClientOptions {
   /** The API origin, e.g. `https://api.example.com` (paths start with /api/v1). */
   baseUrl: string;
+  /** The local account's tokens (ignored when `accessToken` is given). */
   tokens?: TokenStore;
+  /**
+   * Authenticate with an external identity provider's token instead of a local account:
+   * called before every authenticated call (`forceRefresh: false`; the provider caches), and
+   * on a 401 once with `forceRefresh: true` (concurrent 401s share that one call), then the
+   * call is retried once. `register`, `login` and `refresh` then reject (local accounts
+   * only) and `logout` does nothing: sign out with the provider.
+   */
+  accessToken?: AccessTokenProvider;
   /** A fetch to use instead of the global one (tests, instrumentation). */
   fetch?: typeof globalThis.fetch;
-  /** Called when a refresh fails (the session is over: send the user to sign in). */
+  /**
+   * Called when the session is over (send the user to sign in): a refresh failed, or, with
+   * `accessToken`, the forced call after a 401 gave no token.
+   */
   onSessionEnded?: () => void;
   /** The Idempotency-Key of a create (default: `crypto.randomUUID()`). */
   idempotencyKey?: () => string;
@@ -152,13 +179,19 @@ export interface ClientOptions {
 
 export type TenantryApi = Client<paths> & {
   readonly tokens: TokenStore;
-  /** Register, keep the tokens, return the result (user, tokens). */
+  /** Register, keep the tokens, return the result (user, tokens). Local accounts only. */
   register(body: Schemas["RegisterRequest"]): Promise<AuthResult>;
-  /** Sign in, keep the tokens. */
+  /** Sign in, keep the tokens. Local accounts only. */
   login(body: Schemas["LoginRequest"]): Promise<AuthResult>;
-  /** Rotate the tokens now (single-flight: callers at the same time share one refresh). */
+  /**
+   * Rotate the tokens now (single-flight: callers at the same time share one refresh).
+   * Local accounts only (with `accessToken`, the provider refreshes its own tokens).
+   */
   refresh(): Promise<Tokens>;
-  /** End this session (idempotent) and forget the tokens. */
+  /**
+   * End this session (idempotent) and forget the tokens. With `accessToken`: does nothing
+   * (no server-side session to end; sign out with the provider, e.g. `clerk.signOut()`).
+   */
   logout(): Promise<void>;
   /**
    * The organization's events (Server-Sent Events, docs/events.md), read with fetch (the
@@ -222,6 +255,59 @@ export function createTenantryClient(options: ClientOptions): TenantryApi {
   const baseFetch = options.fetch ?? globalThis.fetch.bind(globalThis);
   const newKey = options.idempotencyKey ?? (() => crypto.randomUUID());
   let refreshing: Promise<Tokens> | null = null;
+  const provider = options.accessToken;
+  /** The provider's newest token this client has seen (to tell a token already replaced). */
+  let providerLatest: string | null = null;
+  let providerRefreshing: Promise<string | null> | null = null;
+
+  async function providerToken(forceRefresh: boolean): Promise<string | null> {
+    if (provider === undefined) return null;
+    const token = await provider({ forceRefresh });
+    if (token !== null) providerLatest = token;
+    return token;
+  }
+
+  /** One forced call at a time; no token back ends the session (once, for every caller). */
+  function providerRefresh(): Promise<string | null> {
+    providerRefreshing ??= providerToken(true)
+      .then((token) => {
+        if (token === null) {
+          providerLatest = null;
+          options.onSessionEnded?.();
+        }
+        return token;
+      })
+      .finally(() => {
+        providerRefreshing = null;
+      });
+    return providerRefreshing;
+  }
+
+  /** An authenticated call with the provider's token: on a 401, a forced token and one retry. */
+  async function sendWithProvider(request: Request): Promise<Response> {
+    const sent = await providerToken(false);
+    if (sent === null) return baseFetch(request); // nobody signed in: the API decides
+    const retry = request.clone();
+    request.headers.set("Authorization", `Bearer ${sent}`);
+    const response = await baseFetch(request);
+    if (response.status !== 401) return response;
+    // Refused (expired, revoked keys): a token newer than the one sent is used as it is;
+    // otherwise ask the provider for a new one, once for all concurrent callers.
+    let fresh: string | null;
+    if (providerLatest !== null && providerLatest !== sent && providerRefreshing === null) {
+      fresh = providerLatest;
+    } else {
+      try {
+        fresh = await providerRefresh();
+      } catch {
+        return response;
+      }
+    }
+    if (fresh === null) return response;
+    await response.body?.cancel();
+    retry.headers.set("Authorization", `Bearer ${fresh}`);
+    return baseFetch(retry);
+  }
 
   async function doRefresh(): Promise<Tokens> {
     const current = tokens.get();
@@ -257,6 +343,10 @@ export function createTenantryClient(options: ClientOptions): TenantryApi {
     if (request.method === "POST" && CREATE_PATH.test(url.pathname) && !request.headers.has("Idempotency-Key")) {
       request.headers.set("Idempotency-Key", newKey());
     }
+    if (provider !== undefined) {
+      // An Authorization the caller set is sent as it is.
+      return isAuthCall || request.headers.has("Authorization") ? baseFetch(request) : sendWithProvider(request);
+    }
     const sent = tokens.get();
     const retry = isAuthCall || sent === null ? null : request.clone();
     if (sent !== null && !isAuthCall && !request.headers.has("Authorization")) {
@@ -289,13 +379,23 @@ export function createTenantryClient(options: ClientOptions): TenantryApi {
     return auth;
   }
 
+  function localOnly(what: string): Promise<never> {
+    return Promise.reject(
+      new Error(`${what} is for local accounts: this client authenticates with the provider's accessToken`),
+    );
+  }
+
   return Object.assign(client, {
     tokens,
     register: (body: Schemas["RegisterRequest"]) =>
-      keep(unwrap(client.POST("/api/v1/auth/register", { body }))),
-    login: (body: Schemas["LoginRequest"]) => keep(unwrap(client.POST("/api/v1/auth/login", { body }))),
-    refresh,
+      provider !== undefined
+        ? localOnly("register")
+        : keep(unwrap(client.POST("/api/v1/auth/register", { body }))),
+    login: (body: Schemas["LoginRequest"]) =>
+      provider !== undefined ? localOnly("login") : keep(unwrap(client.POST("/api/v1/auth/login", { body }))),
+    refresh: (): Promise<Tokens> => (provider !== undefined ? localOnly("refresh") : refresh()),
     async logout(): Promise<void> {
+      if (provider !== undefined) return; // sign out with the provider
       const current = tokens.get();
       tokens.set(null);
       if (current === null) return;

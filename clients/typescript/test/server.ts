@@ -29,7 +29,8 @@ function tenantryBin(): string {
   return bin;
 }
 
-export async function serve(): Promise<Served> {
+/** `extraEnv` adds settings (e.g. `AUTH_PROVIDERS`) to the server's environment. */
+export async function serve(extraEnv: Record<string, string> = {}): Promise<Served> {
   const dir = mkdtempSync(join(tmpdir(), "tenantry-client-"));
   const port = await freePort();
   const logPath = join(dir, "serve.log");
@@ -48,6 +49,7 @@ export async function serve(): Promise<Served> {
       PASSWORD_HASH_TIME_COST: "1",
       PASSWORD_HASH_MEMORY_KIB: "1024",
       PASSWORD_HASH_PARALLELISM: "1",
+      ...extraEnv,
     },
     stdio: ["ignore", log, log],
   });
