@@ -188,23 +188,18 @@ def no_listener_on_the_global_session(root: Path) -> list[str]:
 
 SESSION_INFO_KEY = re.compile(r"\.info(?:\[|\.get\(|\.setdefault\(|\.pop\()\s*([^,\])\s]+)")
 # The string keys still carried in `session.info`, each with why it stays (a new one fails:
-# pass a typed parameter, or make it an attribute of the session class, instead).
+# pass a typed parameter, or provide a service through `Database.wiring`, instead).
 SESSION_INFO_ALLOWED: dict[tuple[str, str], str] = {
-    ("core/counts.py", "COUNTS_KEY"): "bound per Database by bind_counts (sessionmaker info)",
     ("core/counts.py", "_WRITTEN"): "organizations written in this transaction (listener state)",
     ("core/db.py", "_ORG_HELD"): "the pooled connection's app.org_id (connection record info)",
     ("core/db.py", "_CLAIMED"): "whether this checkout set app.org_id (connection record info)",
-    ("core/jobs/enqueue.py", "TRANSPORT_KEY"): "bound per Database by the jobs runtime",
     ("core/jobs/session.py", '"after_commit"'): "the job's unit of work (same as requests)",
     ("core/jobs/session.py", '"job_id"'): "the running job, read by its enqueues",
-    ("core/mail/outbox.py", "MAIL_KEY"): "bound per Database by bind_mail",
     ("core/routing.py", '"after_commit"'): "callbacks run after the unit of work commits",
     ("core/routing.py", '"after_rollback"'): "callbacks run when it rolls back",
-    ("core/storage.py", "STORAGE_KEY"): "bound per Database by bind_storage",
     ("core/tenancy.py", "_TENANT_KEY"): "the bound tenant context (read by the listeners)",
     ("core/tenancy.py", "_RLS_PENDING_KEY"): "the RLS setting to send with the next flush",
     ("modules/audit/service.py", "_REQUEST_KEY"): "request metadata stamped on audit entries",
-    ("modules/plans/usage.py", "USAGE_KEY"): "bound per Database by bind_usage",
     ("modules/plans/usage.py", "_PENDING_RECORDS"): "records counted once committed",
 }
 

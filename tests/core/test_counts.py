@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tenantry.core.counts import COUNTS_KEY, CountCache
+from tenantry.core.counts import COUNTS, CountCache
 from tests.conftest import client_for
 from tests.tasks.test_task_lists import count_statements
 from tests.tenant_helpers import Org, Tenants
@@ -96,7 +96,8 @@ async def test_a_write_through_one_process_recounts_in_another(
 
 
 def _count_cache(tenants: Tenants) -> CountCache:
-    counts: CountCache = tenants.app.state.database.sessions.kw["info"][COUNTS_KEY]
+    counts = tenants.app.state.database.wiring.get(COUNTS)
+    assert counts is not None
     return counts
 
 

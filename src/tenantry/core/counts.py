@@ -47,12 +47,11 @@ from sqlalchemy.sql.util import find_tables
 from sqlalchemy.util import await_only
 
 from tenantry.core.cache import Cache
-from tenantry.core.db import Base, Database, TenantOwned
+from tenantry.core.db import Base, Database, TenantOwned, Wired, wiring_of
 from tenantry.core.tenancy import tenant_of
 
 log = logging.getLogger(__name__)
 
-COUNTS_KEY = "count_cache"
 ENTRY_TTL_SECONDS = 300.0
 # Another process's recount of the same entry: waited for at most this long (a COUNT
 # over 200,000 rows takes tens of milliseconds), then this process counts on its own.
@@ -157,12 +156,12 @@ def _consume_failure(flight: asyncio.Future[int]) -> None:
         flight.exception()
 
 
+COUNTS: Wired[CountCache] = Wired("list totals")
+
+
 def bind_counts(database: Database, counts: CountCache) -> None:
     """Every session of `database` caches totals in `counts` and invalidates them."""
-    for maker in (database.sessions, database.write_sessions):
-        info = dict(maker.kw.get("info") or {})
-        info[COUNTS_KEY] = counts
-        maker.kw["info"] = info
+    database.wiring.provide(COUNTS, counts)
 
 
 class _Shape:
@@ -218,7 +217,7 @@ async def cached_total(
     session: AsyncSession, statement: Select[Any], count: Callable[[], Awaitable[int]]
 ) -> int:
     """`count()`, or its cached value for the session's organization and `statement`."""
-    counts: CountCache | None = session.info.get(COUNTS_KEY)
+    counts = wiring_of(session).get(COUNTS)
     context = tenant_of(session)
     if counts is None or context is None:
         return await count()
@@ -264,7 +263,7 @@ def _remember_statements(state: ORMExecuteState) -> None:
 
 def _invalidate_committed(session: Session) -> None:
     written: set[uuid.UUID] = session.info.pop(_WRITTEN, set())
-    counts: CountCache | None = session.info.get(COUNTS_KEY)
+    counts = wiring_of(session).get(COUNTS)
     if not written or counts is None:
         return
     try:

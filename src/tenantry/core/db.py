@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from sqlalchemy import DateTime, ForeignKey, Integer, MetaData, TypeDecorator, Uuid, event, text
 from sqlalchemy.engine import Connection, Dialect
@@ -149,6 +149,58 @@ class TenantOwned:
 SessionListener = tuple[str, Callable[..., Any]]
 
 
+T = TypeVar("T")
+
+
+class Wired(Generic[T]):
+    """The typed key of one service in `SessionWiring`, declared once by the module that
+    owns the service (`STORAGE: Wired[Storage] = Wired("storage")`)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Wired({self.name!r})"
+
+
+class SessionWiring:
+    """What the sessions of one `Database` (requests and job attempts) can reach.
+
+    `create_app` and `tenantry worker` provide each service once — the mailer binding,
+    the storage, the job transport, the list-total cache, the usage store — and the code
+    that needs one asks for it by its typed key (`wiring_of(session).get(STORAGE)`):
+    visible where it is wired, checked by mypy, no string keys in `session.info`.
+    """
+
+    __slots__ = ("_services",)
+
+    def __init__(self) -> None:
+        self._services: dict[Wired[Any], Any] = {}
+
+    def provide(self, key: Wired[T], service: T | None) -> None:
+        """Make `service` these sessions' `key` (None: none any more)."""
+        if service is None:
+            self._services.pop(key, None)
+        else:
+            self._services[key] = service
+
+    def get(self, key: Wired[T]) -> T | None:
+        service: T | None = self._services.get(key)
+        return service
+
+
+_UNWIRED = SessionWiring()  # sessions that no Database made (a script's, a library's)
+
+
+def wiring_of(session: Session | AsyncSession) -> SessionWiring:
+    """The wiring of the `Database` whose session this is."""
+    sync = session.sync_session if isinstance(session, AsyncSession) else session
+    wiring = getattr(type(sync), "wiring", None)
+    return wiring if isinstance(wiring, SessionWiring) else _UNWIRED
+
+
 class AppSession(Session):
     """The sync session class of tenantry: listeners go on (subclasses of) this class only,
     never on SQLAlchemy's global `Session`, so nothing happens to other sessions of the
@@ -157,6 +209,8 @@ class AppSession(Session):
     # Where this database's committed changes are announced (core/events.py): set on the
     # session class of one Database by `Database.bind_events`; None announces nothing.
     event_sink: ClassVar[EventSink | None] = None
+    # The services of the Database this session class belongs to (`Database.wiring`).
+    wiring: ClassVar[SessionWiring] = _UNWIRED
 
 
 class AppAsyncSession(AsyncSession):
@@ -176,8 +230,9 @@ class Database:
         self.url = settings.database_url
         self.is_sqlite = settings.is_sqlite
         self.engine = _create_engine(settings)
+        self.wiring = SessionWiring()  # see SessionWiring; filled by whoever builds the app
         self.sync_session_class: type[AppSession] = type(
-            "DatabaseSession", (AppSession,), {"__module__": __name__}
+            "DatabaseSession", (AppSession,), {"__module__": __name__, "wiring": self.wiring}
         )
         self.session_class: type[AppAsyncSession] = type(
             "DatabaseAsyncSession",

@@ -26,6 +26,7 @@ from obstore.exceptions import BaseError, NotFoundError
 from obstore.store import LocalStore, S3Store
 
 from tenantry.config import Settings
+from tenantry.core.db import Wired, wiring_of
 from tenantry.core.errors import NotFound, PayloadTooLarge, ServiceUnavailable
 
 if TYPE_CHECKING:
@@ -201,7 +202,7 @@ def _unavailable(exc: BaseError) -> ServiceUnavailable | NotFound:
     return ServiceUnavailable("File storage is unavailable; try again shortly")
 
 
-STORAGE_KEY = "storage"
+STORAGE: Wired[Storage] = Wired("storage")
 
 
 def bind_storage(database: Database, storage: Storage) -> None:
@@ -210,15 +211,12 @@ def bind_storage(database: Database, storage: Storage) -> None:
     Called by `create_app` and `tenantry worker`, like `bind_mail`: a job handler finds
     the storage through `storage_of(ctx.session)`.
     """
-    for maker in (database.sessions, database.write_sessions):
-        info = dict(maker.kw.get("info") or {})
-        info[STORAGE_KEY] = storage
-        maker.kw["info"] = info
+    database.wiring.provide(STORAGE, storage)
 
 
 def storage_of(session: AsyncSession) -> Storage:
-    storage = session.info.get(STORAGE_KEY)
-    if not isinstance(storage, Storage):
+    storage = wiring_of(session).get(STORAGE)
+    if storage is None:
         raise RuntimeError("storage is not bound to this database: call bind_storage()")
     return storage
 

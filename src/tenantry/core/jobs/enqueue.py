@@ -13,12 +13,12 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tenantry.core.db import new_id, utcnow
+from tenantry.core.db import new_id, utcnow, wiring_of
 from tenantry.core.errors import Conflict, NotFound
 from tenantry.core.events import job_event, publish_after_commit
 from tenantry.core.jobs.models import Job, JobStatus
 from tenantry.core.jobs.registry import JOB_TYPE, get_handler
-from tenantry.core.jobs.transport import TRANSPORT_KEY, JobTransport
+from tenantry.core.jobs.transport import TRANSPORT
 from tenantry.core.routing import after_commit
 
 log = logging.getLogger("tenantry.jobs")
@@ -114,7 +114,7 @@ async def _insert_once(session: AsyncSession, values: dict[str, Any]) -> Job | N
 
 
 def _dispatch_after_commit(session: AsyncSession, job_id: uuid.UUID) -> None:
-    transport: JobTransport | None = session.info.get(TRANSPORT_KEY)
+    transport = wiring_of(session).get(TRANSPORT)
     if transport is None:
         return  # no transport bound here: a worker polling the table will find it
 

@@ -12,11 +12,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol
 
 from tenantry.config import Settings
-from tenantry.core.db import Database
+from tenantry.core.db import Database, Wired
 
 log = logging.getLogger("tenantry.jobs")
 
-TRANSPORT_KEY = "job_transport"
 # How far back (Redis time) a consumer group recreated after a Redis restart starts reading.
 REGROUP_LOOKBACK_MS = 60_000
 Listener = Callable[[Sequence[uuid.UUID]], None]
@@ -187,12 +186,9 @@ def build_transport(settings: Settings) -> EmbeddedTransport | RedisTransport:
     return RedisTransport(settings, consumer_count=settings.jobs_concurrency)
 
 
+TRANSPORT: Wired[JobTransport] = Wired("job transport")
+
+
 def bind_transport(database: Database, transport: JobTransport | None) -> None:
-    """Every session of `database` hands `enqueue` this transport (via `session.info`)."""
-    for maker in (database.sessions, database.write_sessions):
-        info = dict(maker.kw.get("info") or {})
-        if transport is None:
-            info.pop(TRANSPORT_KEY, None)
-        else:
-            info[TRANSPORT_KEY] = transport
-        maker.kw["info"] = info
+    """Every session of `database` hands `enqueue` this transport (None: no transport)."""
+    database.wiring.provide(TRANSPORT, transport)

@@ -26,12 +26,11 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from jinja2 import TemplateError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from tenantry.core.db import Database
+from tenantry.core.db import Database, Wired, wiring_of
 from tenantry.core.jobs import JobContext, JobError, enqueue, job_handler
 from tenantry.core.mail.backends import Mailer
 from tenantry.core.mail.render import InvalidAddress, render_email, validate_address
 
-MAIL_KEY = "mail"
 JOB_TYPE = "mail.send"
 MAX_ATTEMPTS = 8
 _NONCE_BYTES = 12
@@ -63,18 +62,18 @@ class MailBinding:
     seal: PayloadSeal
 
 
+MAIL: Wired[MailBinding] = Wired("mail")
+
+
 def bind_mail(database: Database, mailer: Mailer) -> None:
     """Every session of `database` can queue email (seal) and its jobs can send it (mailer)."""
     binding = MailBinding(mailer=mailer, seal=PayloadSeal(database.settings.secret()))
-    for maker in (database.sessions, database.write_sessions):
-        info = dict(maker.kw.get("info") or {})
-        info[MAIL_KEY] = binding
-        maker.kw["info"] = info
+    database.wiring.provide(MAIL, binding)
 
 
 def _binding(session: AsyncSession) -> MailBinding:
-    binding = session.info.get(MAIL_KEY)
-    if not isinstance(binding, MailBinding):
+    binding = wiring_of(session).get(MAIL)
+    if binding is None:
         raise RuntimeError("mail is not bound to this database: call bind_mail(database, mailer)")
     return binding
 

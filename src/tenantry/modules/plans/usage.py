@@ -28,7 +28,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from tenantry.core.db import Database, TenantOwned
+from tenantry.core.db import Database, TenantOwned, Wired, wiring_of
 from tenantry.core.tenancy import TenantContext, bind_tenant, unbind_tenant
 from tenantry.modules.files.usage import storage_used
 from tenantry.modules.orgs.models import Organization
@@ -36,17 +36,16 @@ from tenantry.modules.plans.counters import MemoryUsage, UsageStore, create_usag
 from tenantry.modules.plans.models import UsageDaily
 
 log = logging.getLogger(__name__)
-USAGE_KEY = "usage_store"
 _NOT_RECORDS = frozenset({"audit_logs", "usage_daily", "storage_usage", "idempotency_keys"})
 _UNBOUND = MemoryUsage()  # sessions of a database nobody bound (scripts): counts stay local
 
 
+USAGE: Wired[UsageStore] = Wired("usage store")
+
+
 def bind_usage(database: Database, store: UsageStore) -> None:
     """Every session of `database` (requests, commit hooks, the flush job) uses `store`."""
-    for maker in (database.sessions, database.write_sessions):
-        info = dict(maker.kw.get("info") or {})
-        info[USAGE_KEY] = store
-        maker.kw["info"] = info
+    database.wiring.provide(USAGE, store)
 
 
 @asynccontextmanager
@@ -65,8 +64,7 @@ async def usage_bound(database: Database) -> AsyncIterator[None]:
 
 
 def store_of(session: AsyncSession | Session) -> UsageStore:
-    store: UsageStore = session.info.get(USAGE_KEY, _UNBOUND)
-    return store
+    return wiring_of(session).get(USAGE) or _UNBOUND
 
 
 _PENDING_RECORDS = "usage_pending_records"
