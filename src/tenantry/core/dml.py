@@ -3,8 +3,9 @@ inserts that skip a duplicate.
 
 PostgreSQL and SQLite run the statement as it is. MariaDB has no `UPDATE ... RETURNING`
 (only INSERT and DELETE return rows), so there the same change is three statements in the
-caller's transaction: lock the matching rows (`SELECT id ... FOR UPDATE`, `SKIP LOCKED`
-when asked), update exactly those by primary key, then read the asked columns back. The
+caller's transaction: find the matching rows, lock them by primary key (`SELECT id ...
+FOR UPDATE`, `SKIP LOCKED` when asked, the conditions checked again under the lock),
+update exactly those by primary key, then read the asked columns back. The
 row locks are held until the transaction ends, so no concurrent writer can change a row
 between the three statements: the caller sees what RETURNING would have returned (the
 values after the update), and two concurrent callers never both get the same row.
@@ -21,6 +22,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 MARIADB_DUPLICATE_KEY = 1062
+# MariaDB claims (`skip_locked`) read this many candidates per wanted row, so rows another
+# worker is claiming at the same moment leave enough for this one.
+CANDIDATES_PER_CLAIM = 4
 
 
 async def update_returning(
@@ -33,6 +37,7 @@ async def update_returning(
     order_by: Sequence[Any] = (),
     limit: int | None = None,
     skip_locked: bool = False,
+    by_key: bool = False,
 ) -> Result[Any]:
     """`UPDATE model SET values WHERE where RETURNING returning`, as a `Result`.
 
@@ -56,10 +61,72 @@ async def update_returning(
             .returning(*returning)
             .execution_options(synchronize_session=False)
         )
-    pick = select(model.id).where(*where).order_by(*order_by)
+    if by_key:
+        locking = select(model.id).where(*where).with_for_update(skip_locked=skip_locked)
+        ids = list((await session.scalars(locking)).all())
+    else:
+        ids = await _lock_by_key(session, model, where, order_by, limit, skip_locked)
+    await _update_keys(session, model, ids, values)
+    return await session.execute(
+        select(*returning).where(model.id.in_(ids)).execution_options(populate_existing=True)
+    )
+
+
+async def update_where(
+    session: AsyncSession,
+    model: Any,
+    where: Sequence[ColumnElement[bool]],
+    values: Mapping[str, Any],
+) -> None:
+    """`UPDATE model SET values WHERE where`; on MariaDB through primary-key locks.
+
+    On MariaDB a plain UPDATE whose WHERE is served by a secondary index locks that
+    index's entries before the rows, the reverse of an update by primary key, and the two
+    deadlock (seen between the job sweeper and a job finishing); see `_lock_by_key`.
+    """
+    if session.get_bind().dialect.update_returning:
+        await session.execute(
+            update(model)
+            .where(*where)
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        return
+    ids = await _lock_by_key(session, model, where, (), None, False)
+    await _update_keys(session, model, ids, values)
+
+
+async def _lock_by_key(
+    session: AsyncSession,
+    model: Any,
+    where: Sequence[ColumnElement[bool]],
+    order_by: Sequence[Any],
+    limit: int | None,
+    skip_locked: bool,
+) -> list[Any]:
+    """The primary keys of the rows matching `where`, locked (MariaDB).
+
+    Candidates by a plain read, then locked by primary key with the conditions checked
+    again under the lock: a locking read or an UPDATE through a secondary index (say
+    `status`) locks its entries, which the UPDATE of a concurrent holder of the row must
+    change, and InnoDB reports a deadlock. Here locks are only taken on primary-key
+    records.
+    """
+    candidates = select(model.id).where(*where).order_by(*order_by)
+    if limit is not None:
+        candidates = candidates.limit(limit * CANDIDATES_PER_CLAIM if skip_locked else limit)
+    seen = list((await session.scalars(candidates)).all())
+    if not seen:
+        return []
+    pick = select(model.id).where(model.id.in_(seen), *where).order_by(*order_by)
     if limit is not None:
         pick = pick.limit(limit)
-    ids = list((await session.scalars(pick.with_for_update(skip_locked=skip_locked))).all())
+    return list((await session.scalars(pick.with_for_update(skip_locked=skip_locked))).all())
+
+
+async def _update_keys(
+    session: AsyncSession, model: Any, ids: Sequence[Any], values: Mapping[str, Any]
+) -> None:
     if ids:
         await session.execute(
             update(model)
@@ -67,9 +134,6 @@ async def update_returning(
             .values(**values)
             .execution_options(synchronize_session=False)
         )
-    return await session.execute(
-        select(*returning).where(model.id.in_(ids)).execution_options(populate_existing=True)
-    )
 
 
 def upsert(

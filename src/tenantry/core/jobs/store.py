@@ -12,11 +12,11 @@ import uuid
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, select, update
+from sqlalchemy import ColumnElement, and_, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.db import Database
-from tenantry.core.dml import update_returning
+from tenantry.core.dml import update_returning, update_where
 from tenantry.core.jobs.models import Job, JobStatus, JobWorker
 
 WORKER_LOST = "The worker running this job stopped responding."
@@ -221,17 +221,22 @@ async def _requeue_abandoned(
     once the job is queued or claimed again: a late write of the lost worker is refused.
     """
     lost = and_(Job.status == JobStatus.RUNNING, abandoned)
-    await session.execute(
-        update(Job)
-        .where(lost, Job.cancel_requested.is_(True))
-        .values(status=JobStatus.CANCELLED, lease_until=None, finished_at=now)
-        .execution_options(synchronize_session=False)
+    await update_where(
+        session,
+        Job,
+        [lost, Job.cancel_requested.is_(True)],
+        {"status": JobStatus.CANCELLED, "lease_until": None, "finished_at": now},
     )
-    await session.execute(
-        update(Job)
-        .where(lost, Job.attempts >= Job.max_attempts)
-        .values(status=JobStatus.FAILED, error=WORKER_LOST, lease_until=None, finished_at=now)
-        .execution_options(synchronize_session=False)
+    await update_where(
+        session,
+        Job,
+        [lost, Job.attempts >= Job.max_attempts],
+        {
+            "status": JobStatus.FAILED,
+            "error": WORKER_LOST,
+            "lease_until": None,
+            "finished_at": now,
+        },
     )
     result = await update_returning(
         session,

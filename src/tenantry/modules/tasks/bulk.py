@@ -132,6 +132,7 @@ async def _write(
             [tuple_(Task.id, Task.version).in_(list(versions.items()))],
             values,
             [Task.id, Task.version],
+            by_key=True,
         )
         written = {row.id: row.version for row in result}
     for task in session.identity_map.values():
