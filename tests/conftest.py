@@ -7,8 +7,9 @@ unique to the run on `TEST_REDIS_URL`.
 `TENANTRY_TEST_BACKEND=mariadb` (make test-mariadb, a preview): a MariaDB database created
 with a unique name on `TEST_DATABASE_URL`'s server (mariadb+asyncmy://, dropped
 afterwards) and Redis as for `services`; every test runs, and those still written for
-PostgreSQL only fail there (docs/decisions-mariadb.md lists them). Tests create their own rows with unique values and
-never rely on another test's state, so no per-test cleanup is needed.
+PostgreSQL only fail there (docs/decisions-mariadb.md lists them).
+Tests create their own rows with unique values and never rely on another test's state,
+so no per-test cleanup is needed.
 """
 
 from __future__ import annotations
