@@ -18,7 +18,7 @@ FUZZ_EXAMPLES ?= 10
 FUZZ_ARGS ?=
 NODE_MISSING := echo "SKIPPED: node/npm are not installed (Node 20+ runs the TypeScript client)"
 
-.PHONY: setup run migrate test test-services lint format typecheck openapi client client-check \
+.PHONY: setup run migrate test test-services test-mariadb lint format typecheck openapi client client-check \
 	client-test fuzz bench bench-events wrk clean
 
 setup: .venv/.synced
@@ -42,6 +42,12 @@ test: setup ## the whole suite on SQLite with in-process backends (no services)
 test-services: setup ## the whole suite against PostgreSQL and Redis
 	TENANTRY_TEST_BACKEND=services TEST_DATABASE_URL=$(TEST_DATABASE_URL) \
 		TEST_REDIS_URL=$(TEST_REDIS_URL) $(RUN) pytest $(PYTEST_ARGS)
+
+TEST_MARIADB_URL ?= mariadb+asyncmy://root@127.0.0.1:3306/mysql
+
+test-mariadb: setup ## the suite against MariaDB + Redis (a preview: not yet in CI, see docs/decisions-mariadb.md)
+	TENANTRY_TEST_BACKEND=mariadb TEST_DATABASE_URL=$(TEST_MARIADB_URL) \
+		TEST_REDIS_URL=$(TEST_REDIS_URL) DATABASE_MARIADB_PREVIEW=true $(RUN) pytest $(PYTEST_ARGS)
 
 lint: setup
 	$(RUN) ruff check src tests bench fuzz

@@ -3,8 +3,13 @@
 `TENANTRY_TEST_BACKEND=sqlite` (make test): a fresh SQLite file, in-process backends.
 `TENANTRY_TEST_BACKEND=services` (make test-services): a PostgreSQL database created with
 a unique name on `TEST_DATABASE_URL`'s server (dropped afterwards) and a Redis key prefix
-unique to the run on `TEST_REDIS_URL`. Tests create their own rows with unique values and
-never rely on another test's state, so no per-test cleanup is needed.
+unique to the run on `TEST_REDIS_URL`.
+`TENANTRY_TEST_BACKEND=mariadb` (make test-mariadb, a preview): a MariaDB database created
+with a unique name on `TEST_DATABASE_URL`'s server (mariadb+asyncmy://, dropped
+afterwards) and Redis as for `services`; every test runs, and those still written for
+PostgreSQL only fail there (docs/decisions-mariadb.md lists them).
+Tests create their own rows with unique values and never rely on another test's state,
+so no per-test cleanup is needed.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy.pool import NullPool
 
 from tenantry.app import create_app
 from tenantry.config import Settings, load_settings
@@ -28,15 +34,19 @@ from tests.factories import Account, register
 
 BACKEND = os.environ.get("TENANTRY_TEST_BACKEND", "sqlite")
 USES_SERVICES = BACKEND == "services"
+USES_MARIADB = BACKEND == "mariadb"
+USES_REDIS = USES_SERVICES or USES_MARIADB
 TEST_DATABASE_URL = os.environ.get(
     "TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 RUN_ID = uuid.uuid4().hex[:10]
+# Text columns default to utf8mb4, compared case-insensitively (emails, slugs).
+MARIADB_DATABASE_OPTIONS = "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_520_ci"
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if USES_SERVICES:
+    if USES_REDIS:
         return
     skip = pytest.mark.skip(reason="needs PostgreSQL/Redis: run `make test-services`")
     for item in items:
@@ -50,8 +60,30 @@ def _postgres_admin_dsn(url: str) -> str:
     return url.replace("postgresql+asyncpg://", "postgresql://", 1)
 
 
+async def _mariadb_admin(statement: str) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(TEST_DATABASE_URL, poolclass=NullPool)
+    try:
+        async with engine.connect() as connection:
+            await connection.execute(text(statement))
+    finally:
+        await engine.dispose()
+
+
 @pytest.fixture(scope="session")
 async def database_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    if USES_MARIADB:
+        name = f"tenantry_test_{RUN_ID}"
+        await _mariadb_admin(f"CREATE DATABASE `{name}` {MARIADB_DATABASE_OPTIONS}")
+        url = TEST_DATABASE_URL.rsplit("/", 1)[0] + f"/{name}"
+        try:
+            await asyncio.to_thread(upgrade_to_head, url)
+            yield url
+        finally:
+            await _mariadb_admin(f"DROP DATABASE IF EXISTS `{name}`")
+        return
     if not USES_SERVICES:
         path = tmp_path_factory.mktemp("db") / "tenantry-test.db"
         url = f"sqlite+aiosqlite:///{path}"
@@ -81,7 +113,7 @@ async def database_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
 
 @pytest.fixture(scope="session")
 async def redis_url() -> AsyncIterator[str | None]:
-    if not USES_SERVICES:
+    if not USES_REDIS:
         yield None
         return
     yield TEST_REDIS_URL

@@ -13,7 +13,7 @@ from tenantry.core.cache import Cache, MemoryCache, RedisCache
 from tenantry.core.errors import ServiceUnavailable
 from tenantry.core.nearcache import NearCache
 from tests.backends.conftest import BACKENDS, connect_test_redis
-from tests.conftest import USES_SERVICES, client_for
+from tests.conftest import USES_REDIS, client_for
 
 
 @pytest.fixture(params=BACKENDS)
@@ -53,7 +53,7 @@ async def test_add_sets_only_an_absent_or_expired_key(cache: Cache) -> None:
 
 
 async def test_namespaces_keep_their_keys_apart(key_prefix: str) -> None:
-    if not USES_SERVICES:
+    if not USES_REDIS:
         pytest.skip("Redis namespaces; in process each cache is its own dict")
     client = connect_test_redis()
     try:

@@ -18,12 +18,25 @@ from tenantry.config import load_settings
 from tenantry.core.db import Base, Database
 from tenantry.core.migrate import alembic_config, upgrade_to_head
 from tenantry.models import import_all_models
-from tests.conftest import TEST_DATABASE_URL, USES_SERVICES, _postgres_admin_dsn
+from tests.conftest import (
+    MARIADB_DATABASE_OPTIONS,
+    TEST_DATABASE_URL,
+    USES_MARIADB,
+    USES_SERVICES,
+    _mariadb_admin,
+    _postgres_admin_dsn,
+)
 
 
 @pytest.fixture
 async def scratch_database_url(tmp_path: Path) -> AsyncIterator[str]:
     """An empty database of the backend under test, dropped afterwards."""
+    if USES_MARIADB:
+        name = f"tenantry_scratch_{uuid.uuid4().hex[:10]}"
+        await _mariadb_admin(f"CREATE DATABASE `{name}` {MARIADB_DATABASE_OPTIONS}")
+        yield TEST_DATABASE_URL.rsplit("/", 1)[0] + f"/{name}"
+        await _mariadb_admin(f"DROP DATABASE IF EXISTS `{name}`")
+        return
     if not USES_SERVICES:
         yield f"sqlite+aiosqlite:///{tmp_path / 'scratch.db'}"
         return

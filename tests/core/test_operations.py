@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute, iter_route_contexts
 
 from tenantry.core.routing import UnitOfWorkRoute
-from tests.conftest import USES_SERVICES, client_for
+from tests.conftest import USES_REDIS, client_for
 
 CLOSED_PORT_DATABASE = "postgresql+asyncpg://postgres@127.0.0.1:1/nowhere"
 
@@ -27,7 +27,7 @@ async def test_ready_reports_each_dependency(client: httpx.AsyncClient) -> None:
     body = response.json()
     assert body["status"] == "ok"
     assert body["checks"]["database"] == "ok"
-    assert body["checks"]["redis"] == ("ok" if USES_SERVICES else "disabled")
+    assert body["checks"]["redis"] == ("ok" if USES_REDIS else "disabled")
     assert body["rateLimit"] in {"enabled", "disabled"}
 
 

@@ -209,7 +209,9 @@ async def test_bulk_of_50_mixed_rows_is_batched_and_audited_row_by_row(tenants: 
     task_statements = [s for s in statements if "tasks" in s or "audit_logs" in s]
     updates = [s for s in task_statements if s.lstrip().upper().startswith("UPDATE TASKS")]
     others = [s for s in task_statements if s not in updates]
-    assert len(others) <= 3, others  # load, audit (+ assignee)
+    # load, audit (+ assignee); MariaDB has no UPDATE ... RETURNING: + lock, + read back
+    mariadb = engine.dialect.name == "mariadb"
+    assert len(others) <= (5 if mariadb else 3), others
     # One UPDATE for all rows; on SQLite one per row (its planner walks the organization's
     # index for a list of keys: test_the_bulk_update_finds_its_rows_by_primary_key_on_sqlite)
     sqlite = engine.dialect.name == "sqlite"

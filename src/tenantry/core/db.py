@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from sqlalchemy import DateTime, ForeignKey, Integer, MetaData, TypeDecorator, Uuid, event, text
+from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
@@ -62,11 +63,20 @@ def new_id() -> uuid.UUID:
     return uuid7()
 
 
+NAIVE_UTC_DIALECTS = frozenset({"sqlite", "mariadb"})
+
+
 class UTCDateTime(TypeDecorator[dt.datetime]):
-    """Timezone-aware UTC datetimes on both dialects (SQLite stores them naive)."""
+    """Timezone-aware UTC datetimes on every dialect (SQLite and MariaDB store them naive,
+    MariaDB as DATETIME(6): microseconds kept, no time zone conversion)."""
 
     impl = DateTime(timezone=True)
     cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> Any:
+        if dialect.name == "mariadb":
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(self.impl)
 
     def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> Any:
         if value is None:
@@ -74,7 +84,7 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTCDateTime column")
         value = value.astimezone(dt.UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        return value.replace(tzinfo=None) if dialect.name in NAIVE_UTC_DIALECTS else value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> dt.datetime | None:
         if value is None:
@@ -305,6 +315,8 @@ def _create_engine(settings: Settings) -> AsyncEngine:
         )
         _configure_sqlite(engine)
         return engine
+    if settings.is_mariadb:
+        return _create_mariadb_engine(settings)
     connect_args: dict[str, Any] = {"server_settings": {"application_name": "tenantry"}}
     if settings.database_app_role:
         # The session's default role, so even RESET ROLE stays on it: a role without
@@ -329,6 +341,62 @@ def _create_engine(settings: Settings) -> AsyncEngine:
     )
     event.listen(engine.sync_engine, "checkout", _drop_closed_connections)
     install_org_setting_tracking(engine)
+    return engine
+
+
+# Every MariaDB connection: strict SQL mode (errors, not truncation or zero dates; ANSI
+# quotes off so SQLAlchemy's backticks stay the only identifier quoting), UTC for NOW()
+# and TIMESTAMP conversions, utf8mb4 with its case-insensitive collation, and statements
+# cut off after the statement timeout like PostgreSQL's `statement_timeout`.
+MARIADB_SQL_MODE = (
+    "STRICT_ALL_TABLES,ERROR_FOR_DIVISION_BY_ZERO,NO_ZERO_DATE,NO_ZERO_IN_DATE,"
+    "NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO"
+)
+MARIADB_CHARSET = "utf8mb4"
+MARIADB_COLLATION = "utf8mb4_unicode_520_ci"
+# Seconds InnoDB waits for a row lock before error 1205 (mapped to 503, core/errors.py).
+MARIADB_LOCK_WAIT_TIMEOUT_S = 10
+
+
+def mariadb_session_statements(settings: Settings) -> list[str]:
+    statements = [
+        f"SET NAMES {MARIADB_CHARSET} COLLATE {MARIADB_COLLATION}",
+        f"SET SESSION sql_mode = '{MARIADB_SQL_MODE}'",
+        "SET SESSION time_zone = '+00:00'",
+        "SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED",
+        f"SET SESSION innodb_lock_wait_timeout = {MARIADB_LOCK_WAIT_TIMEOUT_S}",
+    ]
+    if settings.database_statement_timeout_ms:
+        seconds = settings.database_statement_timeout_ms / 1000
+        statements.append(f"SET SESSION max_statement_time = {seconds:g}")
+    return statements
+
+
+def _create_mariadb_engine(settings: Settings) -> AsyncEngine:
+    engine = create_async_engine(
+        settings.database_url,
+        echo=settings.database_echo,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+        pool_timeout=settings.database_pool_timeout,
+        # MariaDB closes idle connections after `wait_timeout` (8 h by default); a
+        # connection older than this is replaced, and pre-ping catches a restarted server
+        # (asyncmy has no cheap "is closed" flag to check as asyncpg has).
+        pool_recycle=1800,
+        pool_pre_ping=True,
+        connect_args={"charset": MARIADB_CHARSET, "autocommit": False},
+    )
+    statements = mariadb_session_statements(settings)
+
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            for statement in statements:
+                cursor.execute(statement)
+        finally:
+            cursor.close()
+
+    event.listen(engine.sync_engine, "connect", _on_connect)
     return engine
 
 

@@ -34,6 +34,18 @@ _UNAVAILABLE_SQLSTATES = ("08", "53", "57P01", "57P02", "57P03", "57014", "55P03
 # A deadlock (40P01) or serialization failure (40001): the database rolled the whole
 # transaction back, so nothing was saved and the same request can simply be sent again.
 _CONFLICT_ABORT_SQLSTATES = frozenset({"40P01", "40001"})
+# MariaDB error numbers (asyncmy raises them as `args[0]`): a duplicate key (1062, and
+# 1586 for a duplicate in a unique index named by key) is PostgreSQL's 23505; a missing
+# parent (1452) or a parent still referenced (1451) its 23503; a lock wait past
+# `innodb_lock_wait_timeout` (1205) and a deadlock (1213) roll back and are worth sending
+# again; a statement past `max_statement_time` (1969); a server gone or unreachable (2002
+# socket, 2003 TCP, 2006 gone away, 2013 lost during a query, 2055 lost at handshake,
+# 1927 connection killed, 1053 server shutdown, 1040 too many connections).
+_MARIADB_DUPLICATE = frozenset({1062, 1586})
+_MARIADB_FOREIGN_KEY = frozenset({1451, 1452})
+_MARIADB_CONFLICT_ABORT = frozenset({1205, 1213})
+_MARIADB_STATEMENT_TIMEOUT = 1969
+_MARIADB_UNAVAILABLE = frozenset({1040, 1053, 1927, 2002, 2003, 2006, 2013, 2055})
 CONFLICT_ABORTED = (
     "The database aborted this change because it conflicted with a concurrent one; "
     "nothing was saved, send it again"
@@ -227,6 +239,9 @@ def validation_details(errors: Sequence[Any]) -> list[dict[str, str]]:
 
 def classify_database_error(exc: sa_exc.DBAPIError) -> AppError:
     """Map a driver error like the seeds' Prisma filter: unique → 409, FK → 400, down → 503."""
+    mariadb_code = _mariadb_code(exc.orig)
+    if mariadb_code is not None:
+        return _classify_mariadb(mariadb_code, exc)
     if isinstance(exc, sa_exc.IntegrityError):
         text = str(exc.orig).lower()
         sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
@@ -243,6 +258,30 @@ def classify_database_error(exc: sa_exc.DBAPIError) -> AppError:
     if sqlstate == "57014":
         return ServiceUnavailable("The database took too long to answer; try again shortly")
     if sqlstate is not None and sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
+        return ServiceUnavailable("The database is unavailable; try again shortly")
+    return AppError()
+
+
+def _mariadb_code(error: BaseException | None) -> int | None:
+    """The MariaDB error number of an asyncmy error (None for any other driver)."""
+    if error is None or not type(error).__module__.startswith("asyncmy"):
+        return None
+    code = error.args[0] if error.args else None
+    return code if isinstance(code, int) else None
+
+
+def _classify_mariadb(code: int, exc: sa_exc.DBAPIError) -> AppError:
+    if code in _MARIADB_DUPLICATE:
+        return Conflict("A record with these values already exists")
+    if code in _MARIADB_FOREIGN_KEY:
+        return BadRequest("A referenced record does not exist", code="validation_error")
+    if isinstance(exc, sa_exc.IntegrityError):
+        return BadRequest("The request violates a data constraint", code="validation_error")
+    if code in _MARIADB_CONFLICT_ABORT:
+        return ServiceUnavailable(CONFLICT_ABORTED)
+    if code == _MARIADB_STATEMENT_TIMEOUT:
+        return ServiceUnavailable("The database took too long to answer; try again shortly")
+    if code in _MARIADB_UNAVAILABLE or exc.connection_invalidated:
         return ServiceUnavailable("The database is unavailable; try again shortly")
     return AppError()
 
@@ -292,6 +331,10 @@ def to_app_error(exc: BaseException) -> AppError | None:
         return ServiceUnavailable("A backing service did not answer in time; try again shortly")
     if isinstance(exc, ConnectionRefusedError | OSError) and _looks_like_connect_failure(exc):
         return ServiceUnavailable()
+    code = _mariadb_code(exc)
+    if code is not None and code in _MARIADB_UNAVAILABLE | _MARIADB_CONFLICT_ABORT:
+        # An asyncmy error that escaped SQLAlchemy's wrapping (raised while connecting).
+        return ServiceUnavailable("The database is unavailable; try again shortly")
     if _sqlstate(exc) is not None and _is_driver_error(exc):
         # A driver error that escaped SQLAlchemy's wrapping (e.g. raised while connecting).
         state = _sqlstate(exc) or ""
@@ -368,9 +411,18 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def _driver_errors() -> tuple[type[Exception], ...]:
-    """asyncpg's base errors, when the driver is installed (they can escape unwrapped)."""
+    """The drivers' base errors, when installed (they can escape unwrapped)."""
+    errors: list[type[Exception]] = []
     try:
         import asyncpg  # type: ignore[import-untyped]
     except ImportError:  # pragma: no cover - asyncpg is a dependency
-        return ()
-    return (asyncpg.PostgresError, asyncpg.InterfaceError)
+        pass
+    else:
+        errors += [asyncpg.PostgresError, asyncpg.InterfaceError]
+    try:
+        from asyncmy.errors import MySQLError
+    except ImportError:  # pragma: no cover - asyncmy is a dependency
+        pass
+    else:
+        errors.append(MySQLError)
+    return tuple(errors)

@@ -28,6 +28,10 @@ def trash_index(table: str) -> Index:
     return Index(f"ix_{table}_trash", "organization_id", "deleted_at", "id", **_partial(_DELETED))
 
 
+# MariaDB indexes a TEXT column by a prefix (characters); VARCHARs whole.
+SEARCH_PREFIX_LENGTHS = {"description": 255}
+
+
 def _partial(condition: Any) -> dict[str, Any]:
     return {"postgresql_where": condition, "sqlite_where": condition}
 
@@ -36,7 +40,10 @@ def trigram_search_index(table: str, *columns: str) -> Index:
     """GIN `(organization_id, column gin_trgm_ops, ...)`: substring search (PostgreSQL).
 
     SQLite has no trigram index (its `LIKE` scans): there the index exists, for the
-    schema to match the models on both backends, but holds no row (`WHERE 0`).
+    schema to match the models on both backends, but holds no row (`WHERE 0`). MariaDB
+    has none either: there it is a plain B-tree on `(organization_id, title,
+    description(255))`, so a search scans one organization's index entries, not the table
+    (a TEXT column is indexed by a prefix; the row is read for longer descriptions).
     """
     return Index(
         f"ix_{table}_search",
@@ -45,4 +52,5 @@ def trigram_search_index(table: str, *columns: str) -> Index:
         postgresql_using="gin",
         postgresql_ops=dict.fromkeys(columns, "gin_trgm_ops"),
         sqlite_where=text("0"),
+        mariadb_length=SEARCH_PREFIX_LENGTHS,
     )

@@ -83,11 +83,26 @@ def like_pattern(term: str) -> str:
     return f"%{escaped}%"
 
 
-def _order(key: SortKey, id_column: InstrumentedAttribute[Any], descending: bool) -> list[Any]:
+def _order(
+    key: SortKey,
+    id_column: InstrumentedAttribute[Any],
+    descending: bool,
+    dialect: str = "",
+) -> list[Any]:
+    """NULLs sort greatest: last ascending, first descending, on every dialect."""
     column: Any = key.column.desc() if descending else key.column.asc()
-    if key.nullable:
+    nulls: list[Any] = []
+    if key.nullable and dialect == "mariadb":
+        # No `NULLS LAST` on MariaDB (NULLs sort least there): sort on `IS NULL` first.
+        is_null = key.column.is_(None)
+        nulls = [is_null.desc() if descending else is_null.asc()]
+    elif key.nullable:
         column = column.nulls_first() if descending else column.nulls_last()
-    return [column, id_column.desc() if descending else id_column.asc()]
+    return [*nulls, column, id_column.desc() if descending else id_column.asc()]
+
+
+def _dialect(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name
 
 
 async def offset_page(
@@ -113,7 +128,9 @@ async def offset_page(
 
     total = await cached_total(session, counting, count)
     rows = await session.scalars(
-        statement.order_by(*_order(key, id_column, descending)).offset(offset).limit(limit)
+        statement.order_by(*_order(key, id_column, descending, _dialect(session)))
+        .offset(offset)
+        .limit(limit)
     )
     return list(rows), total
 
@@ -142,8 +159,15 @@ async def keyset_page(
     A nullable field's NULL block is its own segment (`field IS NULL AND id > :id`),
     read only when the page reaches it: at most two statements per page.
     """
-    order = _order(key, id_column, descending)
+    dialect = _dialect(session)
+    order = _order(key, id_column, descending, dialect)
     segments = [statement]
+    if key.nullable and dialect == "mariadb":
+        # No `NULLS LAST`: every segment holds NULLs only or none, in the index's order.
+        order = [c.desc() if descending else c.asc() for c in (key.column, id_column)]
+        if not cursor:
+            blocks = [key.column.is_(None), key.column.is_not(None)]
+            segments = [statement.where(c) for c in (blocks if descending else blocks[::-1])]
     if cursor:
         value, last_id = _read_cursor(cursor, key, descending)
         segments = [

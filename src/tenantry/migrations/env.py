@@ -1,4 +1,4 @@
-"""Alembic environment: async engine, one revision chain for SQLite and PostgreSQL."""
+"""Alembic environment: async engine, one revision chain for SQLite, PostgreSQL and MariaDB."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from tenantry.config import load_settings
-from tenantry.core.db import Base, Database
+from tenantry.core.db import MARIADB_CHARSET, MARIADB_COLLATION, Base, Database
 from tenantry.models import import_all_models
 
 import_all_models()
@@ -16,6 +16,12 @@ target_metadata = Base.metadata
 
 
 def _configure(connection: Connection) -> None:
+    if connection.dialect.name == "mariadb":
+        # Tables take the database's character set: utf8mb4 compared case-insensitively,
+        # so a unique email or slug is unique whatever its case (docs/decisions-mariadb.md).
+        connection.exec_driver_sql(
+            f"ALTER DATABASE CHARACTER SET {MARIADB_CHARSET} COLLATE {MARIADB_COLLATION}"
+        )
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

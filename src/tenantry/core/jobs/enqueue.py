@@ -9,11 +9,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.db import new_id, utcnow, wiring_of
+from tenantry.core.dml import insert_unless_duplicate, update_returning
 from tenantry.core.errors import Conflict, NotFound
 from tenantry.core.events import job_event, publish_after_commit
 from tenantry.core.jobs.models import Job, JobStatus
@@ -93,16 +92,7 @@ def _announce(session: AsyncSession, job: Job) -> None:
 
 async def _insert_once(session: AsyncSession, values: dict[str, Any]) -> Job | None:
     """Insert unless `(type, idempotency_key)` exists; return the existing job if it does."""
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = (
-        insert(Job)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=["type", "idempotency_key"])
-        .returning(Job.id)
-    )
-    inserted = (await session.execute(statement)).scalar_one_or_none()
-    if inserted is not None:
+    if await insert_unless_duplicate(session, Job, values, ["type", "idempotency_key"]):
         return None
     return (
         await session.scalars(
@@ -131,12 +121,12 @@ async def cancel(session: AsyncSession, job_id: uuid.UUID) -> Job:
     """
     now = utcnow()
     cancelled = (
-        await session.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
-            .values(status=JobStatus.CANCELLED, cancel_requested=True, finished_at=now)
-            .returning(Job.id)
-            .execution_options(synchronize_session=False)
+        await update_returning(
+            session,
+            Job,
+            [Job.id == job_id, Job.status == JobStatus.QUEUED],
+            {"status": JobStatus.CANCELLED, "cancel_requested": True, "finished_at": now},
+            [Job.id],
         )
     ).scalar_one_or_none()
     if cancelled is None:

@@ -12,10 +12,11 @@ import uuid
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, select, update
+from sqlalchemy import ColumnElement, and_, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.db import Database
+from tenantry.core.dml import update_returning, update_where
 from tenantry.core.jobs.models import Job, JobStatus, JobWorker
 
 WORKER_LOST = "The worker running this job stopped responding."
@@ -45,57 +46,62 @@ async def claim_next(
     due_before: dt.datetime | None = None,
     job_types: Collection[str] | None = None,
 ) -> list[Job]:
-    """Claim up to `limit` due jobs, oldest `run_at` first (SKIP LOCKED on PostgreSQL)."""
-    due = select(Job.id).where(Job.status == JobStatus.QUEUED, Job.run_at <= (due_before or now))
+    """Claim up to `limit` due jobs, oldest `run_at` first (SKIP LOCKED on PostgreSQL and
+    MariaDB; SQLite serialises writers with BEGIN IMMEDIATE)."""
+    due: list[ColumnElement[bool]] = [
+        Job.status == JobStatus.QUEUED,
+        Job.run_at <= (due_before or now),
+    ]
     if job_types is not None:
-        due = due.where(Job.type.in_(list(job_types)))
-    due = due.order_by(Job.run_at).limit(limit)
-    if database.is_sqlite:  # writers are serialised (BEGIN IMMEDIATE): a subquery is enough
-        chosen: ColumnElement[bool] = Job.id.in_(due.scalar_subquery())
-    else:
-        # A CTE is evaluated once; `IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)` may be
-        # re-run by the planner and claim more than `n` rows.
-        picked = due.with_for_update(skip_locked=True).cte("due")
-        chosen = Job.id == picked.c.id
-    statement = (
-        update(Job)
-        .where(chosen, Job.status == JobStatus.QUEUED)
-        .values(**_claim_values(worker_id, now, lease))
-        .returning(Job)
-        .execution_options(synchronize_session=False)
-    )
+        due.append(Job.type.in_(list(job_types)))
     async with database.transaction() as session:
-        return list((await session.scalars(statement)).all())
+        result = await update_returning(
+            session,
+            Job,
+            due,
+            _claim_values(worker_id, now, lease),
+            [Job],
+            order_by=[Job.run_at],
+            limit=limit,
+            skip_locked=not database.is_sqlite,
+        )
+        return list(result.scalars().all())
 
 
 async def claim_by_id(
     database: Database, job_id: uuid.UUID, worker_id: str, *, now: dt.datetime, lease: float
 ) -> Job | None:
     """Claim one job named by the transport, if it is still queued and due."""
-    statement = (
-        update(Job)
-        .where(Job.id == job_id, Job.status == JobStatus.QUEUED, Job.run_at <= now)
-        .values(**_claim_values(worker_id, now, lease))
-        .returning(Job)
-        .execution_options(synchronize_session=False)
-    )
     async with database.transaction() as session:
-        return (await session.scalars(statement)).one_or_none()
+        return (
+            (
+                await update_returning(
+                    session,
+                    Job,
+                    [Job.id == job_id, Job.status == JobStatus.QUEUED, Job.run_at <= now],
+                    _claim_values(worker_id, now, lease),
+                    [Job],
+                )
+            )
+            .scalars()
+            .one_or_none()
+        )
 
 
 async def heartbeat(
     database: Database, job_id: uuid.UUID, attempt: int, *, now: dt.datetime, lease: float
 ) -> tuple[bool, bool]:
     """Extend the lease; return (still ours, cancel requested)."""
-    statement = (
-        update(Job)
-        .where(_fence(job_id, attempt))
-        .values(lease_until=now + dt.timedelta(seconds=lease))
-        .returning(Job.cancel_requested)
-        .execution_options(synchronize_session=False)
-    )
     async with database.transaction() as session:
-        flag = (await session.execute(statement)).scalar_one_or_none()
+        flag = (
+            await update_returning(
+                session,
+                Job,
+                [_fence(job_id, attempt)],
+                {"lease_until": now + dt.timedelta(seconds=lease)},
+                [Job.cancel_requested],
+            )
+        ).scalar_one_or_none()
     return flag is not None, bool(flag)
 
 
@@ -106,15 +112,12 @@ async def write_progress(
     values: dict[str, Any] = {"progress": progress}
     if message is not None:
         values["message"] = message
-    statement = (
-        update(Job)
-        .where(_fence(job_id, attempt))
-        .values(**values)
-        .returning(Job.cancel_requested)
-        .execution_options(synchronize_session=False)
-    )
     async with database.transaction() as session:
-        flag = (await session.execute(statement)).scalar_one_or_none()
+        flag = (
+            await update_returning(
+                session, Job, [_fence(job_id, attempt)], values, [Job.cancel_requested]
+            )
+        ).scalar_one_or_none()
     return None if flag is None else bool(flag)
 
 
@@ -122,35 +125,37 @@ async def mark_succeeded(
     session: AsyncSession, job_id: uuid.UUID, attempt: int, result: Any, *, now: dt.datetime
 ) -> bool:
     """In the handler's own transaction, so its work and the success commit together."""
-    statement = (
-        update(Job)
-        .where(_fence(job_id, attempt))
-        .values(
-            status=JobStatus.SUCCEEDED,
-            progress=100,
-            result=result,
-            error=None,
-            lease_until=None,
-            finished_at=now,
+    return (
+        await update_returning(
+            session,
+            Job,
+            [_fence(job_id, attempt)],
+            {
+                "status": JobStatus.SUCCEEDED,
+                "progress": 100,
+                "result": result,
+                "error": None,
+                "lease_until": None,
+                "finished_at": now,
+            },
+            [Job.id],
         )
-        .returning(Job.id)
-        .execution_options(synchronize_session=False)
-    )
-    return (await session.execute(statement)).scalar_one_or_none() is not None
+    ).scalar_one_or_none() is not None
 
 
 async def mark_cancelled(
     database: Database, job_id: uuid.UUID, attempt: int, *, now: dt.datetime
 ) -> bool:
-    statement = (
-        update(Job)
-        .where(_fence(job_id, attempt))
-        .values(status=JobStatus.CANCELLED, lease_until=None, finished_at=now)
-        .returning(Job.id)
-        .execution_options(synchronize_session=False)
-    )
     async with database.transaction() as session:
-        return (await session.execute(statement)).scalar_one_or_none() is not None
+        return (
+            await update_returning(
+                session,
+                Job,
+                [_fence(job_id, attempt)],
+                {"status": JobStatus.CANCELLED, "lease_until": None, "finished_at": now},
+                [Job.id],
+            )
+        ).scalar_one_or_none() is not None
 
 
 async def retry_or_fail(
@@ -167,34 +172,36 @@ async def retry_or_fail(
         values: dict[str, Any] = {"status": JobStatus.FAILED, "finished_at": now}
     else:
         values = {"status": JobStatus.QUEUED, "run_at": retry_at, "claimed_by": None}
-    statement = (
-        update(Job)
-        .where(_fence(job_id, attempt))
-        .values(error=error, lease_until=None, **values)
-        .returning(Job.status)
-        .execution_options(synchronize_session=False)
-    )
     async with database.transaction() as session:
-        return (await session.execute(statement)).scalar_one_or_none()
+        return (
+            await update_returning(
+                session,
+                Job,
+                [_fence(job_id, attempt)],
+                dict(error=error, lease_until=None, **values),
+                [Job.status],
+            )
+        ).scalar_one_or_none()
 
 
 async def release(database: Database, job_id: uuid.UUID, attempt: int, *, now: dt.datetime) -> bool:
     """Give an interrupted job back to the queue (graceful shutdown): the attempt is undone."""
-    statement = (
-        update(Job)
-        .where(_fence(job_id, attempt))
-        .values(
-            status=JobStatus.QUEUED,
-            attempts=Job.attempts - 1,
-            run_at=now,
-            lease_until=None,
-            claimed_by=None,
-        )
-        .returning(Job.id)
-        .execution_options(synchronize_session=False)
-    )
     async with database.transaction() as session:
-        return (await session.execute(statement)).scalar_one_or_none() is not None
+        return (
+            await update_returning(
+                session,
+                Job,
+                [_fence(job_id, attempt)],
+                {
+                    "status": JobStatus.QUEUED,
+                    "attempts": Job.attempts - 1,
+                    "run_at": now,
+                    "lease_until": None,
+                    "claimed_by": None,
+                },
+                [Job.id],
+            )
+        ).scalar_one_or_none() is not None
 
 
 async def recover_expired_leases(database: Database, *, now: dt.datetime) -> Sequence[uuid.UUID]:
@@ -214,24 +221,29 @@ async def _requeue_abandoned(
     once the job is queued or claimed again: a late write of the lost worker is refused.
     """
     lost = and_(Job.status == JobStatus.RUNNING, abandoned)
-    await session.execute(
-        update(Job)
-        .where(lost, Job.cancel_requested.is_(True))
-        .values(status=JobStatus.CANCELLED, lease_until=None, finished_at=now)
-        .execution_options(synchronize_session=False)
+    await update_where(
+        session,
+        Job,
+        [lost, Job.cancel_requested.is_(True)],
+        {"status": JobStatus.CANCELLED, "lease_until": None, "finished_at": now},
     )
-    await session.execute(
-        update(Job)
-        .where(lost, Job.attempts >= Job.max_attempts)
-        .values(status=JobStatus.FAILED, error=WORKER_LOST, lease_until=None, finished_at=now)
-        .execution_options(synchronize_session=False)
+    await update_where(
+        session,
+        Job,
+        [lost, Job.attempts >= Job.max_attempts],
+        {
+            "status": JobStatus.FAILED,
+            "error": WORKER_LOST,
+            "lease_until": None,
+            "finished_at": now,
+        },
     )
-    result = await session.execute(
-        update(Job)
-        .where(lost)
-        .values(status=JobStatus.QUEUED, lease_until=None, claimed_by=None, run_at=now)
-        .returning(Job.id)
-        .execution_options(synchronize_session=False)
+    result = await update_returning(
+        session,
+        Job,
+        [lost],
+        {"status": JobStatus.QUEUED, "lease_until": None, "claimed_by": None, "run_at": now},
+        [Job.id],
     )
     return list(result.scalars().all())
 
@@ -244,12 +256,12 @@ async def beat_worker(database: Database, worker_id: str, *, now: dt.datetime) -
     key = worker_id[:100]
     async with database.transaction() as session:
         bumped = (
-            await session.execute(
-                update(JobWorker)
-                .where(JobWorker.id == key)
-                .values(beats=JobWorker.beats + 1, heartbeat_at=now)
-                .returning(JobWorker.id)
-                .execution_options(synchronize_session=False)
+            await update_returning(
+                session,
+                JobWorker,
+                [JobWorker.id == key],
+                {"beats": JobWorker.beats + 1, "heartbeat_at": now},
+                [JobWorker.id],
             )
         ).scalar_one_or_none()
         if bumped is not None:

@@ -132,22 +132,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("refresh_tokens", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_refresh_tokens_session_id"))
-
+    # The tables' indexes go with them (MariaDB refuses to drop an index a foreign key uses).
     op.drop_table("refresh_tokens")
-    with op.batch_alter_table("one_time_tokens", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_one_time_tokens_user_id"))
-
     op.drop_table("one_time_tokens")
-    with op.batch_alter_table("mfa_recovery_codes", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_mfa_recovery_codes_user_id"))
-
     op.drop_table("mfa_recovery_codes")
-    with op.batch_alter_table("auth_sessions", schema=None) as batch_op:
-        batch_op.drop_index("ix_auth_sessions_user_id_revoked_at")
-
     op.drop_table("auth_sessions")
-    with op.batch_alter_table("users", schema=None) as batch_op:
-        batch_op.drop_index("ix_users_created_at")
     op.drop_table("users")

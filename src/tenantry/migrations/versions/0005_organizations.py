@@ -160,6 +160,5 @@ def downgrade() -> None:
     op.drop_table("audit_logs")
     op.drop_table("api_keys")
     op.drop_table("invitations")
-    op.drop_index("ix_memberships_user_id", table_name="memberships")
     op.drop_table("memberships")
     op.drop_table("organizations")

@@ -36,13 +36,22 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_audit_logs_actor_user_id", table_name="audit_logs")
     # Back to one key per organization: rows that would collide are dropped first.
-    op.execute(
-        "DELETE FROM idempotency_keys WHERE id NOT IN ("
-        "SELECT MIN(id) FROM idempotency_keys GROUP BY organization_id, key)"
-        if op.get_bind().dialect.name == "sqlite"
-        else "DELETE FROM idempotency_keys a USING idempotency_keys b "
-        "WHERE a.organization_id = b.organization_id AND a.key = b.key AND a.id > b.id"
-    )
+    dialect = op.get_bind().dialect.name
+    if dialect == "sqlite":
+        op.execute(
+            "DELETE FROM idempotency_keys WHERE id NOT IN ("
+            "SELECT MIN(id) FROM idempotency_keys GROUP BY organization_id, key)"
+        )
+    elif dialect == "mariadb":  # a multi-table DELETE; `key` is a reserved word there
+        op.execute(
+            "DELETE a FROM idempotency_keys a JOIN idempotency_keys b "
+            "ON a.organization_id = b.organization_id AND a.`key` = b.`key` AND a.id > b.id"
+        )
+    else:
+        op.execute(
+            "DELETE FROM idempotency_keys a USING idempotency_keys b "
+            "WHERE a.organization_id = b.organization_id AND a.key = b.key AND a.id > b.id"
+        )
     with op.batch_alter_table("idempotency_keys", schema=None) as batch_op:
         batch_op.drop_constraint(
             "uq_idempotency_keys_organization_id_principal_key", type_="unique"

@@ -3,7 +3,8 @@
 `search=` is a case-insensitive substring match. Under RLS the planner may not evaluate
 a non-leakproof qual such as `ILIKE` before the policy's qual, so a trigram index on
 `tasks.title` is never used for the application role: every search read every task of
-the organization. This revision adds:
+the organization. This revision adds (on PostgreSQL; SQLite and MariaDB get a B-tree
+`ix_tasks_search`, see `tenantry.core.indexes.trigram_search_index`):
 
 - the `pg_trgm` and `btree_gin` extensions (both trusted: a database owner may create
   them);
@@ -29,6 +30,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+from tenantry.core.indexes import SEARCH_PREFIX_LENGTHS
 from tenantry.core.rls import APP_ROLE
 
 revision: str = "0016"
@@ -47,6 +49,7 @@ def upgrade() -> None:
             "tasks",
             ["organization_id", "title", "description"],
             sqlite_where=sa.text("0"),
+            mariadb_length=SEARCH_PREFIX_LENGTHS,
         )
         return
     op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")

@@ -40,6 +40,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("identities", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_identities_user_id"))
+    # The table's indexes go with it (MariaDB refuses to drop an index a foreign key uses).
     op.drop_table("identities")

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.config import Settings
 from tenantry.core.db import Database, utcnow
+from tenantry.core.dml import update_returning
 from tenantry.core.errors import Conflict, RateLimited, Unauthorized
 from tenantry.core.logging import get_logger
 from tenantry.core.security import AccessClaims, Security
@@ -187,12 +188,12 @@ async def _accept_recovery_code(
 
 
 async def _count_failure(session: AsyncSession, user: User, now: dt.datetime) -> None:
-    result = await session.execute(
-        update(User)
-        .where(User.id == user.id)
-        .values(mfa_failed_attempts=User.mfa_failed_attempts + 1)
-        .returning(User.mfa_failed_attempts)
-        .execution_options(synchronize_session=False)
+    result = await update_returning(
+        session,
+        User,
+        [User.id == user.id],
+        {"mfa_failed_attempts": User.mfa_failed_attempts + 1},
+        [User.mfa_failed_attempts],
     )
     failures = result.scalar_one()
     if failures >= MAX_FAILED_ATTEMPTS:

@@ -9,6 +9,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.db import utcnow
+from tenantry.core.dml import update_returning
 from tenantry.core.errors import InvalidToken
 from tenantry.core.security import new_opaque_token, sha256_hex
 from tenantry.modules.auth.models import OneTimeToken, TokenPurpose
@@ -36,19 +37,19 @@ async def consume_one_time_token(
 ) -> uuid.UUID:
     """Mark the token used (once, atomically) and return its user id; 400 otherwise."""
     now = utcnow()
-    result = await session.execute(
-        update(OneTimeToken)
-        .where(
+    result = await update_returning(
+        session,
+        OneTimeToken,
+        [
             OneTimeToken.token_hash == sha256_hex(raw),
             OneTimeToken.purpose == purpose.value,
             OneTimeToken.used_at.is_(None),
             OneTimeToken.expires_at > now,
-        )
-        .values(used_at=now)
-        .returning(OneTimeToken.user_id)
-        .execution_options(synchronize_session=False)
+        ],
+        {"used_at": now},
+        [OneTimeToken.user_id],
     )
-    user_id = result.scalar_one_or_none()
+    user_id: uuid.UUID | None = result.scalar_one_or_none()
     if user_id is None:
         raise InvalidToken()
     return user_id

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.config import Settings
 from tenantry.core.db import utcnow
+from tenantry.core.dml import update_returning
 from tenantry.core.errors import NotFound, Unauthorized
 from tenantry.core.logging import get_logger
 from tenantry.core.security import Security, new_opaque_token, sha256_hex
@@ -118,12 +119,12 @@ async def rotate_refresh_token(
         if reuse_grace_seconds > 0
         else None
     )
-    claimed = await session.execute(
-        update(RefreshToken)
-        .where(RefreshToken.token_hash == token_hash, RefreshToken.rotated_at.is_(None))
-        .values(rotated_at=now, successor_sealed=sealed)
-        .returning(RefreshToken.session_id)
-        .execution_options(synchronize_session=False)
+    claimed = await update_returning(
+        session,
+        RefreshToken,
+        [RefreshToken.token_hash == token_hash, RefreshToken.rotated_at.is_(None)],
+        {"rotated_at": now, "successor_sealed": sealed},
+        [RefreshToken.session_id],
     )
     session_id = claimed.scalar_one_or_none()
     if session_id is None:

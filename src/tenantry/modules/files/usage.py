@@ -8,12 +8,11 @@ transaction as the file row, so a rolled-back upload never counts.
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tenantry.core.dml import upsert
 from tenantry.core.tenancy import require_tenant
 from tenantry.modules.files.models import StorageUsage
 
@@ -36,14 +35,13 @@ async def files_stored(session: AsyncSession, org_id: uuid.UUID) -> int:
 async def change_usage(session: AsyncSession, *, bytes_delta: int, files_delta: int) -> None:
     """Add to the bound organization's counters (an atomic upsert: concurrent uploads add up)."""
     org_id = require_tenant(session).organization_id
-    dialect = session.get_bind().dialect.name
-    insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    statement = insert(StorageUsage)
-    statement = statement.on_conflict_do_update(
-        index_elements=[StorageUsage.organization_id],
-        set_={
-            "bytes_used": StorageUsage.bytes_used + statement.excluded.bytes_used,
-            "files_count": StorageUsage.files_count + statement.excluded.files_count,
+    statement = upsert(
+        session,
+        StorageUsage,
+        [StorageUsage.organization_id],
+        lambda new: {
+            "bytes_used": StorageUsage.bytes_used + new.bytes_used,
+            "files_count": StorageUsage.files_count + new.files_count,
         },
     )
     await session.execute(

@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from tenantry.config import Settings
 from tenantry.core.cache import Cache
 from tenantry.core.db import utcnow
+from tenantry.core.dml import update_returning
 from tenantry.core.errors import Conflict, Forbidden, InvalidToken, NotFound, RateLimited
 from tenantry.core.listing import created_at_key, offset_page
 from tenantry.core.mail import queue_email
@@ -213,12 +214,12 @@ async def accept_invitation(
     if await find_member(session, organization_id, user.id) is not None:
         raise Conflict("You are already a member of this organization")
     await check_join(session, org, now)
-    used = await session.execute(  # once, even under two concurrent accepts
-        update(Invitation)
-        .where(Invitation.id == invitation.id, Invitation.accepted_at.is_(None))
-        .values(accepted_at=now, accepted_by=user.id)
-        .returning(Invitation.id)
-        .execution_options(synchronize_session=False)
+    used = await update_returning(  # once, even under two concurrent accepts
+        session,
+        Invitation,
+        [Invitation.id == invitation.id, Invitation.accepted_at.is_(None)],
+        {"accepted_at": now, "accepted_by": user.id},
+        [Invitation.id],
     )
     if used.scalar_one_or_none() is None:
         raise InvalidToken()

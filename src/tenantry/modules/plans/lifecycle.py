@@ -12,9 +12,10 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from tenantry.core.dml import update_returning
 from tenantry.core.mail import queue_email
 from tenantry.core.permissions import Role
 from tenantry.modules.orgs.models import Membership, Organization
@@ -27,16 +28,16 @@ EXPIRY_MAIL_WINDOW = dt.timedelta(days=7)
 
 
 async def expire_trials(session: AsyncSession, now: dt.datetime) -> int:
-    result = await session.execute(
-        update(Organization)
-        .where(
+    result = await update_returning(
+        session,
+        Organization,
+        [
             Organization.subscription_status == TRIALING,
             Organization.trial_ends_at <= now,
             Organization.deleted_at.is_(None),
-        )
-        .values(subscription_status=EXPIRED, expired_at=now)
-        .returning(Organization.id)
-        .execution_options(synchronize_session=False)
+        ],
+        {"subscription_status": EXPIRED, "expired_at": now},
+        [Organization.id],
     )
     return len(result.all())
 

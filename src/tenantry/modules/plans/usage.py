@@ -24,11 +24,11 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from tenantry.core.db import Database, TenantOwned, Wired, wiring_of
+from tenantry.core.dml import upsert
 from tenantry.core.tenancy import TenantContext, bind_tenant, unbind_tenant
 from tenantry.modules.files.usage import storage_used
 from tenantry.modules.orgs.models import Organization
@@ -102,23 +102,22 @@ USAGE_LISTENERS = (
 
 def _upsert(session: AsyncSession, row: dict[str, Any]) -> Any:
     dialect = session.get_bind().dialect.name
-    insert: Any = postgresql.insert if dialect == "postgresql" else sqlite.insert
     table = UsageDaily.__table__
-    statement = insert(table).values(**row)
-    excluded = statement.excluded
-    return statement.on_conflict_do_update(
-        index_elements=["organization_id", "day"],
-        set_={
-            "requests": table.c.requests + excluded.requests,
-            "records_created": table.c.records_created + excluded.records_created,
-            "active_users": _greatest(dialect, table.c.active_users, excluded.active_users),
-            "storage_bytes": excluded.storage_bytes,
+    return upsert(
+        session,
+        table,
+        ["organization_id", "day"],
+        lambda new: {
+            "requests": table.c.requests + new.requests,
+            "records_created": table.c.records_created + new.records_created,
+            "active_users": _greatest(dialect, table.c.active_users, new.active_users),
+            "storage_bytes": new.storage_bytes,
         },
-    )
+    ).values(**row)
 
 
 def _greatest(dialect: str, a: Any, b: Any) -> Any:
-    return func.greatest(a, b) if dialect == "postgresql" else func.max(a, b)
+    return func.max(a, b) if dialect == "sqlite" else func.greatest(a, b)
 
 
 async def flush(session: AsyncSession, store: UsageStore | None = None) -> int:

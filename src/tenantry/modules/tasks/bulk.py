@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.authz import authorize_row
 from tenantry.core.db import utcnow
+from tenantry.core.dml import update_returning
 from tenantry.core.errors import AppError
 from tenantry.core.tenancy import TenantContext
 from tenantry.modules.audit.service import diff, record_many
@@ -123,8 +124,17 @@ async def _write(
             if row is not None:
                 written[row.id] = row.version
     else:
-        statement = _update(values).where(tuple_(Task.id, Task.version).in_(list(versions.items())))
-        written = {row.id: row.version for row in await session.execute(statement)}
+        # One statement on PostgreSQL; on MariaDB (no UPDATE ... RETURNING) the rows are
+        # locked, updated and read back in this transaction (core/dml.py).
+        result = await update_returning(
+            session,
+            Task,
+            [tuple_(Task.id, Task.version).in_(list(versions.items()))],
+            values,
+            [Task.id, Task.version],
+            by_key=True,
+        )
+        written = {row.id: row.version for row in result}
     for task in session.identity_map.values():
         if isinstance(task, Task) and task.id in versions:
             session.expire(task)
