@@ -23,7 +23,7 @@ from tenantry.core.cache import create_cache
 from tenantry.core.counts import CountCache, bind_counts
 from tenantry.core.db import Clock, Database
 from tenantry.core.errors import install_error_handlers
-from tenantry.core.events import create_event_bus
+from tenantry.core.events import bind_events, create_event_bus
 from tenantry.core.jobs.runtime import JobsRuntime
 from tenantry.core.logging import configure_logging
 from tenantry.core.mail import bind_mail, create_mailer
@@ -105,7 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     storage = create_storage(settings)
     bind_storage(database, storage)  # job handlers (exports) write files too
     events = create_event_bus(settings, redis)  # in process, or Redis streams across them
-    database.bind_events(events)  # audited changes and job states, announced after commit
+    bind_events(database, events)  # audited changes and job states, announced after commit
     usage_store = create_usage_store(redis, settings.redis_key_prefix)
     bind_usage(database, usage_store)  # daily counters: memory, or Redis with REDIS_URL
     jobs = JobsRuntime(settings, database, run_worker=settings.runs_embedded_worker)

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 from sqlalchemy import DateTime, ForeignKey, Integer, MetaData, TypeDecorator, Uuid, event, text
 from sqlalchemy.dialects import mysql
@@ -30,9 +30,6 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from uuid_utils.compat import uuid7
 
 from tenantry.config import Settings
-
-if TYPE_CHECKING:
-    from tenantry.core.events import EventSink
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -217,9 +214,6 @@ class AppSession(Session):
     never on SQLAlchemy's global `Session`, so nothing happens to other sessions of the
     process and nothing depends on what was imported first."""
 
-    # Where this database's committed changes are announced (core/events.py): set on the
-    # session class of one Database by `Database.bind_events`; None announces nothing.
-    event_sink: ClassVar[EventSink | None] = None
     # The services of the Database this session class belongs to (`Database.wiring`).
     wiring: ClassVar[SessionWiring] = _UNWIRED
 
@@ -251,7 +245,6 @@ class Database:
             {"__module__": __name__, "sync_session_class": self.sync_session_class},
         )
         self._listening: set[SessionListener] = set()
-        self.events: EventSink | None = None  # `bind_events`; read by jobs (core/jobs)
         # tenancy and counts import this module: imported here, when the first one is built.
         from tenantry.core.counts import COUNT_LISTENERS
         from tenantry.core.tenancy import TENANCY_LISTENERS, watch_mappers
@@ -281,11 +274,6 @@ class Database:
             if (name, listener) not in self._listening:
                 self._listening.add((name, listener))
                 event.listen(self.sync_session_class, name, listener)
-
-    def bind_events(self, sink: EventSink | None) -> None:
-        """Announce the committed changes of this database's sessions (and jobs) to `sink`."""
-        self.events = sink
-        self.sync_session_class.event_sink = sink
 
     def session(self, *, write: bool = True) -> AsyncSession:
         return (self.write_sessions if write else self.sessions)()

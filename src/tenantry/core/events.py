@@ -46,6 +46,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from tenantry.config import Settings
+from tenantry.core.db import Database, Wired, wiring_of
 from tenantry.core.errors import ServiceUnavailable
 
 if TYPE_CHECKING:
@@ -112,6 +113,14 @@ class EventSink(Protocol):
     async def publish(self, org_id: uuid.UUID, events: Sequence[Outgoing]) -> None: ...
 
 
+EVENTS: Wired[EventSink] = Wired("event sink")
+
+
+def bind_events(database: Database, sink: EventSink | None) -> None:
+    """Announce the committed changes of `database`'s sessions (and its jobs) to `sink`."""
+    database.wiring.provide(EVENTS, sink)
+
+
 def publish_after_commit(
     session: AsyncSession, org_id: uuid.UUID, events: Sequence[Outgoing]
 ) -> None:
@@ -122,7 +131,7 @@ def publish_after_commit(
     """
     from tenantry.core.routing import after_commit
 
-    sink: EventSink | None = getattr(session.sync_session, "event_sink", None)
+    sink = wiring_of(session).get(EVENTS)
     if sink is None or not events:
         return
     batch = list(events)

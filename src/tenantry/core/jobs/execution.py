@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.config import Settings
 from tenantry.core.db import Database
-from tenantry.core.events import job_event
+from tenantry.core.events import EVENTS, job_event
 from tenantry.core.jobs import store
 from tenantry.core.jobs.context import JobCancelled, JobContext, JobError
 from tenantry.core.jobs.models import Job, JobStatus
@@ -204,7 +204,7 @@ class JobExecutor:
         name: str | None = None,
     ) -> None:
         """The job's new state on its organization's event stream (after it was written)."""
-        sink = self.database.events
+        sink = self.database.wiring.get(EVENTS)
         if sink is None or job.organization_id is None:
             return
         event = job_event(

@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 
 from tenantry.config import Settings
 from tenantry.core.db import Database
-from tenantry.core.events import PublishOnlyBus, RedisEventBus, create_event_bus
+from tenantry.core.events import PublishOnlyBus, RedisEventBus, bind_events, create_event_bus
 from tenantry.core.jobs.registry import import_handlers
 from tenantry.core.jobs.transport import bind_transport, build_transport
 from tenantry.core.jobs.worker import Worker
@@ -85,7 +85,7 @@ async def run_worker_process(
     bind_mail(database, create_mailer(settings))
     bind_storage(database, create_storage(settings))
     events = _worker_events(settings)
-    database.bind_events(events)  # job states and progress reach every API process
+    bind_events(database, events)  # job states and progress reach every API process
     runtime = JobsRuntime(settings, database, run_worker=True, concurrency=concurrency)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
