@@ -192,7 +192,7 @@ async def test_bulk_of_50_mixed_rows_is_batched_and_audited_row_by_row(tenants: 
     foreign = await other.task(await other.project())
     ids = [t["id"] for t in (*mine, already, archived, theirs, foreign)]
     ids.append(str(uuid.uuid4()))  # missing
-    engine = tenants.app.state.database.engine
+    engine = await org.engine()
     body = {"ids": ids, "changes": {"status": "in_progress", "priority": "urgent"}}
     with count_statements(engine) as statements:
         response = await _bulk(tenants, org, body, own_only)
@@ -279,10 +279,10 @@ async def test_the_bulk_update_finds_its_rows_by_primary_key_on_sqlite(tenants: 
     not): a bulk update walked all of a big organization's tasks (0.3 s at 200,000)."""
     from sqlalchemy import event
 
-    engine = tenants.app.state.database.engine
-    if engine.dialect.name != "sqlite":
+    if tenants.app.state.database.engine.dialect.name != "sqlite":
         pytest.skip("SQLite's planner; PostgreSQL plans a row-value IN on the primary key")
     org = await tenants.org()
+    engine = await org.engine()
     project = await org.project()
     tasks = [await org.task(project) for _ in range(3)]
     updates: list[tuple[str, Any]] = []
