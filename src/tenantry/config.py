@@ -216,7 +216,7 @@ class Settings(BaseSettings):
     tenancy_mode: TenancyMode = TenancyMode.SHARED
     tenant_database_servers: CommaList = Field(default_factory=list)
     tenant_database_pool_size: int = Field(default=5, ge=1, le=100)
-    tenant_database_connection_budget: int = Field(default=50, ge=1, le=10_000)
+    tenant_database_connection_budget: int = Field(default=100, ge=1, le=10_000)
     tenant_engine_idle_seconds: float = Field(default=300.0, ge=1, le=86_400)
 
     redis_url: str | None = None

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from sqlalchemy import func, insert, select, text
 
 from tenantry.core.db import Database
-from tenantry.core.jobs import enqueue, unit_of_work
+from tenantry.core.jobs import JobContext, Worker, enqueue, get_handler, job_handler, unit_of_work
 from tenantry.core.jobs.models import Job
 from tenantry.core.tenancy import TenantContext, bind_tenant
 from tenantry.core.tenantdb import tenant_bind
@@ -143,3 +143,32 @@ async def test_a_job_of_a_control_change_is_queued_in_the_control_database(
         job = await enqueue(session, TEST_JOB_TYPE, {}, organization_id=org)
     assert await _count(database.engine, "jobs", "id", job.id) == 1
     assert await _count(tenant, "jobs", "id", job.id) == 0
+
+
+MAKE_PROJECT = "test.tenantdb.make_project"
+
+
+def _register_make_project() -> None:
+    if get_handler(MAKE_PROJECT) is None:
+
+        @job_handler(MAKE_PROJECT)
+        async def make_project(ctx: JobContext) -> dict[str, Any]:
+            ctx.session.add(Project(name=str(ctx.payload["name"])))
+            await ctx.session.flush()
+            return {}
+
+
+async def test_a_job_of_an_organization_writes_to_its_database(tenant_app: FastAPI) -> None:
+    """Job attempts are bound to their organization (`open_job_session`): same routing."""
+    database: Database = tenant_app.state.database
+    tenants: TenantDatabases = tenant_app.state.services.tenant_databases
+    org, user = await _org(tenant_app)
+    tenant = await tenants.routing.engine_of(org)
+    _register_make_project()
+    name = f"from a job {uuid.uuid4().hex[:6]}"
+    async with unit_of_work(database) as session:
+        await enqueue(session, MAKE_PROJECT, {"name": name}, organization_id=org, created_by=user)
+    worker = Worker(database, tenant_app.state.settings, job_types={MAKE_PROJECT})
+    await worker.drain(within_seconds=60)
+    assert await _count(tenant, "projects", "name", name) == 1
+    assert await _count(database.engine, "projects", "name", name) == 0

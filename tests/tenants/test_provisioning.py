@@ -71,6 +71,12 @@ async def test_a_project_lands_in_the_tenant_database_and_not_in_the_control_one
         )
         assert created.status_code == 201, created.text
         project_id = uuid.UUID(created.json()["data"]["id"])
+        task = await client.post(
+            f"/api/v1/orgs/{org.id}/projects/{project_id}/tasks",
+            json={"title": "Land"},
+            headers=org.owner.headers,
+        )
+        assert task.status_code == 201, task.text
         fetched = await client.get(
             f"/api/v1/orgs/{org.id}/projects/{project_id}", headers=org.owner.headers
         )
@@ -86,6 +92,8 @@ async def test_a_project_lands_in_the_tenant_database_and_not_in_the_control_one
 
     assert await count(tenant, "SELECT count(*) FROM projects WHERE id = :id") == 1
     assert await count(control.engine, "SELECT count(*) FROM projects WHERE id = :id") == 0
+    assert await count(tenant, "SELECT count(*) FROM tasks WHERE project_id = :id") == 1
+    assert await count(control.engine, "SELECT count(*) FROM tasks WHERE project_id = :id") == 0
     # The change and its audit entry in the tenant database; the organization's creation
     # (a control change) in the control database; the API lists both.
     sql = "SELECT count(*) FROM audit_logs WHERE entity_id = :id"
@@ -93,8 +101,8 @@ async def test_a_project_lands_in_the_tenant_database_and_not_in_the_control_one
     assert await count(control.engine, sql) == 0
     assert audit.status_code == 200, audit.text
     actions = [entry["action"] for entry in audit.json()["data"]]
-    assert actions == ["project.created", "organization.created"]
-    assert audit.json()["meta"]["total"] == 2
+    assert actions == ["task.created", "project.created", "organization.created"]
+    assert audit.json()["meta"]["total"] == 3
 
 
 async def test_a_new_tenant_goes_to_the_server_holding_the_fewest(
