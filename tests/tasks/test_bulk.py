@@ -236,13 +236,14 @@ async def test_bulk_of_50_mixed_rows_is_batched_and_audited_row_by_row(tenants: 
 
 @pytest.mark.services
 async def test_bulk_reports_a_row_changed_concurrently_as_a_version_conflict(
-    tenants: Tenants, database_url: str
+    tenants: Tenants,
 ) -> None:
     """A row updated by another transaction between the load and the write is not written."""
     org = await tenants.org()
     project = await org.project()
     raced, calm = await org.task(project), await org.task(project)
-    dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
+    url = (await org.engine()).url.render_as_string(hide_password=False)  # where its tasks are
+    dsn = url.replace("postgresql+asyncpg://", "postgresql://")
     other = await asyncpg.connect(dsn)
     try:
         lock = other.transaction()
