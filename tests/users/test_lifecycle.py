@@ -83,6 +83,29 @@ async def test_a_key_stops_at_once_when_its_creator_is_offboarded(
     assert listed["revokedAt"] is not None
 
 
+async def test_a_key_checks_its_creator_on_every_use_not_only_through_revocation(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """The per-use check stands on its own: an account switched off outside the services
+    (no revocation written, e.g. by an operator in SQL) still stops its keys at once."""
+    from sqlalchemy import update
+
+    from tenantry.modules.users.models import User
+
+    org = await create_org(client, await register(client))
+    admin = await add_member(app, client, org, "admin")
+    key = await create_api_key(client, org, ["members:read", "projects:write"], by=admin)
+    assert await _use_key(client, org, key) == (200, 201)
+    async with app.state.database.transaction() as session:
+        await session.execute(
+            update(User).where(User.id == uuid.UUID(admin.id)).values(is_active=False)
+        )
+
+    assert await _use_key(client, org, key) == (401, 401)
+    listed = await _listed_key(client, org, key)
+    assert (listed["status"], listed["revokedAt"]) == ("revoked", None)
+
+
 async def test_a_returning_creator_does_not_revive_their_keys(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:
