@@ -540,11 +540,15 @@ def _committed(connection: Connection) -> None:
 
 
 def _rolled_back(connection: Connection) -> None:
-    forget_org_setting(connection.info)
+    # An invalidated connection (the server closed it mid-transaction) has no DBAPI
+    # connection to ask about: its pool entry's info goes with it when it is replaced.
+    if not connection.invalidated:
+        forget_org_setting(connection.info)
 
 
 def _rolled_back_savepoint(connection: Connection, _name: Any, _context: Any) -> None:
-    forget_org_setting(connection.info)
+    if not connection.invalidated:
+        forget_org_setting(connection.info)
 
 
 def _pool_reset(dbapi_connection: Any, record: Any, _state: Any) -> None:
