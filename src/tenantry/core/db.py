@@ -1,9 +1,8 @@
 """Engine, sessions, the declarative `Base` and the column mixins every model is built from.
 
-Dialects, one code path: `sqlite+aiosqlite` (embedded default), `postgresql+asyncpg`
-(production) and, as a preview, `mariadb+asyncmy` (`DATABASE_MARIADB_PREVIEW`). Statements
-the dialects write differently live in core/dml.py; migrations add PostgreSQL-only
-defences (row-level security).
+Dialects, one code path: `sqlite+aiosqlite` (embedded default), `postgresql+asyncpg` and
+`mariadb+asyncmy` (production). Statements the dialects write differently live in
+core/dml.py; migrations add PostgreSQL-only defences (row-level security).
 """
 
 from __future__ import annotations
