@@ -45,9 +45,9 @@ test-services: setup ## the whole suite against PostgreSQL and Redis
 
 TEST_MARIADB_URL ?= mariadb+asyncmy://root@127.0.0.1:3306/mysql
 
-test-mariadb: setup ## the suite against MariaDB + Redis (a preview: not yet in CI, see docs/decisions-mariadb.md)
+test-mariadb: setup ## the whole suite against MariaDB and Redis (a uniquely named database, dropped afterwards)
 	TENANTRY_TEST_BACKEND=mariadb TEST_DATABASE_URL=$(TEST_MARIADB_URL) \
-		TEST_REDIS_URL=$(TEST_REDIS_URL) DATABASE_MARIADB_PREVIEW=true $(RUN) pytest $(PYTEST_ARGS)
+		TEST_REDIS_URL=$(TEST_REDIS_URL) $(RUN) pytest $(PYTEST_ARGS)
 
 lint: setup
 	$(RUN) ruff check src tests bench fuzz

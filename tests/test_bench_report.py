@@ -207,6 +207,7 @@ def test_statements_of_a_simple_query(sql: str, statements: int) -> None:
 
 
 @pytest.mark.services
+@pytest.mark.postgresql_only("bench/pgcount.py's proxy reads PostgreSQL's wire protocol")
 async def test_the_proxy_counts_what_asyncpg_sends(database_url: str) -> None:
     upstream = urlsplit(database_url)
     proxy = CountingProxy(upstream.hostname or "127.0.0.1", upstream.port or 5432)

@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from tenantry.modules.orgs.models import Organization
 from tenantry.modules.users.models import PlatformRole
+from tests.conftest import NO_RLS
 from tests.factories import (
     Account,
     Org,
@@ -278,6 +279,7 @@ async def test_export_lists_memberships_invitations_keys_files_and_own_audit_ent
 
 
 @pytest.mark.services
+@pytest.mark.postgresql_only(NO_RLS)
 async def test_erasure_and_export_work_as_the_app_role_under_rls(build_app) -> None:  # type: ignore[no-untyped-def]
     """Erasure writes in each organization in turn and the export reads across them:
     under row-level security (the app role) nothing may be silently filtered out."""
