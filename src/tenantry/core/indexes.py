@@ -11,7 +11,7 @@ index on PostgreSQL and SQLite, and on MariaDB `(organization_id, deleted_at, *c
 — `deleted_at IS NULL` is an equality on that index (a `ref` on NULL), so the columns
 after it still give the page's order and a count reads the index alone (`covering`
 columns are appended for what a count filters on besides). Each form exists only on its
-dialects (`Index.ddl_if`); `exists_on` tells migrations' comparisons which.
+dialects (`DialectIndex`, through `Index.ddl_if`); `exists_on` tells migrations' comparisons which.
 """
 
 from __future__ import annotations
@@ -33,14 +33,16 @@ def live_index(table: str, *columns: str) -> Index:
 
 
 PARTIAL_INDEX_DIALECTS = ("postgresql", "sqlite")
-# Index.info key: the dialects an index exists on (absent: every dialect).
-_DIALECTS = "tenantry_dialects"
 
 
-def _only_on(index: Index, dialects: tuple[str, ...]) -> Index:
-    index.info[_DIALECTS] = dialects
-    # SQLAlchemy takes a tuple of dialect names here (its annotation says only `str`).
-    return index.ddl_if(dialect=dialects)  # type: ignore[arg-type]
+class DialectIndex(Index):
+    """An index created only on `dialects` (the other form of a list path elsewhere)."""
+
+    def __init__(self, name: str, *columns: str, dialects: tuple[str, ...], **kw: Any) -> None:
+        super().__init__(name, *columns, **kw)
+        self.dialects = dialects
+        # SQLAlchemy takes a tuple of dialect names here (its annotation says only `str`).
+        self.ddl_if(dialect=dialects)  # type: ignore[arg-type]
 
 
 def list_indexes(table: str, *columns: str, covering: Iterable[str] = ()) -> tuple[Index, Index]:
@@ -48,10 +50,17 @@ def list_indexes(table: str, *columns: str, covering: Iterable[str] = ()) -> tup
 
     MariaDB: `(organization_id, deleted_at, *columns, *covering)`, named `ix_<table>_md_...`.
     """
-    partial = _only_on(live_index(table, *columns), PARTIAL_INDEX_DIALECTS)
-    name = f"ix_{table}_md_" + "_".join(c.removesuffix("_id") for c in columns)
-    mariadb = Index(name, *mariadb_columns(*columns, covering=covering))
-    return partial, _only_on(mariadb, ("mariadb",))
+    suffix = "_".join(c.removesuffix("_id") for c in columns)
+    partial = DialectIndex(
+        f"ix_{table}_live_{suffix}",
+        "organization_id",
+        *columns,
+        dialects=PARTIAL_INDEX_DIALECTS,
+        **_partial(_LIVE),
+    )
+    mariadb_form = mariadb_columns(*columns, covering=covering)
+    mariadb = DialectIndex(f"ix_{table}_md_{suffix}", *mariadb_form, dialects=("mariadb",))
+    return partial, mariadb
 
 
 def mariadb_columns(*columns: str, covering: Iterable[str] = ()) -> list[str]:
@@ -62,16 +71,15 @@ def mariadb_columns(*columns: str, covering: Iterable[str] = ()) -> list[str]:
 def mariadb_list_index_names(table: Table) -> list[str]:
     """The MariaDB forms of `table`'s list indexes (`list_indexes`), by name."""
     return sorted(
-        str(i.name) for i in table.indexes if i.info.get(_DIALECTS) == ("mariadb",) and i.name
+        str(i.name)
+        for i in table.indexes
+        if isinstance(i, DialectIndex) and i.dialects == ("mariadb",) and i.name
     )
 
 
 def exists_on(item: SchemaItem, dialect: str) -> bool:
     """Whether `item` is created on `dialect` (False for the other form of a list path)."""
-    if not isinstance(item, Index):
-        return True
-    dialects = item.info.get(_DIALECTS)
-    return dialects is None or dialect in dialects
+    return not isinstance(item, DialectIndex) or dialect in item.dialects
 
 
 def trash_index(table: str) -> Index:
