@@ -22,7 +22,7 @@ from tests.conftest import client_for
 from tests.factories import create_org, register
 from tests.tenants.conftest import cli_environment
 
-PREVIOUS = "0018"  # the revision before the tenant registry's
+PREVIOUS = "0020"  # the revision before the tenant registry's
 
 
 def tenantry(app: FastAPI, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

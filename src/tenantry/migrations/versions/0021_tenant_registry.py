@@ -4,7 +4,7 @@ Platform data in the control database, not tenant data: no row-level security. T
 exists in tenant databases too (one revision chain everywhere) and stays empty there.
 
 Revision ID: 0021
-Revises: 0018
+Revises: 0020
 Create Date: 2026-12-07
 """
 
@@ -16,7 +16,7 @@ from alembic import op
 from tenantry.core.db import UTCDateTime
 
 revision: str = "0021"
-down_revision: str | None = "0018"
+down_revision: str | None = "0020"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
