@@ -19,8 +19,8 @@ FUZZ_EXAMPLES ?= 10
 FUZZ_ARGS ?=
 NODE_MISSING := echo "SKIPPED: node/npm are not installed (Node 20+ runs the TypeScript client)"
 
-.PHONY: setup run migrate test test-services test-mariadb lint format typecheck openapi client client-check \
-	client-test fuzz bench bench-mariadb bench-events wrk clean
+.PHONY: setup run migrate test test-services test-tenantdb test-mariadb lint format typecheck openapi \
+	client client-check client-test fuzz bench bench-mariadb bench-events wrk clean
 
 setup: .venv/.synced
 
@@ -43,6 +43,17 @@ test: setup ## the whole suite on SQLite with in-process backends (no services)
 test-services: setup ## the whole suite against PostgreSQL and Redis
 	TENANTRY_TEST_BACKEND=services TEST_DATABASE_URL=$(TEST_DATABASE_URL) \
 		TEST_REDIS_URL=$(TEST_REDIS_URL) $(RUN) pytest $(PYTEST_ARGS)
+
+# Database per tenant (TENANCY_MODE=database): the suites that exercise the tenant routing
+# end to end — tenant resources, the isolation walker, the tenants module — on SQLite, then
+# on PostgreSQL + Redis. The rest of the suite is mode-independent (accounts, sessions,
+# organizations live in the control database either way) and runs once, in `make test`.
+TENANTDB_SUITES ?= tests/projects tests/tasks tests/orgs/test_isolation.py tests/tenants
+
+test-tenantdb: setup ## the tenant suites with a database per tenant (SQLite, then PostgreSQL + Redis)
+	TENANTRY_TEST_BACKEND=sqlite TENANTRY_TEST_TENANCY=database $(RUN) pytest $(TENANTDB_SUITES) $(PYTEST_ARGS)
+	TENANTRY_TEST_BACKEND=services TENANTRY_TEST_TENANCY=database TEST_DATABASE_URL=$(TEST_DATABASE_URL) \
+		TEST_REDIS_URL=$(TEST_REDIS_URL) $(RUN) pytest $(TENANTDB_SUITES) $(PYTEST_ARGS)
 
 TEST_MARIADB_URL ?= mariadb+asyncmy://root@127.0.0.1:3306/mysql
 

@@ -9,6 +9,10 @@ unique name on `TEST_DATABASE_URL`'s server (mariadb+asyncmy://, dropped afterwa
 Redis as for `services`. A test of a PostgreSQL-only defence (row-level security, the
 `app.org_id` setting) is marked `postgresql_only("why")` and skipped there with that
 reason; the guarantee it checks has a MariaDB counterpart test where MariaDB has one.
+`TENANTRY_TEST_TENANCY=database` (make test-tenantdb) runs the chosen suites with
+`TENANCY_MODE=database`: each organization the tests create gets a database of its own (a
+file under a temporary directory, or `tenant_<hex>` on the PostgreSQL server, dropped at
+the end of the run).
 Tests create their own rows with unique values and never rely on another test's state,
 so no per-test cleanup is needed.
 """
@@ -42,6 +46,8 @@ TEST_DATABASE_URL = os.environ.get(
 )
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 RUN_ID = uuid.uuid4().hex[:10]
+TENANCY = os.environ.get("TENANTRY_TEST_TENANCY", "shared")
+DATABASE_PER_TENANT = TENANCY == "database"
 # Text columns default to utf8mb4, compared case-insensitively (emails, slugs).
 MARIADB_DATABASE_OPTIONS = "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_520_ci"
 NO_RLS = (
@@ -116,9 +122,30 @@ async def database_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
     finally:
         admin = await asyncpg.connect(_postgres_admin_dsn(TEST_DATABASE_URL))
         try:
+            for tenant in await _registered_tenant_databases(url):
+                await admin.execute(f'DROP DATABASE IF EXISTS "{tenant}" WITH (FORCE)')
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+async def _registered_tenant_databases(url: str) -> list[str]:
+    """The tenant databases the run's control database knows of (to drop them)."""
+    import asyncpg
+
+    connection = await asyncpg.connect(_postgres_admin_dsn(url))
+    try:
+        rows = await connection.fetch("SELECT database FROM tenant_databases")
+    finally:
+        await connection.close()
+    return [row["database"] for row in rows]
+
+
+def tenant_servers(var_dir: Path) -> list[str]:
+    """Where the run's tenant databases go in database mode."""
+    if USES_SERVICES:
+        return [TEST_DATABASE_URL.rsplit("/", 1)[0] + "/postgres"]
+    return [str(var_dir / "tenants")]
 
 
 @pytest.fixture(scope="session")
@@ -160,6 +187,9 @@ def make_settings(
             # Tests drive jobs deterministically (`Worker.drain`); opt in per test.
             "jobs_embedded_worker": False,
         }
+        if DATABASE_PER_TENANT:
+            values["tenancy_mode"] = "database"
+            values["tenant_database_servers"] = tenant_servers(Path(var_dir))
         values.update(overrides)
         return load_settings(**values)
 

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tests import factories
 from tests.conftest import client_for
@@ -36,6 +37,13 @@ class Org:
 
     def url(self, path: str = "") -> str:
         return f"{self.org.path}{path}"
+
+    async def engine(self) -> AsyncEngine:
+        """The engine holding this organization's tenant rows: the one database in the
+        shared mode, the organization's own with TENANCY_MODE=database."""
+        database = self.tenants.app.state.database
+        routing = database.routing
+        return await routing.engine_of(self.id) if routing is not None else database.engine
 
     async def join(self, role: str) -> Account:
         return await add_member(self.tenants.app, self.tenants.client, self.org, role)

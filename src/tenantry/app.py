@@ -61,6 +61,8 @@ from tenantry.modules.plans.usage import bind_usage
 from tenantry.modules.projects.router import router as projects_router
 from tenantry.modules.tasks.router import org_router as org_tasks_router
 from tenantry.modules.tasks.router import router as tasks_router
+from tenantry.modules.tenants.router import router as tenants_admin_router
+from tenantry.modules.tenants.service import TenantDatabases
 from tenantry.modules.users.router import router as users_router
 from tenantry.services import Services
 from tenantry.sessions import install_feature_listeners
@@ -75,6 +77,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     configure_logging(settings)
     database = Database(settings)
     install_feature_listeners(database)  # audit immutability, records counted for usage
+    # TENANCY_MODE=database: DATABASE_URL is the control database, and each organization's
+    # tenant-owned rows go to its own database (core/tenantdb.py routes the sessions).
+    tenant_databases = TenantDatabases(settings, database) if settings.database_per_tenant else None
     redis = _create_redis(settings)
     cache = create_cache(settings, redis)
     if redis is not None and settings.near_cache_stale_seconds > 0:
@@ -149,6 +154,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "redis": redis.ping if redis is not None else None,
         },
         clock=clock,
+        tenant_databases=tenant_databases,
     )
 
     @asynccontextmanager
@@ -157,7 +163,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await cache.start()
         await jobs.start()
         try:
-            yield
+            if tenant_databases is None:
+                yield
+            else:
+                async with tenant_databases.maintained():  # outbox relay, idle engines
+                    yield
         finally:
             await jobs.stop()  # first: running jobs may still send mail or store files
             await events.close()
@@ -190,7 +200,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.cache = cache
 
     install_error_handlers(app)
-    for router in api_routers():
+    for router in api_routers(settings):
         # Each feature router is included once, straight under `/api/v1`: FastAPI (≥ 0.137)
         # matches included routers level by level, per request, so an extra level of
         # nesting cost ~10 % of a cached read (docs/performance.md).
@@ -201,7 +211,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def api_routers() -> list[APIRouter]:
+def api_routers(settings: Settings | None = None) -> list[APIRouter]:
     """Every feature router (mounted under `/api/v1`, each endpoint in its own unit of work)."""
     api: list[APIRouter] = []
     api.append(auth_router)
@@ -222,6 +232,8 @@ def api_routers() -> list[APIRouter]:
     api.append(events_router)
     api.append(plans_router)
     api.append(admin_router)
+    if settings is not None and settings.database_per_tenant:
+        api.append(tenants_admin_router)  # GET /admin/tenants
     return api
 
 

@@ -185,10 +185,23 @@ def worker(concurrency: int | None) -> None:
 
 
 @main.command()
-def migrate() -> None:
-    """Apply database migrations up to the latest revision."""
-    _migrate(_settings())
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    default=4,
+    show_default=True,
+    help="TENANCY_MODE=database: tenant databases migrated at once.",
+)
+def migrate(concurrency: int) -> None:
+    """Apply database migrations up to the latest revision (in database mode: the control
+    database, then every tenant database)."""
+    settings = _settings()
+    _migrate(settings)
     click.echo("tenantry: database is at the latest revision")
+    if settings.database_per_tenant:
+        from tenantry.modules.tenants.cli import migrate_all_tenants, summarize
+
+        summarize(migrate_all_tenants(settings, concurrency))
 
 
 def _migrate(settings: Settings) -> None:
@@ -292,6 +305,14 @@ def new_resource(name: str, fields: tuple[str, ...], root: Path) -> None:
     for path in written:
         click.echo(f"tenantry: wrote {path.relative_to(root)}")
 
+
+def _tenants_group() -> click.Group:
+    from tenantry.modules.tenants.cli import tenants_group
+
+    return tenants_group(_settings)
+
+
+main.add_command(_tenants_group())
 
 if __name__ == "__main__":
     main()

@@ -46,6 +46,11 @@ class Environment(StrEnum):
     PRODUCTION = "production"
 
 
+class TenancyMode(StrEnum):
+    SHARED = "shared"  # one database, rows scoped by organization
+    DATABASE = "database"  # each organization's tenant-owned tables in a database of its own
+
+
 class LogFormat(StrEnum):
     CONSOLE = "console"
     JSON = "json"
@@ -201,6 +206,16 @@ class Settings(BaseSettings):
     # 200,000-task organization costs more than the page itself).
     search_count_cap: int = Field(default=1_000, ge=10, le=10_000_000)
     auto_migrate: bool | None = None
+    # Database per tenant (docs/tenancy.md, "Database per tenant"): the servers tenant
+    # databases are placed on (PostgreSQL server URLs, or for SQLite one directory), the
+    # connections one process may hold to the tenant databases of one server (engines of
+    # idle tenants are closed to stay within it), each tenant database's pool, and how long
+    # an unused tenant engine is kept.
+    tenancy_mode: TenancyMode = TenancyMode.SHARED
+    tenant_database_servers: CommaList = Field(default_factory=list)
+    tenant_database_pool_size: int = Field(default=5, ge=1, le=100)
+    tenant_database_connection_budget: int = Field(default=100, ge=1, le=10_000)
+    tenant_engine_idle_seconds: float = Field(default=300.0, ge=1, le=86_400)
 
     redis_url: str | None = None
     redis_key_prefix: str = "tenantry:"
@@ -325,7 +340,12 @@ class Settings(BaseSettings):
     graceful_shutdown_seconds: float = Field(default=30.0, gt=0, le=3_600)
 
     @field_validator(
-        "cors_origins", "trusted_proxies", "jobs_import", "upload_allowed_types", mode="before"
+        "cors_origins",
+        "trusted_proxies",
+        "jobs_import",
+        "upload_allowed_types",
+        "tenant_database_servers",
+        mode="before",
     )
     @classmethod
     def _split_commas(cls, value: Any) -> Any:
@@ -491,6 +511,45 @@ class Settings(BaseSettings):
         if not self.auth_local and not self.auth_providers:
             raise ValueError("AUTH_LOCAL=false needs at least one of AUTH_PROVIDERS")
         return self
+
+    @model_validator(mode="after")
+    def _tenant_databases_are_coherent(self) -> Settings:
+        if self.tenancy_mode is not TenancyMode.DATABASE:
+            return self
+        if self.is_mariadb:
+            raise ValueError("TENANCY_MODE=database needs PostgreSQL or SQLite, not MariaDB")
+        for server in self.tenant_database_servers:
+            if self.is_sqlite and server.startswith(("postgresql", "mariadb")):
+                raise ValueError(
+                    "TENANT_DATABASE_SERVERS: with a SQLite DATABASE_URL give directories "
+                    f"for the tenant files, not {server.split('://', 1)[0]}://"
+                )
+            if not self.is_sqlite and not server.startswith("postgresql+asyncpg://"):
+                raise ValueError(
+                    "TENANT_DATABASE_SERVERS: each server must be a postgresql+asyncpg:// URL "
+                    "like DATABASE_URL's"
+                )
+        if len(set(self.tenant_database_servers)) != len(self.tenant_database_servers):
+            raise ValueError("TENANT_DATABASE_SERVERS: a server is listed twice")
+        if self.tenant_database_connection_budget < self.tenant_database_pool_size:
+            raise ValueError(
+                "TENANT_DATABASE_CONNECTION_BUDGET must be at least TENANT_DATABASE_POOL_SIZE"
+            )
+        return self
+
+    @property
+    def database_per_tenant(self) -> bool:
+        return self.tenancy_mode is TenancyMode.DATABASE
+
+    @property
+    def tenant_servers(self) -> list[str]:
+        """Where tenant databases go: TENANT_DATABASE_SERVERS, else DATABASE_URL's own
+        server (PostgreSQL) or `VAR_DIR/tenants` (SQLite)."""
+        if self.tenant_database_servers:
+            return list(self.tenant_database_servers)
+        if self.is_sqlite:
+            return [str(self.var_dir / "tenants")]
+        return [self.database_url.rsplit("/", 1)[0] + "/postgres"]
 
     @model_validator(mode="after")
     def _login_backoff_bounds(self) -> Settings:

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from tenantry.modules.identity.service import ExternalAuth
     from tenantry.modules.plans.apirate import PlanRate
     from tenantry.modules.plans.counters import UsageStore
+    from tenantry.modules.tenants.service import TenantDatabases
 
 HealthCheck = Callable[[], Awaitable[object]]
 
@@ -68,6 +69,8 @@ class Services:
     gate: TenantGate  # principal + membership + plan → the request's TenantContext
     health_checks: dict[str, HealthCheck | None] = field(default_factory=dict)
     clock: Clock = field(default_factory=Clock)  # the time plan checks see (tests move it)
+    # TENANCY_MODE=database: registry, provisioning, routing (None in the shared mode)
+    tenant_databases: TenantDatabases | None = None
 
 
 def services_of(source: HTTPConnection | Starlette) -> Services:

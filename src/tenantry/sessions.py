@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 from tenantry.core.db import Database, SessionListener
 from tenantry.modules.audit.models import AUDIT_LISTENERS
 from tenantry.modules.plans.usage import USAGE_LISTENERS, usage_bound
+from tenantry.modules.tenants.service import TenantDatabases
 
 FEATURE_LISTENERS: tuple[SessionListener, ...] = (
     *AUDIT_LISTENERS,  # audit entries cannot be updated or deleted
@@ -30,4 +31,9 @@ async def worker_setup(database: Database) -> AsyncIterator[None]:
     """`tenantry worker`: the feature listeners and the usage store for its jobs."""
     install_feature_listeners(database)
     async with usage_bound(database):
-        yield
+        if not database.settings.database_per_tenant:
+            yield
+            return
+        # Database per tenant: jobs of an organization run on its database, like requests.
+        async with TenantDatabases(database.settings, database).maintained():
+            yield

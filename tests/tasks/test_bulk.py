@@ -194,7 +194,7 @@ async def test_bulk_of_50_mixed_rows_is_batched_and_audited_row_by_row(tenants: 
     foreign = await other.task(await other.project())
     ids = [t["id"] for t in (*mine, already, archived, theirs, foreign)]
     ids.append(str(uuid.uuid4()))  # missing
-    engine = tenants.app.state.database.engine
+    engine = await org.engine()
     body = {"ids": ids, "changes": {"status": "in_progress", "priority": "urgent"}}
     with count_statements(engine) as statements:
         response = await _bulk(tenants, org, body, own_only)
@@ -246,13 +246,14 @@ _WAITING_FOR_A_ROW_LOCK = {
 
 @pytest.mark.services
 async def test_bulk_reports_a_row_changed_concurrently_as_a_version_conflict(
-    tenants: Tenants, database_url: str
+    tenants: Tenants,
 ) -> None:
     """A row updated by another transaction between the load and the write is not written."""
     org = await tenants.org()
     project = await org.project()
     raced, calm = await org.task(project), await org.task(project)
-    engine = create_async_engine(database_url, poolclass=NullPool)
+    # The database its tasks are in (the organization's own with TENANCY_MODE=database).
+    engine = create_async_engine((await org.engine()).url, poolclass=NullPool)
     try:
         async with engine.connect() as other:
             await other.execute(
@@ -291,10 +292,10 @@ async def test_the_bulk_update_finds_its_rows_by_primary_key_on_sqlite(tenants: 
     not): a bulk update walked all of a big organization's tasks (0.3 s at 200,000)."""
     from sqlalchemy import event
 
-    engine = tenants.app.state.database.engine
-    if engine.dialect.name != "sqlite":
+    if tenants.app.state.database.engine.dialect.name != "sqlite":
         pytest.skip("SQLite's planner; PostgreSQL plans a row-value IN on the primary key")
     org = await tenants.org()
+    engine = await org.engine()
     project = await org.project()
     tasks = [await org.task(project) for _ in range(3)]
     updates: list[tuple[str, Any]] = []

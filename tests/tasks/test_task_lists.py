@@ -92,7 +92,7 @@ async def _add_tasks(tenants: Tenants, org: Org, project_id: str, count: int) ->
 async def test_listing_100_tasks_costs_as_many_statements_as_listing_1(tenants: Tenants) -> None:
     org = await tenants.org()
     project = await org.project()
-    engine = tenants.app.state.database.engine
+    engine = await org.engine()
     counts = {}
     for size in (1, 100):
         await _add_tasks(tenants, org, project["id"], size if size == 1 else 99)
@@ -146,7 +146,7 @@ async def test_trashed_projects_hide_their_tasks_within_the_page_statement(
         org.url(f"/projects/{trashed['id']}"), headers=org.owner.headers
     )
     assert response.status_code == 204, response.text
-    engine = tenants.app.state.database.engine
+    engine = await org.engine()
     for params in ({"cursor": ""}, {"limit": 10}):
         with count_statements(engine) as statements:
             ids = await _ids(tenants, org, "/tasks", **params)

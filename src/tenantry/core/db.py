@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from sqlalchemy import DateTime, ForeignKey, Integer, MetaData, TypeDecorator, Uuid, event, text
 from sqlalchemy.dialects import mysql
@@ -29,6 +29,9 @@ from sqlalchemy.pool import ConnectionPoolEntry
 from uuid_utils.compat import uuid7
 
 from tenantry.config import Settings
+
+if TYPE_CHECKING:
+    from tenantry.core.tenantdb import TenantRouting
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -152,6 +155,22 @@ class TenantOwned:
         return mapped_column(index=False, nullable=False, sort_order=-90)
 
 
+class ControlPlane:
+    """Marker for a `TenantOwned` model that stays in the control database when each
+    organization has a database of its own (`TENANCY_MODE=database`): rows the platform
+    reads before it knows the tenant's database, or across organizations (API keys,
+    invitations, usage counters). Every other `TenantOwned` model lives in the tenant's
+    database; models that are not `TenantOwned` live in the control database.
+    """
+
+
+class Companion:
+    """Marker for a `TenantOwned` model whose rows record another change (audit entries):
+    in database mode a row goes to the database its transaction changed — the tenant's when
+    the transaction wrote tenant-database rows, the control database otherwise — so it
+    commits together with the change it records (core/tenantdb.py)."""
+
+
 # A session event and its listener (`before_flush`, `after_commit`, `do_orm_execute`, ...).
 SessionListener = tuple[str, Callable[..., Any]]
 
@@ -215,6 +234,31 @@ class AppSession(Session):
 
     # The services of the Database this session class belongs to (`Database.wiring`).
     wiring: ClassVar[SessionWiring] = _UNWIRED
+    # Database per tenant (core/tenantdb.py): where tenant-database rows go; None in the
+    # default shared mode, where every statement runs on the one engine.
+    routing: ClassVar[TenantRouting | None] = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # This transaction wrote rows of the tenant's database (its companions follow).
+        self.wrote_tenant_rows = False
+
+    def get_bind(
+        self,
+        mapper: Any = None,
+        *,
+        clause: Any = None,
+        bind: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        """The engine of a statement: the bound organization's tenant database for the
+        rows that live there (database mode), else the session's own (control) engine."""
+        routing = self.routing
+        if routing is not None and bind is None:
+            routed = routing.bind_for(self, mapper, clause)
+            if routed is not None:
+                return routed
+        return super().get_bind(mapper, clause=clause, bind=bind, **kwargs)
 
 
 class AppAsyncSession(AsyncSession):
@@ -274,6 +318,16 @@ class Database:
                 self._listening.add((name, listener))
                 event.listen(self.sync_session_class, name, listener)
 
+    def route_tenants(self, routing: TenantRouting) -> None:
+        """Database per tenant: this database is the control database, and each bound
+        session sends tenant-database rows to its organization's database."""
+        self.sync_session_class.routing = routing
+        self.listen(routing.listeners())
+
+    @property
+    def routing(self) -> TenantRouting | None:
+        return self.sync_session_class.routing
+
     def session(self, *, write: bool = True) -> AsyncSession:
         return (self.write_sessions if write else self.sessions)()
 
@@ -293,18 +347,33 @@ class Database:
 
 def _create_engine(settings: Settings) -> AsyncEngine:
     if settings.is_sqlite:
-        _ensure_sqlite_directory(settings.database_url)
+        return create_engine_for(settings, settings.database_url, pool_size=5, max_overflow=5)
+    if settings.is_mariadb:
+        return _create_mariadb_engine(settings)
+    return create_engine_for(
+        settings,
+        settings.database_url,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+    )
+
+
+def create_engine_for(
+    settings: Settings, url: str, *, pool_size: int, max_overflow: int
+) -> AsyncEngine:
+    """An engine on `url` (SQLite or PostgreSQL) configured as the app's own: the control
+    database's, and each tenant database's in database mode (core/tenantdb.py)."""
+    if url.startswith("sqlite"):
+        _ensure_sqlite_directory(url)
         engine = create_async_engine(
-            settings.database_url,
+            url,
             echo=settings.database_echo,
             connect_args={"timeout": 30},
-            pool_size=5,
-            max_overflow=5,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
         )
         _configure_sqlite(engine)
         return engine
-    if settings.is_mariadb:
-        return _create_mariadb_engine(settings)
     connect_args: dict[str, Any] = {"server_settings": {"application_name": "tenantry"}}
     if settings.database_app_role:
         # The session's default role, so even RESET ROLE stays on it: a role without
@@ -315,10 +384,10 @@ def _create_engine(settings: Settings) -> AsyncEngine:
             settings.database_statement_timeout_ms
         )
     engine = create_async_engine(
-        settings.database_url,
+        url,
         echo=settings.database_echo,
-        pool_size=settings.database_pool_size,
-        max_overflow=settings.database_max_overflow,
+        pool_size=pool_size,
+        max_overflow=max_overflow,
         pool_timeout=settings.database_pool_timeout,
         # No `pool_pre_ping`: it costs a round trip per checkout (measured: the most
         # expensive single statement of a cached read). `_drop_closed_connections`

@@ -180,6 +180,14 @@ class ServiceUnavailable(AppError):
         self.headers.setdefault("Retry-After", str(max(1, retry_after)))
 
 
+class TenantUnavailable(ServiceUnavailable):
+    """The organization's own database cannot serve it now (database per tenant: not yet
+    provisioned, being moved, or every connection to its server in use)."""
+
+    code = "tenant_unavailable"
+    message = "This organization's database is unavailable; try again shortly"
+
+
 _STATUS_ERRORS: dict[int, type[AppError]] = {
     400: BadRequest,
     401: Unauthorized,

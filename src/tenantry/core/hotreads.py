@@ -38,6 +38,7 @@ from tenantry.core.db import (
 )
 from tenantry.core.responses import Envelope
 from tenantry.core.tenancy import SCOPE_ORG_PARAM, ScopedRead, require_tenant
+from tenantry.core.tenantdb import Home, home_of, routing_of
 
 Row = dict[str, Any]
 
@@ -81,14 +82,18 @@ async def fetch_one(session: AsyncSession, read: HotRead, **params: Any) -> Row 
     """The one row `read` finds in the session's bound organization, or None."""
     organization_id = require_tenant(session).organization_id
     values = {**params, SCOPE_ORG_PARAM: organization_id}
-    engine = session.bind
+    routing = routing_of(session)
+    model = read.read.model
+    engine: Any = session.bind
+    if routing is not None and model is not None and home_of(model) is not Home.CONTROL:
+        engine = await routing.engine_of(organization_id)  # the organization's own database
     if (
         isinstance(engine, AsyncEngine)
         and engine.dialect.name == "postgresql"
         and not session.in_transaction()
     ):
         return await _fetch_outside_transaction(engine, read, organization_id, values)
-    connection = await session.connection()
+    connection = await session.connection(bind_arguments={"mapper": model})
     row = (await connection.execute(read.read.statement, values)).mappings().first()
     return dict(row) if row is not None else None
 

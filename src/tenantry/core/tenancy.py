@@ -279,6 +279,9 @@ class ScopedRead:
 
     statement: Select[Any]
     tables: tuple[str, ...]
+    model: type[Any] | None = (
+        None  # the model read (its database in database mode: core/tenantdb.py)
+    )
 
 
 def scoped_select(
@@ -298,7 +301,7 @@ def scoped_select(
         source = source.join(_tenant_table(joined), onclause)
         criteria.extend(_table_scope(joined))
     statement = select(*table.c).select_from(source).where(*criteria, *where)
-    return ScopedRead(statement, (table.name, *(_tenant_table(m).name for m, _ in joins)))
+    return ScopedRead(statement, (table.name, *(_tenant_table(m).name for m, _ in joins)), model)
 
 
 def _tenant_table(model: type[Any]) -> Table:

@@ -8,7 +8,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.db import new_id, utcnow, wiring_of
@@ -19,6 +20,8 @@ from tenantry.core.jobs.models import Job, JobStatus
 from tenantry.core.jobs.registry import JOB_TYPE, get_handler
 from tenantry.core.jobs.transport import TRANSPORT
 from tenantry.core.routing import after_commit
+from tenantry.core.tenancy import require_tenant
+from tenantry.core.tenantdb import outbox_bind, routing_of
 
 log = logging.getLogger("tenantry.jobs")
 DEFAULT_MAX_ATTEMPTS = 5
@@ -62,6 +65,9 @@ async def enqueue(
         "run_at": run_at or utcnow(),
         "status": JobStatus.QUEUED,
     }
+    outbox = await outbox_bind(session)
+    if outbox is not None:
+        return await _enqueue_in_tenant_outbox(session, outbox, values)
     if idempotency_key is None:
         job = Job(**values)
         session.add(job)
@@ -72,6 +78,32 @@ async def enqueue(
             return existing
         job = await session.get_one(Job, values["id"])
     _dispatch_after_commit(session, job.id)
+    _announce(session, job)
+    return job
+
+
+async def _enqueue_in_tenant_outbox(
+    session: AsyncSession, outbox: Engine, values: dict[str, Any]
+) -> Job:
+    """Database per tenant, a transaction that wrote tenant rows: the job row goes to the
+    tenant database's own `jobs` table, committed (or rolled back) with those rows, and is
+    relayed to the control queue after commit (core/tenantdb.py `relay_outbox`; a crash
+    before the relay is caught up by `relay_all`). With an `idempotency_key`, a job that
+    already exists in the control queue wins at the relay: this one is dropped there."""
+    await session.execute(insert(Job).values(**values), bind_arguments={"bind": outbox})
+    routing = routing_of(session)
+    organization_id = require_tenant(session).organization_id
+    transport = wiring_of(session).get(TRANSPORT)
+
+    async def relay() -> None:
+        if routing is None:  # pragma: no cover - outbox_bind returned an engine
+            return
+        moved = await routing.relay_outbox(organization_id)
+        if transport is not None and moved:
+            await transport.notify(moved)
+
+    after_commit(session, relay)
+    job = Job(**values)  # a detached copy for the caller: the row lives in the outbox
     _announce(session, job)
     return job
 

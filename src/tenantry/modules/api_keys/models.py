@@ -9,10 +9,10 @@ from typing import Any
 from sqlalchemy import JSON, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tenantry.core.db import Base, TenantOwned, Timestamped, UUIDPrimaryKey
+from tenantry.core.db import Base, ControlPlane, TenantOwned, Timestamped, UUIDPrimaryKey
 
 
-class ApiKey(UUIDPrimaryKey, TenantOwned, Timestamped, Base):
+class ApiKey(UUIDPrimaryKey, TenantOwned, ControlPlane, Timestamped, Base):
     __tablename__ = "api_keys"
     __table_args__ = (Index("ix_api_keys_organization_id_prefix", "organization_id", "prefix"),)
 

@@ -9,10 +9,10 @@ from typing import Any
 from sqlalchemy import JSON, Index, String
 from sqlalchemy.orm import Mapped, ORMExecuteState, Session, mapped_column
 
-from tenantry.core.db import Base, TenantOwned, UUIDPrimaryKey, utcnow
+from tenantry.core.db import Base, Companion, TenantOwned, UUIDPrimaryKey, utcnow
 
 
-class AuditLog(UUIDPrimaryKey, TenantOwned, Base):
+class AuditLog(UUIDPrimaryKey, TenantOwned, Companion, Base):
     __tablename__ = "audit_logs"
     __table_args__ = (
         Index("ix_audit_logs_organization_id_created_at", "organization_id", "created_at"),

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Request
-from sqlalchemy import inspect, select
+from sqlalchemy import ColumnElement, func, inspect, select
+from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.db import Versioned
@@ -30,6 +31,7 @@ from tenantry.core.listing import created_at_key, offset_page
 from tenantry.core.permissions import RESOURCES
 from tenantry.core.ratelimit import client_ip
 from tenantry.core.tenancy import require_tenant
+from tenantry.core.tenantdb import tenant_bind
 from tenantry.modules.audit.models import AuditLog
 
 REDACTED = "[redacted]"
@@ -250,7 +252,7 @@ async def list_entries(
     session: AsyncSession, filters: AuditFilters, *, offset: int, limit: int, newest_first: bool
 ) -> tuple[list[AuditLog], int]:
     """The bound organization's entries (scoped automatically), filtered, newest first."""
-    conditions = []
+    conditions: list[ColumnElement[bool]] = []
     if filters.action is not None:
         conditions.append(AuditLog.action == filters.action)
     if filters.entity_type is not None:
@@ -263,6 +265,11 @@ async def list_entries(
         conditions.append(AuditLog.created_at >= filters.since)
     if filters.until is not None:
         conditions.append(AuditLog.created_at <= filters.until)
+    tenant = await tenant_bind(session)
+    if tenant is not None:
+        return await _merged_page(
+            session, conditions, tenant, offset=offset, limit=limit, newest_first=newest_first
+        )
     return await offset_page(
         session,
         select(AuditLog).where(*conditions),
@@ -272,3 +279,30 @@ async def list_entries(
         offset=offset,
         limit=limit,
     )
+
+
+async def _merged_page(
+    session: AsyncSession,
+    conditions: Sequence[ColumnElement[bool]],
+    tenant: Engine,
+    *,
+    offset: int,
+    limit: int,
+    newest_first: bool,
+) -> tuple[list[AuditLog], int]:
+    """Database per tenant: membership and organization entries are in the control
+    database, resource entries in the tenant's; one page of both, in one order."""
+    columns = (AuditLog.created_at, AuditLog.id)
+    order = [c.desc() for c in columns] if newest_first else [c.asc() for c in columns]
+    rows: list[AuditLog] = []
+    total = 0
+    for bind in (session.sync_session.bind, tenant):
+        where = select(AuditLog).where(*conditions)
+        found = await session.scalars(
+            where.order_by(*order).limit(offset + limit), bind_arguments={"bind": bind}
+        )
+        rows.extend(found)
+        counted = where.with_only_columns(func.count(), maintain_column_froms=True)
+        total += int(await session.scalar(counted, bind_arguments={"bind": bind}) or 0)
+    rows.sort(key=lambda entry: (entry.created_at, entry.id), reverse=newest_first)
+    return rows[offset : offset + limit], total

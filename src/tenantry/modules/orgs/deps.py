@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from tenantry.core.cache import Cache
+from tenantry.core.tenantdb import TenantProvisioner
 from tenantry.services import services_of
 
 
@@ -15,3 +16,11 @@ async def get_cache(request: Request) -> Cache:
 
 
 CacheDep = Annotated[Cache, Depends(get_cache)]
+
+
+async def get_tenant_provisioner(request: Request) -> TenantProvisioner | None:
+    """Database per tenant: what creates a new organization's database (None when shared)."""
+    return services_of(request).tenant_databases
+
+
+TenantProvisionerDep = Annotated[TenantProvisioner | None, Depends(get_tenant_provisioner)]

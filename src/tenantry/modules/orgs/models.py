@@ -17,7 +17,14 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tenantry.core.db import Base, SoftDeletable, TenantOwned, Timestamped, UUIDPrimaryKey
+from tenantry.core.db import (
+    Base,
+    ControlPlane,
+    SoftDeletable,
+    TenantOwned,
+    Timestamped,
+    UUIDPrimaryKey,
+)
 
 
 class SubscriptionStatus(StrEnum):
@@ -67,7 +74,7 @@ class Membership(UUIDPrimaryKey, Timestamped, Base):
     role: Mapped[str] = mapped_column(String(20))
 
 
-class Invitation(UUIDPrimaryKey, TenantOwned, Timestamped, Base):
+class Invitation(UUIDPrimaryKey, TenantOwned, ControlPlane, Timestamped, Base):
     __tablename__ = "invitations"
     __table_args__ = (
         Index("ix_invitations_organization_id_email", "organization_id", "email"),

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.config import Settings
 from tenantry.core.cache import Cache
-from tenantry.core.db import utcnow
+from tenantry.core.db import new_id, utcnow
 from tenantry.core.errors import Conflict, NotFound
 from tenantry.core.listing import search_condition
 from tenantry.core.permissions import Role, role_permissions
@@ -56,11 +56,18 @@ async def _free_slug(session: AsyncSession, body: CreateOrganization) -> str:
 
 
 async def create_organization(
-    session: AsyncSession, settings: Settings, user_id: uuid.UUID, body: CreateOrganization
+    session: AsyncSession,
+    settings: Settings,
+    user_id: uuid.UUID,
+    body: CreateOrganization,
+    *,
+    organization_id: uuid.UUID | None = None,
 ) -> Organization:
-    """The organization and the caller's owner membership, in the caller's transaction."""
+    """The organization and the caller's owner membership, in the caller's transaction
+    (with `organization_id`: the id its database was provisioned under)."""
     now = utcnow()
     org = Organization(
+        id=organization_id or new_id(),
         name=body.name,
         slug=await _free_slug(session, body),
         plan=TRIAL_PLAN,
@@ -180,3 +187,44 @@ async def soft_delete_organization(
         changes["reason"] = (None, reason)
     await record(session, "organization.deleted", "organization", org.id, changes)
     await forget_organization(cache, session, org.id)
+
+
+async def existing_organization_ids(
+    session: AsyncSession, organization_ids: Sequence[uuid.UUID]
+) -> set[uuid.UUID]:
+    """Which of `organization_ids` exist (soft-deleted ones included: their data is kept)."""
+    if not organization_ids:
+        return set()
+    found = await session.scalars(
+        select(Organization.id).where(Organization.id.in_(list(organization_ids)))
+    )
+    return set(found)
+
+
+async def live_organization_ids(session: AsyncSession) -> list[uuid.UUID]:
+    """Every organization not deleted."""
+    return list(
+        await session.scalars(
+            select(Organization.id)
+            .where(Organization.deleted_at.is_(None))
+            .order_by(Organization.id)
+        )
+    )
+
+
+async def erase_organization(
+    session: AsyncSession, cache: Cache, organization_id: uuid.UUID
+) -> bool:
+    """The organization's deletion for good (database per tenant: its database is dropped
+    by the caller, modules/tenants). The control row stays, soft-deleted, because the
+    control audit log that names it is append-only; False if there is no such organization.
+    """
+    org = await session.get(Organization, organization_id)
+    if org is None:
+        return False
+    bind_tenant(session, TenantContext.system(organization_id))
+    if org.deleted_at is None:
+        await soft_delete_organization(session, cache, org, reason="erased")
+    else:
+        await forget_organization(cache, session, organization_id)
+    return True

@@ -8,10 +8,10 @@ import uuid
 from sqlalchemy import BigInteger, Date, ForeignKey, Integer
 from sqlalchemy.orm import Mapped, mapped_column
 
-from tenantry.core.db import Base, TenantOwned
+from tenantry.core.db import Base, ControlPlane, TenantOwned
 
 
-class UsageDaily(Base, TenantOwned):
+class UsageDaily(Base, TenantOwned, ControlPlane):
     __tablename__ = "usage_daily"
 
     organization_id: Mapped[uuid.UUID] = mapped_column(

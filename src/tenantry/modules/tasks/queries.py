@@ -146,11 +146,15 @@ async def _search_ids(session: AsyncSession, term: str, limit: int) -> list[uuid
     found = select(func.tenantry_task_search(like_pattern(term), limit).table_valued("id"))
     ids: list[uuid.UUID] | None = None
 
+    # A function names no table: say whose rows it reads (the tenant's own database
+    # with TENANCY_MODE=database, core/tenantdb.py).
+    tasks = {"mapper": Task}
+
     async def count() -> int:
         nonlocal ids
-        ids = list(await session.scalars(found))
+        ids = list(await session.scalars(found, bind_arguments=tasks))
         return len(ids)
 
     if await cached_total(session, found, count) >= limit:
         return None
-    return ids if ids is not None else list(await session.scalars(found))
+    return ids if ids is not None else list(await session.scalars(found, bind_arguments=tasks))

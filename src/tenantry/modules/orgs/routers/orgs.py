@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query, status
 from starlette.responses import Response
 
 from tenantry.core.authz import require
+from tenantry.core.db import new_id
 from tenantry.core.openapi import errors
 from tenantry.core.permissions import roles_table
 from tenantry.core.responses import Envelope, Page, ok, page
@@ -16,7 +17,7 @@ from tenantry.core.tenancy import TenantContext
 from tenantry.modules.audit.deps import AuditRequest
 from tenantry.modules.auth.deps import AccessClaimsDep, CurrentUser, SettingsDep
 from tenantry.modules.orgs import service
-from tenantry.modules.orgs.deps import CacheDep
+from tenantry.modules.orgs.deps import CacheDep, TenantProvisionerDep
 from tenantry.modules.orgs.schemas import (
     CreateOrganization,
     MyOrganizationOut,
@@ -43,10 +44,20 @@ async def list_roles(_claims: AccessClaimsDep) -> Envelope[list[RoleOut]]:
     responses=errors({409: ["conflict"]}),
 )
 async def create_organization(
-    body: CreateOrganization, user: CurrentUser, session: SessionDep, settings: SettingsDep
+    body: CreateOrganization,
+    user: CurrentUser,
+    session: SessionDep,
+    settings: SettingsDep,
+    tenant_databases: TenantProvisionerDep,
 ) -> Envelope[MyOrganizationOut]:
     """A new organization on a 30-day trial, with the caller as its owner."""
-    org = await service.create_organization(session, settings, user.id, body)
+    organization_id = None
+    if tenant_databases is not None:  # database per tenant: its database first, migrated
+        organization_id = new_id()
+        await tenant_databases.provision_for_request(session, organization_id)
+    org = await service.create_organization(
+        session, settings, user.id, body, organization_id=organization_id
+    )
     out = OrganizationOut.model_validate(org).model_dump()
     return ok(MyOrganizationOut(**out, my_role="owner"))
 

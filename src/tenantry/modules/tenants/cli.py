@@ -1,0 +1,173 @@
+"""`tenantry tenants list|provision|migrate`: operating the tenant databases.
+
+Heavy imports happen inside the commands, so `tenantry --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
+
+import click
+
+from tenantry.config import Settings
+
+if TYPE_CHECKING:
+    from tenantry.modules.tenants.service import Outcome, TenantDatabases
+
+T = TypeVar("T")
+
+
+def run_with_tenants(settings: Settings, work: Callable[[TenantDatabases], Awaitable[T]]) -> T:
+    """Run `work` with the control database and its tenant databases, then close them."""
+    from tenantry.core.db import Database
+    from tenantry.modules.tenants.service import TenantDatabases
+
+    async def main() -> T:
+        database = Database(settings)
+        tenants = TenantDatabases(settings, database)
+        try:
+            return await work(tenants)
+        finally:
+            await tenants.routing.dispose()
+            await database.dispose()
+
+    return asyncio.run(main())
+
+
+class ProgressLines:
+    """One line per tenant as it finishes: `[done/total] org action detail (seconds)`."""
+
+    def __init__(self, total: int | None = None) -> None:
+        self.total = total
+        self.done = 0
+
+    def __call__(self, outcome: Outcome) -> None:
+        self.done += 1
+        counter = f"{self.done}/{self.total}" if self.total is not None else str(self.done)
+        line = f"[{counter}] {outcome.organization_id} {outcome.action}"
+        if outcome.detail:
+            line += f": {outcome.detail}"
+        click.echo(f"{line} ({outcome.seconds:.1f} s)", err=outcome.failed)
+
+
+def summarize(outcomes: list[Outcome]) -> None:
+    failed = [o for o in outcomes if o.failed]
+    counts: dict[str, int] = {}
+    for outcome in outcomes:
+        counts[outcome.action] = counts.get(outcome.action, 0) + 1
+    summary = ", ".join(f"{n} {action}" for action, n in sorted(counts.items())) or "nothing to do"
+    click.echo(f"tenantry: {summary}")
+    if failed:
+        click.echo(
+            f"tenantry: {len(failed)} tenant(s) failed; fix them and run the command again "
+            "(the others are done and are skipped)",
+            err=True,
+        )
+        sys.exit(1)
+
+
+def migrate_all_tenants(settings: Settings, concurrency: int) -> list[Outcome]:
+    """Every serving tenant database to the head (`tenantry migrate` in database mode)."""
+
+    async def work(tenants: TenantDatabases) -> list[Outcome]:
+        total = len(await tenants.registry.ready_organizations())
+        return await tenants.migrate(concurrency=concurrency, progress=ProgressLines(total))
+
+    return run_with_tenants(settings, work)
+
+
+def _database_mode(settings: Settings) -> Settings:
+    if not settings.database_per_tenant:
+        click.echo(
+            "tenantry tenants: TENANCY_MODE is shared; there are no tenant databases", err=True
+        )
+        sys.exit(2)
+    return settings
+
+
+def _ids(values: tuple[str, ...]) -> list[uuid.UUID]:
+    try:
+        return [uuid.UUID(value) for value in values]
+    except ValueError:
+        raise click.BadParameter("organization ids are UUIDs") from None
+
+
+def tenants_group(load: Callable[[], Settings]) -> click.Group:
+    """The `tenants` command group; `load` reads the settings (the CLI's, exiting on errors)."""
+
+    @click.group("tenants")
+    def tenants() -> None:
+        """Database per tenant (TENANCY_MODE=database): list, provision, migrate."""
+
+    @tenants.command("list")
+    def list_() -> None:
+        """Every tenant database: organization, state, server, database, revision, size."""
+        settings = _database_mode(load())
+
+        async def work(tenants: TenantDatabases) -> None:
+            async with tenants.database.session(write=False) as session:
+                rows, total = await tenants.list_tenants(session, offset=0, limit=1_000_000)
+            for row in rows:
+                size = "-" if row.size_bytes is None else str(row.size_bytes)
+                click.echo(
+                    f"{row.organization_id}  {row.state:<12} {row.server}  {row.database}  "
+                    f"{row.schema_revision or '-'}  {size}"
+                )
+            click.echo(f"tenantry: {total} tenant database(s)")
+
+        run_with_tenants(settings, work)
+
+    @tenants.command()
+    @click.argument("organization_ids", nargs=-1)
+    @click.option(
+        "--grace",
+        type=float,
+        default=600.0,
+        show_default=True,
+        help="Seconds after which a half-made database of an organization that does not "
+        "exist is a crash's leftover (younger ones may be a creation in flight).",
+    )
+    def provision(organization_ids: tuple[str, ...], grace: float) -> None:
+        """Provision the given organizations' databases, or (none given) repair everything:
+        finish or remove half-made databases and provision organizations without one."""
+        settings = _database_mode(load())
+        wanted = _ids(organization_ids)
+
+        async def work(tenants: TenantDatabases) -> list[Outcome]:
+            progress = ProgressLines(len(wanted) if wanted else None)
+            if not wanted:
+                return await tenants.repair(grace_seconds=grace, progress=progress)
+            outcomes = []
+            for organization_id in wanted:
+                outcome = await tenants.provision_existing(organization_id)
+                progress(outcome)
+                outcomes.append(outcome)
+            return outcomes
+
+        summarize(run_with_tenants(settings, work))
+
+    @tenants.command()
+    @click.argument("organization_ids", nargs=-1)
+    @click.option("--all", "every", is_flag=True, help="Every serving tenant database.")
+    @click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True)
+    def migrate(organization_ids: tuple[str, ...], every: bool, concurrency: int) -> None:
+        """Upgrade tenant databases to the latest revision (resumable: those already at it
+        are skipped; a failure is reported and the others continue)."""
+        settings = _database_mode(load())
+        wanted = _ids(organization_ids)
+        if not wanted and not every:
+            raise click.UsageError("name organization ids or pass --all")
+
+        async def work(tenants: TenantDatabases) -> list[Outcome]:
+            total = len(wanted) if wanted else len(await tenants.registry.ready_organizations())
+            return await tenants.migrate(
+                None if every else wanted, concurrency=concurrency, progress=ProgressLines(total)
+            )
+
+        summarize(run_with_tenants(settings, work))
+
+    return tenants

@@ -1,0 +1,149 @@
+"""`tenantry tenants migrate --all` and `provision`, as real processes: a broken tenant is
+reported while the others are migrated, a second run continues where the first stopped;
+a process killed in the middle of provisioning leaves a state the next run repairs."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import textwrap
+import uuid
+
+from alembic import command
+from fastapi import FastAPI
+from sqlalchemy import text
+
+from tenantry.core.migrate import alembic_config
+from tenantry.modules.tenants.servers import database_name, schema_revision
+from tenantry.modules.tenants.service import TenantDatabases
+from tests.conftest import client_for
+from tests.factories import create_org, register
+from tests.tenants.conftest import cli_environment
+
+PREVIOUS = "0020"  # the revision before the tenant registry's
+
+
+def tenantry(app: FastAPI, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tenantry.cli", *args],
+        env=cli_environment(app.state.settings),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+async def _orgs(app: FastAPI, count: int) -> list[uuid.UUID]:
+    async with client_for(app) as client:
+        return [
+            uuid.UUID((await create_org(client, await register(client))).id) for _ in range(count)
+        ]
+
+
+async def _execute(url: str, sql: str) -> None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.begin() as connection:
+            await connection.execute(text(sql))
+    finally:
+        await engine.dispose()
+
+
+async def test_migrate_all_reports_a_broken_tenant_and_a_second_run_continues(
+    tenant_app: FastAPI,
+) -> None:
+    tenants: TenantDatabases = tenant_app.state.services.tenant_databases
+    (server,) = tenants.servers.values()
+    orgs = await _orgs(tenant_app, 3)
+    urls = {org: server.database_url(database_name(org)) for org in orgs}
+    for url in urls.values():  # each tenant one revision behind
+        await asyncio.to_thread(command.downgrade, alembic_config(url), PREVIOUS)
+    broken = orgs[1]
+    # The next revision creates this table: its upgrade fails on this tenant only.
+    await _execute(urls[broken], "CREATE TABLE tenant_databases (in_the_way INTEGER)")
+
+    first = tenantry(tenant_app, "tenants", "migrate", "--all", "--concurrency", "2")
+    assert first.returncode == 1, first.stdout + first.stderr
+    assert f"{broken} failed" in first.stderr
+    assert first.stdout.count(" migrated:") == 2, first.stdout + first.stderr
+    head = tenants.head_revision()
+    revisions = {org: await schema_revision(url) for org, url in urls.items()}
+    assert revisions == {orgs[0]: head, broken: PREVIOUS, orgs[2]: head}
+    async with tenant_app.state.database.engine.connect() as connection:
+        errors = dict(
+            (
+                await connection.execute(
+                    text("SELECT organization_id, last_error FROM tenant_databases")
+                )
+            ).all()
+        )
+    failed = {uuid.UUID(str(org)) for org, error in errors.items() if error is not None}
+    assert failed == {broken}
+
+    await _execute(urls[broken], "DROP TABLE tenant_databases")
+    second = tenantry(tenant_app, "tenants", "migrate", "--all")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert second.stdout.count(" migrated:") == 1, second.stdout
+    assert second.stdout.count(" up to date: ") == 2, second.stdout
+    assert await schema_revision(urls[broken]) == head
+
+
+CRASH = textwrap.dedent(
+    """
+    import asyncio, os, signal, sys, uuid
+    from tenantry.config import load_settings
+    from tenantry.core.db import Database
+    from tenantry.modules.tenants.service import TenantDatabases
+
+    async def main():
+        settings = load_settings()
+        tenants = TenantDatabases(settings, Database(settings))
+        for org in sys.argv[1:]:
+            record = await tenants.register(uuid.UUID(org))  # committed: `provisioning`
+            await tenants.server_of(record).create_database(record.database)
+        print("created, dying before the migration", flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    asyncio.run(main())
+    """
+)
+
+
+async def test_a_provisioning_killed_midway_is_repaired_by_the_next_run(
+    tenant_app: FastAPI,
+) -> None:
+    tenants: TenantDatabases = tenant_app.state.services.tenant_databases
+    (server,) = tenants.servers.values()
+    (existing,) = await _orgs(tenant_app, 1)
+    await tenants.discard(existing)  # an organization still without its database
+    vanished = uuid.uuid4()  # a creation whose organization never committed
+    crashed = subprocess.run(
+        [sys.executable, "-c", CRASH, str(existing), str(vanished)],
+        env=cli_environment(tenant_app.state.settings),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    for org in (existing, vanished):
+        assert await server.database_exists(database_name(org))
+        assert await schema_revision(server.database_url(database_name(org))) is None
+
+    repaired = tenantry(tenant_app, "tenants", "provision", "--grace", "0")
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert f"{existing} provisioned" in repaired.stdout
+    assert f"{vanished} removed" in repaired.stdout
+    assert not await server.database_exists(database_name(vanished))
+    url = server.database_url(database_name(existing))
+    assert await schema_revision(url) == tenants.head_revision()
+    async with tenant_app.state.database.engine.connect() as connection:
+        states = list(await connection.scalars(text("SELECT state FROM tenant_databases")))
+    assert states == ["ready"]
+    assert (await tenants.registry.locate(existing)) is not None  # served again
