@@ -26,6 +26,7 @@ from starlette.responses import Response
 
 from tenantry.core.db import Database
 from tenantry.core.errors import UnsupportedMediaType
+from tenantry.core.metrics import DatabaseTime
 from tenantry.services import services_of
 
 log = logging.getLogger("tenantry.uow")
@@ -142,10 +143,11 @@ async def _finish(request: Request, *, commit: bool) -> None:
         return
     setattr(request.state, _SESSION, None)
     try:
-        if commit:
-            await session.commit()
-        else:
-            await session.rollback()
+        with DatabaseTime():  # COMMIT/ROLLBACK are round trips without a cursor
+            if commit:
+                await session.commit()
+            else:
+                await session.rollback()
     except BaseException:
         await session.close()
         await run_after_rollback(session)
