@@ -94,6 +94,7 @@ async def test_a_sqlite_database_restored_from_its_backup_has_every_row(tmp_path
     seed_sqlite(source)
     dump = await backup_database(sqlite_url(source), directory=tmp_path / "dumps")
     assert dump.dialect == "sqlite"
+    assert dump.path.stat().st_mode & 0o777 == 0o600  # a whole tenant's data: private
     assert dump.size > 0
     assert len(dump.sha256) == 64
     target = tmp_path / "restored" / "tenant.db"
@@ -159,6 +160,22 @@ async def test_a_restore_refuses_a_target_that_exists(tmp_path: Path) -> None:
     with pytest.raises(TargetNotFresh):
         await restore_database(dump, sqlite_url(live))
     assert await checksum_tables(sqlite_url(live), TABLES) == before
+
+
+async def test_a_sqlite_restore_past_its_timeout_never_appears(tmp_path: Path) -> None:
+    source = tmp_path / "tenant.db"
+    seed_sqlite(source, projects=4000)
+    dump = await backup_database(sqlite_url(source), directory=tmp_path / "dumps")
+    target = tmp_path / "restored" / "tenant.db"
+    with pytest.raises(BackupError, match="timed out"):
+        await restore_database(dump, sqlite_url(target), timeout_seconds=0.0001)
+    for _ in range(100):  # the abandoned thread finishes its copy, then cleans up
+        await asyncio.sleep(0.05)
+        if target.parent.exists() and not list(target.parent.iterdir()):
+            break
+    assert list(target.parent.iterdir()) == []
+    await restore_database(dump, sqlite_url(target))  # the path is still fresh
+    assert (await checksum_tables(sqlite_url(target), TABLES))["tasks"].rows == 20_000
 
 
 def _pair_writer(path: Path, stop: threading.Event, written: list[int]) -> None:
@@ -330,6 +347,7 @@ async def test_a_postgres_tenant_moves_to_another_server_with_every_row(
     source = await seeded_postgres(main_server)
     dump = await backup_database(source, directory=dumps)
     assert dump.dialect == "postgresql"
+    assert dump.path.stat().st_mode & 0o777 == 0o600
     assert dump.path.read_bytes().startswith(b"PGDMP")
     target = await other_server.create()
     assert target.startswith(f"postgresql+asyncpg://postgres@127.0.0.1:{second_postgres.port}/")

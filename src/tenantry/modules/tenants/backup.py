@@ -30,6 +30,7 @@ import re
 import shutil
 import sqlite3
 import tempfile
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
@@ -155,9 +156,17 @@ async def backup_database(
 
 
 def _new_dump_path(directory: Path | None, dialect: Dialect) -> Path:
+    return _private_file(directory, f"tenantry-{uuid.uuid4().hex}.{_EXTENSIONS[dialect]}")
+
+
+def _private_file(directory: Path | None, name: str) -> Path:
+    """A new, empty file readable by this user only (a dump holds a whole tenant's data);
+    the tools and the backup API write into it and keep its mode."""
     folder = directory or Path(tempfile.gettempdir())
     folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"tenantry-{uuid.uuid4().hex}.{_EXTENSIONS[dialect]}"
+    path = folder / name
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    return path
 
 
 async def _pg_dump(url: URL, target: Path, timeout_seconds: float) -> None:
@@ -228,7 +237,7 @@ async def restore_database(
     `DumpInvalid` for a missing, corrupted or other-dialect dump and `TargetNotFresh` for
     a target with data, both before the target is touched; a restore that fails midway
     leaves the target as it was (PostgreSQL: one transaction; SQLite: the file appears
-    by an atomic rename once complete). `privileges=False` leaves out the dump's GRANTs
+    by an atomic link once complete). `privileges=False` leaves out the dump's GRANTs
     (for a server that lacks the roles they name). Objects belong to the restoring user.
     """
     path = dump.path if isinstance(dump, Dump) else Path(dump)
@@ -239,9 +248,18 @@ async def restore_database(
     if dialect == "postgresql":
         await _pg_restore(path, make_url(url), privileges, timeout_seconds)
     else:
-        await asyncio.wait_for(
-            asyncio.to_thread(_sqlite_restore, path, _sqlite_path(url)), timeout_seconds
-        )
+        abandoned = threading.Event()  # past the timeout, the thread must not publish
+        try:
+            await asyncio.wait_for(
+                asyncio.to_thread(_sqlite_restore, path, _sqlite_path(url), abandoned),
+                timeout_seconds,
+            )
+        except BaseException as exc:
+            abandoned.set()
+            if isinstance(exc, TimeoutError):
+                message = f"restore into {describe(url)} timed out after {timeout_seconds:g} s"
+                raise BackupError(message) from exc
+            raise
 
 
 def _dump_dialect(path: Path) -> Dialect:
@@ -291,7 +309,7 @@ async def _postgres_is_empty(url: URL) -> bool:
     return int(count or 0) == 0
 
 
-def _sqlite_restore(dump: Path, target: Path) -> None:
+def _sqlite_restore(dump: Path, target: Path, abandoned: threading.Event) -> None:
     with contextlib.closing(sqlite3.connect(f"{dump.resolve().as_uri()}?mode=ro", uri=True)) as src:
         _sqlite_check(src, dump.name)
         if target.exists() and target.stat().st_size > 0:
@@ -301,7 +319,16 @@ def _sqlite_restore(dump: Path, target: Path) -> None:
         try:
             with contextlib.closing(sqlite3.connect(partial)) as dst:
                 src.backup(dst, pages=-1)
-            os.replace(partial, target)  # the database appears complete or not at all
+            if abandoned.is_set():
+                return
+            if target.exists():  # an empty file stands for the fresh database
+                target.unlink()
+            # A hard link publishes the complete file and fails if another restore got
+            # there first (os.replace would silently overwrite it).
+            try:
+                os.link(partial, target)
+            except FileExistsError as exc:
+                raise TargetNotFresh(f"{target} appeared during the restore") from exc
         finally:
             partial.unlink(missing_ok=True)
 
@@ -439,9 +466,7 @@ async def load_backup(
         stream = await storage.get(key)
     except NotFound as exc:
         raise DumpInvalid(f"there is no stored backup {key}") from exc
-    folder = directory or Path(tempfile.gettempdir())
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"tenantry-{uuid.uuid4().hex}.restore"
+    path = _private_file(directory, f"tenantry-{uuid.uuid4().hex}.restore")
     digest = hashlib.sha256()
     size = 0
     try:
