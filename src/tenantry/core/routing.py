@@ -74,7 +74,8 @@ async def end_transaction(session: AsyncSession) -> None:
     holding a connection, a transaction or a lock meanwhile: the session's next statement
     begins a new transaction, which the unit of work commits or rolls back as usual.
     """
-    await session.commit()
+    with DatabaseTime():
+        await session.commit()
     await run_after_commit(session)
     session.info["after_commit"] = []
 

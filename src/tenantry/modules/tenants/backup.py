@@ -58,6 +58,23 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 _EXTENSIONS: dict[Dialect, str] = {"postgresql": "pgdump", "sqlite": "sqlite"}
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 _MOD64 = 1 << 64
+# libpq variables that choose the server, the account or its password: ours come from the
+# URL only, so a stray one in the process environment cannot redirect a dump or restore.
+# The others (PGSSLROOTCERT, PGSSLMODE, PGTZ...) pass through to the tools.
+_TARGET_VARIABLES = frozenset(
+    {
+        "PGHOST",
+        "PGHOSTADDR",
+        "PGPORT",
+        "PGDATABASE",
+        "PGUSER",
+        "PGPASSWORD",
+        "PGPASSFILE",
+        "PGSERVICE",
+        "PGSERVICEFILE",
+        "PGOPTIONS",
+    }
+)
 # The sum of each row's first 64 bits of md5(row as text); numeric, so it cannot overflow.
 _PG_ROW_HASH_SUM = "coalesce(sum(('x' || left(md5(t::text), 16))::bit(64)::bigint::numeric), 0)"
 
@@ -354,6 +371,29 @@ async def database_size_bytes(url: str | URL) -> int:
     return int(size)
 
 
+async def postgres_database_sizes(
+    server_url: str | URL, databases: Sequence[str]
+) -> dict[str, int]:
+    """`{database: bytes}` for the `databases` of one PostgreSQL server, in one query over
+    one connection to `server_url` (any database of that server): what `GET /admin/tenants`
+    wants for many tenants at once. Names the server does not have are left out."""
+    if dialect_of(server_url) != "postgresql":
+        raise BackupError("postgres_database_sizes reads a PostgreSQL server")
+    engine = create_async_engine(_async_url(make_url(server_url)), poolclass=NullPool)
+    try:
+        async with engine.connect() as connection:
+            rows = await connection.execute(
+                text(
+                    "SELECT datname, pg_database_size(oid) FROM pg_database"
+                    " WHERE datname = ANY(:names)"
+                ),
+                {"names": list(databases)},
+            )
+            return {str(name): int(size) for name, size in rows}
+    finally:
+        await engine.dispose()
+
+
 async def checksum_tables(url: str | URL, tables: Iterable[str]) -> dict[str, TableChecksum]:
     """`{table: TableChecksum(rows, checksum)}` for `tables`, read in one snapshot.
 
@@ -510,7 +550,7 @@ async def _run_tool(
     """Run a libpq tool with the connection in its environment; `BackupError` with its
     stderr (secrets removed) when it fails or outlives `timeout_seconds`."""
     executable = _tool(name)
-    env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
+    env = {key: value for key, value in os.environ.items() if key not in _TARGET_VARIABLES}
     env["PGCONNECT_TIMEOUT"] = str(CONNECT_TIMEOUT_SECONDS)
     env["PGAPPNAME"] = f"tenantry-{name}"
     secrets: list[str] = []
