@@ -12,6 +12,7 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 PYTEST_ARGS ?=
 BENCH_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/tenantry_bench
 BENCH_REDIS_URL ?= $(TEST_REDIS_URL)
+BENCH_MARIADB_URL ?= mariadb+asyncmy://root@127.0.0.1:3306/tenantry_bench
 BENCH_ARGS ?=
 CLIENT_DIR := clients/typescript
 FUZZ_EXAMPLES ?= 10
@@ -19,7 +20,7 @@ FUZZ_ARGS ?=
 NODE_MISSING := echo "SKIPPED: node/npm are not installed (Node 20+ runs the TypeScript client)"
 
 .PHONY: setup run migrate test test-services test-mariadb lint format typecheck openapi client client-check \
-	client-test fuzz bench bench-events wrk clean
+	client-test fuzz bench bench-mariadb bench-events wrk clean
 
 setup: .venv/.synced
 
@@ -45,9 +46,9 @@ test-services: setup ## the whole suite against PostgreSQL and Redis
 
 TEST_MARIADB_URL ?= mariadb+asyncmy://root@127.0.0.1:3306/mysql
 
-test-mariadb: setup ## the suite against MariaDB + Redis (a preview: not yet in CI, see docs/decisions-mariadb.md)
+test-mariadb: setup ## the whole suite against MariaDB and Redis (a uniquely named database, dropped afterwards)
 	TENANTRY_TEST_BACKEND=mariadb TEST_DATABASE_URL=$(TEST_MARIADB_URL) \
-		TEST_REDIS_URL=$(TEST_REDIS_URL) DATABASE_MARIADB_PREVIEW=true $(RUN) pytest $(PYTEST_ARGS)
+		TEST_REDIS_URL=$(TEST_REDIS_URL) $(RUN) pytest $(PYTEST_ARGS)
 
 lint: setup
 	$(RUN) ruff check src tests bench fuzz
@@ -61,10 +62,14 @@ format: setup
 	$(RUN) ruff check --fix src tests bench fuzz
 	$(RUN) ruff format src tests bench fuzz
 
-bench: setup wrk ## load test on PostgreSQL + Redis and SQLite, then the events scenario; reports in bench/results/
+bench: setup wrk ## load test on PostgreSQL + Redis, SQLite and MariaDB + Redis, then the events scenario; reports in bench/results/
 	$(RUN) python -m bench.run --database-url $(BENCH_DATABASE_URL) \
-		--redis-url $(BENCH_REDIS_URL) $(BENCH_ARGS)
+		--mariadb-url $(BENCH_MARIADB_URL) --redis-url $(BENCH_REDIS_URL) $(BENCH_ARGS)
 	$(MAKE) --no-print-directory bench-events
+
+bench-mariadb: setup wrk ## only the MariaDB + Redis configuration (and the bare references, on PostgreSQL)
+	$(RUN) python -m bench.run --configs mariadb --database-url $(BENCH_DATABASE_URL) \
+		--mariadb-url $(BENCH_MARIADB_URL) --redis-url $(BENCH_REDIS_URL) $(BENCH_ARGS)
 
 bench-events: setup wrk ## event streams: 200 subscribers, writes at 50/s (PostgreSQL + Redis, ~1 min)
 	$(RUN) python -m bench.events --redis-url $(BENCH_REDIS_URL)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import random
+import re
 import sqlite3
 import uuid
 from collections.abc import Sequence
@@ -24,7 +25,7 @@ from urllib.parse import quote
 import asyncpg
 import httpx
 
-from bench.seed import BENCH_PASSWORD, WORDS, sqlite_value
+from bench.seed import BENCH_PASSWORD, WORDS, mariadb_connect, mariadb_value, sqlite_value
 from tenantry.core.listing import _write_cursor, created_at_key
 from tenantry.modules.tasks.models import Task
 
@@ -49,7 +50,9 @@ class Organization:
 
 
 class Store(Protocol):
-    """The queries bench/run.py needs, on PostgreSQL or on the SQLite file."""
+    """The queries bench/run.py needs, on PostgreSQL, MariaDB or the SQLite file."""
+
+    random: str  # the SQL function of a random number
 
     async def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]: ...
 
@@ -63,6 +66,8 @@ class Store(Protocol):
 
 
 class PostgresStore:
+    random = "random()"
+
     def __init__(self, connection: asyncpg.Connection) -> None:
         self.connection = connection
 
@@ -87,6 +92,8 @@ class PostgresStore:
 
 
 class SqliteStore:
+    random = "random()"
+
     def __init__(self, path: Path) -> None:
         self.connection = sqlite3.connect(path)
 
@@ -111,10 +118,47 @@ class SqliteStore:
         self.connection.close()
 
 
+class MariadbStore:
+    """MariaDB through asyncmy (autocommit): `%s` placeholders, in order of appearance."""
+
+    random = "RAND()"
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+
+    @classmethod
+    async def connect(cls, url: str) -> MariadbStore:
+        connection = await mariadb_connect(url)
+        await connection.autocommit(True)
+        return cls(connection)
+
+    async def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        ordered = [params[int(n) - 1] for n in _POSITIONAL.findall(sql)]
+        async with self.connection.cursor() as cursor:
+            await cursor.execute(_POSITIONAL.sub("%s", sql), ordered or None)
+            return [tuple(r) for r in await cursor.fetchall()]
+
+    def placeholder(self, n: int) -> str:
+        return f"%({n})s"  # made positional by `rows`
+
+    def param(self, value: Any) -> Any:
+        return mariadb_value(value)
+
+    def value(self, raw: Any) -> Any:
+        return str(raw) if isinstance(raw, uuid.UUID) else raw
+
+    async def close(self) -> None:
+        self.connection.close()
+
+
+_POSITIONAL = re.compile(r"%\((\d+)\)s")
+
+
 async def _query(store: Store, sql: str, *params: Any) -> list[tuple[Any, ...]]:
-    """`sql` with `{1}`, `{2}`... placeholders, values converted both ways for the store."""
+    """`sql` with `{1}`, `{2}`... placeholders (and `{random}`), values converted both ways."""
     marks = [store.placeholder(n + 1) for n in range(len(params))]
-    rows = await store.rows(sql.format(None, *marks), *(store.param(p) for p in params))
+    statement = sql.format(None, *marks, random=store.random)
+    rows = await store.rows(statement, *(store.param(p) for p in params))
     return [tuple(store.value(v) for v in row) for row in rows]
 
 
@@ -141,7 +185,7 @@ async def load_organizations(store: Store) -> list[Organization]:
         tasks = await _query(
             store,
             "SELECT project_id, id FROM tasks WHERE organization_id = {1} "
-            "AND deleted_at IS NULL ORDER BY random() LIMIT {2}",
+            "AND deleted_at IS NULL ORDER BY {random} LIMIT {2}",
             org_id,
             SAMPLED_TASKS,
         )
@@ -178,7 +222,7 @@ async def patch_candidates(
     rows = await _query(
         store,
         f"SELECT organization_id, project_id, id FROM tasks WHERE organization_id IN ({marks}) "
-        "AND deleted_at IS NULL ORDER BY random() LIMIT {1}",
+        "AND deleted_at IS NULL ORDER BY {random} LIMIT {1}",
         count,
         *[org.id for org in organizations],
     )
@@ -205,6 +249,13 @@ async def busy_connections(store: Store) -> int:
     An abandoned login waits for its password hash with its transaction open ("idle in
     transaction"), holding a pool connection the next scenario's requests would queue for.
     """
+    if isinstance(store, MariadbStore):
+        found = await store.rows(
+            "SELECT count(*) FROM information_schema.processlist WHERE db = DATABASE() "
+            "AND id <> CONNECTION_ID() AND (command <> 'Sleep' OR id IN "
+            "(SELECT trx_mysql_thread_id FROM information_schema.innodb_trx))"
+        )
+        return int(found[0][0])
     if not isinstance(store, PostgresStore):
         return 0
     found = await store.rows(

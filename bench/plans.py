@@ -1,12 +1,17 @@
-"""Print the PostgreSQL query plans of the tenant-resource list/get paths.
+"""Print the PostgreSQL or MariaDB query plans of the tenant-resource list/get paths.
 
     uv run python -m bench.plans --organization-id <id printed by bench.seed> \\
         --database-url postgresql+asyncpg://postgres@127.0.0.1:5432/tenantry_bench
+    uv run python -m bench.plans --organization-id <id> \\
+        --database-url mariadb+asyncmy://root@127.0.0.1:3306/tenantry_plans
 
 Runs the real service functions (the same SQL the API sends) on a session bound to the
-organization, as the application role (`tenantry_app`, so row-level security is part of
-the plan), captures every SELECT they issue and prints `EXPLAIN (ANALYZE, BUFFERS)` of
-each. Used to write docs/performance.md; rerun it after changing a query or an index.
+organization, as the application role on PostgreSQL (`tenantry_app`, so row-level
+security is part of the plan), captures every SELECT they issue and prints `EXPLAIN
+(ANALYZE, BUFFERS)` of each; on MariaDB (no row-level security, no application role)
+`ANALYZE` of each (the optimizer's plan with the rows each step really read, `r_rows`)
+and the statement's best time of 3. Used to write docs/performance.md; rerun it after
+changing a query or an index.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -89,9 +95,38 @@ def scenarios(project: Project, task: Task, assignee: uuid.UUID, deep: str) -> d
     }
 
 
+MARIADB_PLAN_COLUMNS = ("table", "type", "key", "rows", "r_rows", "filtered", "Extra")
+
+
+async def _plan(connection: Any, statement: str, parameters: Any) -> str:
+    """The plan of `statement` as the database ran it (EXPLAIN ANALYZE / MariaDB ANALYZE)."""
+    if connection.dialect.name != "mariadb":
+        result = await connection.exec_driver_sql(
+            "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + statement, parameters
+        )
+        return "\n".join(row[0] for row in result)
+    result = await connection.exec_driver_sql("ANALYZE " + statement, parameters)
+    names = list(result.keys())
+    lines = [" | ".join(MARIADB_PLAN_COLUMNS)]
+    for row in result:
+        found = dict(zip(names, row, strict=True))
+        lines.append(" | ".join(str(found.get(c)) for c in MARIADB_PLAN_COLUMNS))
+    timings = []
+    for _ in range(3):
+        started = time.perf_counter()
+        await connection.exec_driver_sql(statement, parameters)
+        timings.append(time.perf_counter() - started)
+    lines.append(f"best of 3: {min(timings) * 1000:.2f} ms")
+    return "\n".join(lines)
+
+
 async def explain_all(url: str, organization_id: uuid.UUID, app_role: str) -> str:
+    mariadb = url.startswith(("mariadb", "mysql"))
     settings = load_settings(
-        _env_file=None, env="development", database_url=url, database_app_role=app_role
+        _env_file=None,
+        env="development",
+        database_url=url,
+        database_app_role=None if mariadb else app_role,
     )
     database = Database(settings)
     captured: list[tuple[str, Any]] = []
@@ -116,11 +151,7 @@ async def explain_all(url: str, organization_id: uuid.UUID, app_role: str) -> st
                 event.remove(database.engine.sync_engine, "before_cursor_execute", capture)
             out.append(f"### {title}\n")
             for statement, parameters in captured:
-                connection = await session.connection()
-                result = await connection.exec_driver_sql(
-                    "EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + statement, parameters
-                )
-                plan = "\n".join(row[0] for row in result)
+                plan = await _plan(await session.connection(), statement, parameters)
                 out.append(f"```sql\n{statement.strip()}\n```\n```\n{plan}\n```\n")
         await session.rollback()
     await database.dispose()

@@ -199,7 +199,7 @@ def _within(name: str, small: Result | None, big: Result | None, tolerance: floa
     return Check(name, figure, ok)
 
 
-def _p99_ceiling(results: Sequence[Result], labels: dict[str, str]) -> Check:
+def _p99_ceiling(results: Sequence[Result], labels: dict[str, str], config: str = "pg1") -> Check:
     name = (
         f"no p99 above {P99_CEILING_MS:.0f} ms at {RATIO_CONNECTIONS} connections "
         "(every scenario but logins)"
@@ -207,7 +207,7 @@ def _p99_ceiling(results: Sequence[Result], labels: dict[str, str]) -> Check:
     runs = [
         r
         for r in results
-        if r.config == "pg1"
+        if r.config == config
         and r.connections == RATIO_CONNECTIONS
         and r.scenario not in LOGIN_SCENARIOS
     ]
@@ -258,9 +258,17 @@ def bar_checks(
     memory: Sequence[ProcessMemory],
     probes: Sequence[StatementProbe],
     labels: dict[str, str],
+    config: str = "pg1",
+    workers_config: str | None = "pg2",
 ) -> list[Check]:
-    """Every line of the bar with its figure (PostgreSQL + Redis, 1 process, unless said)."""
-    pg1, bare = "pg1", find(results, "bare", "bare_asyncpg")
+    """Every line of the bar with its figure, for one configuration (PostgreSQL + Redis, 1
+    process, by default; the same lines for MariaDB + Redis with `config="mariadb"`).
+
+    `workers_config` is the configuration's `--workers 2` twin (None: not measured); the
+    statement probes and the memory are those of `config` (and its twin).
+    """
+    pg1, bare = config, find(results, "bare", "bare_asyncpg")
+    twin = find(results, workers_config, "get_task") if workers_config else None
     at_ratio, at_latency = (
         f"({RATIO_CONNECTIONS} connections)",
         f"({LATENCY_CONNECTIONS} connections)",
@@ -279,7 +287,7 @@ def bar_checks(
         )
         for s in P99_SCENARIOS
     ]  # fmt: skip
-    checks.append(_p99_ceiling(results, labels))
+    checks.append(_p99_ceiling(results, labels, config))
     checks.append(_cpu_check(find(results, pg1, "get_task")))
     by_scenario = {p.scenario: p for p in probes if p.config == pg1}
     checks += [
@@ -297,7 +305,7 @@ def bar_checks(
     checks += [
         _at_least(
             f"--workers 2 get task rps ≥ {WORKERS_BAR}x 1 process {at_ratio}",
-            find(results, "pg2", "get_task"), find(results, pg1, "get_task"), WORKERS_BAR,
+            twin, find(results, pg1, "get_task"), WORKERS_BAR,
         ),
         _p50_ratio(
             f"offset page 500 p50 ≤ {OFFSET_BAR:.0f}x page 1 p50 {at_latency}",
@@ -314,7 +322,7 @@ def bar_checks(
             f"({LATENCY_CONNECTIONS} connections) while {RATIO_CONNECTIONS} connections log in",
             find(results, pg1, LOGIN_STALL, LATENCY_CONNECTIONS), "p99_ms", LOGIN_STALL_P99_MS,
         ),
-        _rss_check(memory),
+        _rss_check([m for m in memory if m.config in (config, workers_config)]),
     ]  # fmt: skip
     return checks
 
@@ -401,17 +409,40 @@ def statements_table(probes: Sequence[StatementProbe], labels: dict[str, str]) -
     return table(headers, rows)
 
 
-def bar_section(checks: Sequence[Check]) -> list[str]:
-    rows = [[c.name, c.figure, verdict(c.passed)] for c in checks]
-    passed = sum(1 for c in checks if c.passed)
-    measured = sum(1 for c in checks if c.passed is not None)
+def bar_section(columns: Sequence[tuple[str, Sequence[Check]]]) -> list[str]:
+    """The bar, one figure and verdict column pair per configuration (side by side).
+
+    `columns`: (title, the checks of `bar_checks` for that configuration), in order; the
+    lines are the same for every configuration.
+    """
+    if not columns:
+        return ["## Bar", "", "No configuration of the bar (PostgreSQL, MariaDB) was run."]
+    names = [c.name for c in columns[0][1]]
+    by_name = [{c.name: c for c in checks} for _, checks in columns]
+    rows = []
+    for name in names:
+        row: list[object] = [name]
+        for found in by_name:
+            check = found.get(name)
+            row += [check.figure, verdict(check.passed)] if check else ["not measured", "n/a"]
+        rows.append(row)
+    tallies = []
+    for title, checks in columns:
+        passed = sum(1 for c in checks if c.passed)
+        measured = sum(1 for c in checks if c.passed is not None)
+        tallies.append(f"{title}: {passed} of {measured} measured lines pass")
+    headers = ["line"]
+    for title, _ in columns:
+        headers += [title, "result"]
     return [
         "## Bar",
         "",
-        "Issue 13's bar. PostgreSQL + Redis, 1 process, 200,000-task organizations unless the "
-        f"line says otherwise; throughput ratios are to the bare asyncpg fetch by id measured "
-        f"in this run at the same connection count. {passed} of {measured} measured lines "
-        "pass (`n/a`: not measured in this run).",
+        "Issue 13's bar, per configuration side by side: 1 process, 200,000-task "
+        "organizations unless the line says otherwise; throughput ratios are to the bare "
+        "asyncpg fetch by id measured in this run at the same connection count (the same "
+        "reference for every column). Statements per request are counted on PostgreSQL "
+        "only (bench/pgcount.py speaks its protocol); `--workers 2` runs on PostgreSQL only. "
+        f"{'; '.join(tallies)} (`n/a`: not measured in this run).",
         "",
-        *table(("line", "figure", "result"), rows),
+        *table(headers, rows),
     ]

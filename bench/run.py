@@ -1,7 +1,8 @@
 """`make bench`: seed, serve, load with wrk, write the report.
 
     uv run python -m bench.run [--duration 5] [--warmup 1] [--connections 10,32]
-        [--only get_task,list_page1] [--configs pg1,pg2,sqlite] [--skip-seed] [--output PATH]
+        [--only get_task,list_page1] [--configs pg1,pg2,sqlite,mariadb] [--skip-seed]
+        [--big-organizations 10] [--output PATH]
 
 Checks PostgreSQL and Redis are reachable, builds the datasets (bench/seed.py, skipped
 when already there), measures the bare reference endpoints (bench/limit.py), then for
@@ -12,6 +13,11 @@ memory, stops the server (its whole process group, also on Ctrl-C or failure). F
 pg1 it then serves once more through bench/pgcount.py's proxy to count the PostgreSQL
 statements of each scenario, and removes what the run added. The report goes to
 bench/results/<date>.md with the raw numbers in a JSON file next to it.
+
+`mariadb` is the same server and scenarios on MariaDB + Redis (`--mariadb-url`, the same
+dataset as PostgreSQL's, seeded by bench/seed.py); the bar's lines are computed for it
+too and shown next to PostgreSQL's (`make bench-mariadb` runs only it). A short run:
+`--big-organizations 1 --duration 2 --connections 10,32` (and a database of its own).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import asyncmy
 import asyncpg
 import redis
 
@@ -59,10 +66,14 @@ from bench.report import (
 )
 from bench.seed import (
     BENCH_DATABASE_URL,
+    BENCH_MARIADB_URL,
     DatasetSpec,
     Marker,
+    build_mariadb,
     build_postgres,
     build_sqlite,
+    mariadb_connect,
+    mariadb_sqlalchemy_url,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,7 +81,7 @@ WRK_SCRIPT = ROOT / "bench" / "wrk" / "bench.lua"
 RESULTS = ROOT / "bench" / "results"
 WRK_THREADS = 2
 REDIS_PREFIX = "tenantry-bench:"
-SQLITE_SPEC = DatasetSpec(big_organizations=2)  # 2M rows do not fit the time budget
+SQLITE_BIG = 2  # big organizations on SQLite: 2M rows do not fit the time budget
 
 # (id, label, organization group): the order they run in.
 SCENARIOS: list[tuple[str, str, str]] = [
@@ -108,7 +119,10 @@ CONFIGS = {
     "pg1": "PostgreSQL + Redis, 1 process",
     "pg2": "PostgreSQL + Redis, --workers 2",
     "sqlite": "SQLite (embedded), 1 process",
+    "mariadb": "MariaDB + Redis, 1 process",
 }
+# The bar's columns: (configuration, its --workers 2 twin or None, title).
+BAR_COLUMNS = (("pg1", "pg2", "PostgreSQL + Redis"), ("mariadb", None, "MariaDB + Redis"))
 SETTLE_TIMEOUT = 35.0  # the app's statement timeout is 30 s
 IDLE_WINDOW = 0.3  # seconds of server CPU time looked at by settle()
 IDLE_WINDOWS = 2  # quiet windows in a row that make the server idle
@@ -136,6 +150,17 @@ class Options:
     database_url: str
     redis_url: str
     sqlite_path: Path
+    mariadb_url: str = BENCH_MARIADB_URL
+    big_organizations: int = DatasetSpec.big_organizations
+
+    @property
+    def spec(self) -> DatasetSpec:
+        """The dataset of PostgreSQL and MariaDB."""
+        return DatasetSpec(big_organizations=self.big_organizations)
+
+    @property
+    def sqlite_spec(self) -> DatasetSpec:
+        return DatasetSpec(big_organizations=min(self.big_organizations, SQLITE_BIG))
 
     @property
     def scenarios(self) -> list[tuple[str, str, str]]:
@@ -173,7 +198,9 @@ def _load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def machine_facts(options: Options, pg_version: str, redis_version: str) -> dict[str, str]:
+def machine_facts(
+    options: Options, pg_version: str, redis_version: str, mariadb_version: str | None = None
+) -> dict[str, str]:
     meminfo = Path("/proc/meminfo").read_text().splitlines()
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
     commit = _command("git", "-C", str(ROOT), "rev-parse", "--short=12", "HEAD")
@@ -190,6 +217,7 @@ def machine_facts(options: Options, pg_version: str, redis_version: str) -> dict
         "PostgreSQL": pg_version,
         "Redis": redis_version,
         "SQLite": sqlite3.sqlite_version,
+        **({"MariaDB": mariadb_version} if mariadb_version else {}),
         "wrk": _command("wrk", "-v").splitlines()[0],
         "tenantry commit": commit + (" (with uncommitted changes)" if dirty else ""),
         # Anything else running on these cores competes with the server and wrk.
@@ -213,6 +241,23 @@ async def check_services(options: Options) -> tuple[str, str]:
     except redis.RedisError as exc:
         raise BenchError(f"Redis is not reachable at {options.redis_url}: {exc}") from None
     return pg_version, str(info["redis_version"])
+
+
+async def check_mariadb(options: Options) -> str | None:
+    """MariaDB's version when the run has its configuration; a clear error if unreachable."""
+    if "mariadb" not in options.configs:
+        return None
+    try:
+        connection = await mariadb_connect(options.mariadb_url, database=False)
+    except (OSError, asyncmy.errors.Error) as exc:
+        raise BenchError(f"MariaDB is not reachable at {options.mariadb_url}: {exc}") from None
+    try:
+        async with connection.cursor() as cursor:
+            await cursor.execute("SELECT VERSION()")
+            ((version,),) = await cursor.fetchall()
+    finally:
+        connection.close()
+    return str(version)
 
 
 def clear_redis(url: str) -> int:
@@ -358,6 +403,12 @@ def server_env(config: str, options: Options, var_dir: Path) -> dict[str, str]:
     }
     if config == "sqlite":
         env["DATABASE_URL"] = f"sqlite+aiosqlite:///{options.sqlite_path}"
+    elif config == "mariadb":  # no row-level security there: no application role
+        env |= {
+            "DATABASE_URL": mariadb_sqlalchemy_url(options.mariadb_url),
+            "REDIS_URL": options.redis_url,
+            "REDIS_KEY_PREFIX": REDIS_PREFIX,
+        }
     else:
         env |= {
             "DATABASE_URL": options.database_url.replace("postgresql://", "postgresql+asyncpg://"),
@@ -545,23 +596,29 @@ async def prepare_datasets(run: Run) -> dict[str, Marker]:
     options = run.options
     markers: dict[str, Marker] = {}
     wants_sqlite = "sqlite" in options.configs
+    wants_mariadb = "mariadb" in options.configs
     started = time.perf_counter()
     if options.skip_seed:
-        from bench.seed import postgres_marker, sqlite_marker
+        from bench.seed import mariadb_marker, postgres_marker, sqlite_marker
 
         pg = await postgres_marker(options.database_url)
         lite = sqlite_marker(options.sqlite_path) if wants_sqlite else None
-        if pg is None or (wants_sqlite and lite is None):
+        maria = await mariadb_marker(options.mariadb_url) if wants_mariadb else None
+        if pg is None or (wants_sqlite and lite is None) or (wants_mariadb and maria is None):
             raise BenchError("--skip-seed: the dataset is missing or incomplete; seed it first")
         markers["pg"] = pg
         if lite:
             markers["sqlite"] = lite
+        if maria:
+            markers["mariadb"] = maria
     else:
-        markers["pg"] = await build_postgres(options.database_url, DatasetSpec())
+        markers["pg"] = await build_postgres(options.database_url, options.spec)
         if wants_sqlite:
             markers["sqlite"] = await asyncio.to_thread(
-                build_sqlite, options.sqlite_path, SQLITE_SPEC
+                build_sqlite, options.sqlite_path, options.sqlite_spec
             )
+        if wants_mariadb:
+            markers["mariadb"] = await build_mariadb(options.mariadb_url, options.spec)
     step = time.perf_counter() - started
     for name, marker in markers.items():
         run.datasets[name] = {
@@ -578,6 +635,8 @@ async def prepare_datasets(run: Run) -> dict[str, Marker]:
 async def _store(config: str, options: Options) -> data.Store:
     if config == "sqlite":
         return data.SqliteStore(options.sqlite_path)
+    if config == "mariadb":
+        return await data.MariadbStore.connect(options.mariadb_url)
     return await data.PostgresStore.connect(options.database_url)
 
 
@@ -613,7 +672,7 @@ async def _run_references(run: Run, logs: Path, store: data.Store) -> None:
 
 async def run_config(run: Run, config: str, markers: dict[str, Marker], logs: Path) -> None:
     options = run.options
-    marker = markers["sqlite" if config == "sqlite" else "pg"]
+    marker = markers[config if config in ("sqlite", "mariadb") else "pg"]
     var_dir = logs / f"var-{config}"
     port = free_port()
     argv = [_venv_bin("tenantry"), "serve", "--no-migrate", "--port", str(port)]
@@ -722,7 +781,7 @@ async def count_statements(
 
 
 def dataset_rows(datasets: dict[str, dict[str, Any]]) -> list[list[object]]:
-    names = {"pg": "PostgreSQL", "sqlite": "SQLite"}
+    names = {"pg": "PostgreSQL", "sqlite": "SQLite", "mariadb": "MariaDB"}
     return [
         [names[key], f"{found['tasks']:,}", found["seeded_at"][:19], f"{found['seed_seconds']} s"]
         for key, found in datasets.items()
@@ -768,9 +827,11 @@ def render(run: Run, checks_md: list[str]) -> str:
         "",
         "## Dataset",
         "",
-        "PostgreSQL: 10 organizations x (5 members, 20 projects, 200,000 tasks) + 1 organization "
-        "with 2,000 tasks. SQLite: 2 organizations x 200,000 tasks + the 2,000-task one "
-        "(2 M rows do not seed within the time budget of `make bench`). Roles of the 5 members: "
+        f"PostgreSQL and MariaDB: {options.big_organizations} organizations x (5 members, 20 "
+        "projects, 200,000 tasks) + 1 organization with 2,000 tasks. SQLite: "
+        f"{options.sqlite_spec.big_organizations} organizations x 200,000 tasks + the "
+        "2,000-task one (2 M rows do not seed within the time budget of `make bench`). "
+        "Roles of the 5 members: "
         "owner, admin, manager, member, member; one shared password hashed by the app's hasher "
         "at its default (production) cost.",
         "",
@@ -821,7 +882,8 @@ async def bench(options: Options) -> Path:
     pg_version, redis_version = await check_services(options)
     if not _command("wrk", "-v").startswith("wrk"):
         raise BenchError("wrk is not installed (apt-get install -y wrk)")
-    run = Run(options, machine_facts(options, pg_version, redis_version))
+    mariadb_version = await check_mariadb(options)
+    run = Run(options, machine_facts(options, pg_version, redis_version, mariadb_version))
     logs = RESULTS / ".logs"
     logs.mkdir(parents=True, exist_ok=True)
     markers = await prepare_datasets(run)
@@ -829,8 +891,12 @@ async def bench(options: Options) -> Path:
     for config in options.configs:
         await run_config(run, config, markers, logs)
     run.machine["load average at end (1/5/15 min)"] = _load_average()
-    checks = bar_checks(run.results, run.memory, run.probes, LABELS)
-    checks_md = bar_section(checks)
+    columns = [
+        (title, bar_checks(run.results, run.memory, run.probes, LABELS, config, twin))
+        for config, twin, title in BAR_COLUMNS
+        if config in options.configs
+    ]
+    checks_md = bar_section(columns)
     options.output.parent.mkdir(parents=True, exist_ok=True)
     options.output.write_text(render(run, checks_md))
     raw = {
@@ -840,7 +906,7 @@ async def bench(options: Options) -> Path:
         "results": [asdict(r) for r in run.results],
         "memory": [asdict(m) for m in run.memory],
         "statements": [asdict(p) for p in run.probes],
-        "bar": [asdict(c) for c in checks],
+        "bar": {title: [asdict(c) for c in checks] for title, checks in columns},
     }
     options.output.with_suffix(".json").write_text(json.dumps(raw, indent=2) + "\n")
     print("\n".join(checks_md))
@@ -858,12 +924,21 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         help="comma-separated counts (search also runs at 16)",
     )
     parser.add_argument("--only", help=f"scenarios: {','.join(s for s, _, _ in SCENARIOS)}")
-    parser.add_argument("--configs", default="pg1,pg2,sqlite", help="pg1,pg2,sqlite")
+    parser.add_argument(
+        "--configs", default="pg1,pg2,sqlite,mariadb", help="pg1,pg2,sqlite,mariadb"
+    )
     parser.add_argument("--skip-seed", action="store_true", help="use the datasets as they are")
     parser.add_argument("--output", type=Path, help="report path [bench/results/<date>.md]")
     parser.add_argument("--database-url", default=BENCH_DATABASE_URL)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--sqlite-path", type=Path, default=ROOT / "var" / "bench" / "bench.db")
+    parser.add_argument("--mariadb-url", default=BENCH_MARIADB_URL, help="mariadb+asyncmy://...")
+    parser.add_argument(
+        "--big-organizations",
+        type=int,
+        default=DatasetSpec.big_organizations,
+        help="200,000-task organizations of the dataset (a short run: 1; SQLite at most 2)",
+    )
     args = parser.parse_args(argv)
     configs = [c for c in args.configs.split(",") if c]
     if unknown := set(configs) - set(CONFIGS):
@@ -882,6 +957,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         database_url=args.database_url,
         redis_url=args.redis_url,
         sqlite_path=args.sqlite_path.resolve(),
+        mariadb_url=args.mariadb_url,
+        big_organizations=args.big_organizations,
     )
 
 

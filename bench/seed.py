@@ -1,7 +1,12 @@
-"""Seed a PostgreSQL database with large tenants, fast (COPY, not INSERT per row).
+"""Seed a PostgreSQL or MariaDB database with large tenants, fast (COPY, not INSERT per row).
 
     uv run python -m bench.seed --create --tasks 200000 \\
         --database-url postgresql://postgres@127.0.0.1:5432/tenantry_bench
+    uv run python -m bench.seed --create --tasks 200000 \\
+        --database-url mariadb+asyncmy://root@127.0.0.1:3306/tenantry_plans
+
+On MariaDB (a `mariadb+asyncmy://` or `mysql+asyncmy://` URL) rows go in as multi-row
+`INSERT`s (asyncmy's `executemany`) and the tables are `ANALYZE`d afterwards.
 
 `--create` creates the database (dropped first when it exists) and migrates it to head.
 Each organization (a row on the `pro` plan, active) gets `--users` members (the first
@@ -19,6 +24,7 @@ The benchmark dataset of `make bench` (bench/run.py):
 
     uv run python -m bench.seed --bench [--force] [--database-url ...]
     uv run python -m bench.seed --bench --sqlite var/bench/bench.db --big-organizations 2
+    uv run python -m bench.seed --bench --database-url mariadb+asyncmy://root@127.0.0.1:3306/tenantry_bench
 
 10 organizations of (5 members, 20 projects, 200,000 tasks) and one of 2,000 tasks. The
 members log in with BENCH_PASSWORD (one argon2 hash made by the app's own hasher at its
@@ -42,13 +48,20 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, astuple, dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
+import asyncmy
 import asyncpg
 from uuid_utils.compat import uuid7
 
 from tenantry.config import Settings
 from tenantry.core.migrate import upgrade_to_head
 from tenantry.core.security import PasswordHasher
+
+# The tables a seed writes; their statistics are refreshed after it.
+SEEDED_TABLES = ("users", "organizations", "memberships", "projects", "tasks")
+# What the tests' databases use too (tests/conftest.py): utf8mb4, case-insensitive.
+MARIADB_DATABASE_OPTIONS = "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_520_ci"
 
 STATUSES = ("todo", "in_progress", "done", "archived")
 PRIORITIES = ("low", "medium", "high", "urgent")
@@ -259,6 +272,7 @@ async def _recreate(url: str) -> None:
 # --- the benchmark dataset (`make bench`) -------------------------------------------------
 
 BENCH_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/tenantry_bench"
+BENCH_MARIADB_URL = "mariadb+asyncmy://root@127.0.0.1:3306/tenantry_bench"
 BENCH_PASSWORD = "bench-password-not-secret"
 # Every role here holds tasks:read and tasks:write (API.md roles table), which every
 # scenario needs (the bulk update asks for tasks:write on each row).
@@ -486,7 +500,167 @@ def build_sqlite(path: Path, spec: DatasetSpec, *, force: bool = False) -> Marke
     return marker
 
 
+# --- MariaDB ------------------------------------------------------------------------------
+
+
+def is_mariadb(url: str) -> bool:
+    return url.startswith(("mariadb", "mysql"))
+
+
+def mariadb_sqlalchemy_url(url: str) -> str:
+    """`url` with the driver the app uses (`mariadb+asyncmy://`)."""
+    scheme, rest = url.split("://", 1)
+    return url if "+" in scheme else f"mariadb+asyncmy://{rest}"
+
+
+async def mariadb_connect(url: str, *, database: bool = True) -> Any:
+    """An asyncmy connection to `url`'s server (and database, unless `database=False`)."""
+    parts = urlsplit(url)
+    return await asyncmy.connect(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 3306,
+        user=unquote(parts.username or "root"),
+        password=unquote(parts.password or ""),
+        database=parts.path.lstrip("/") if database else None,
+        autocommit=False,
+    )
+
+
+def mariadb_value(value: Any) -> Any:
+    """A Python value the way the app's column types store it in MariaDB."""
+    if isinstance(value, uuid.UUID):
+        return str(value)  # the native UUID type
+    if isinstance(value, dt.datetime):  # UTCDateTime: DATETIME(6), naive UTC
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+    return value
+
+
+def mariadb_sink(connection: Any) -> Sink:
+    """Rows into MariaDB as multi-row INSERTs (asyncmy batches `executemany`)."""
+
+    async def write(table: str, columns: Sequence[str], rows: list[tuple[Any, ...]]) -> None:
+        placeholders = ", ".join("%s" for _ in columns)
+        statement = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({placeholders})"
+        async with connection.cursor() as cursor:
+            for start in range(0, len(rows), MARIADB_INSERT_ROWS):
+                chunk = rows[start : start + MARIADB_INSERT_ROWS]
+                await cursor.executemany(
+                    statement, [tuple(mariadb_value(v) for v in row) for row in chunk]
+                )
+
+    return write
+
+
+MARIADB_INSERT_ROWS = 2_000  # rows per INSERT statement (well below max_allowed_packet)
+
+
+async def _mariadb_execute(connection: Any, statement: str, *params: Any) -> list[Any]:
+    async with connection.cursor() as cursor:
+        await cursor.execute(statement, params or None)
+        return list(await cursor.fetchall())
+
+
+async def _recreate_mariadb(url: str) -> None:
+    name = urlsplit(url).path.lstrip("/")
+    admin = await mariadb_connect(url, database=False)
+    try:
+        await _mariadb_execute(admin, f"DROP DATABASE IF EXISTS `{name}`")
+        await _mariadb_execute(admin, f"CREATE DATABASE `{name}` {MARIADB_DATABASE_OPTIONS}")
+    finally:
+        admin.close()
+    await asyncio.to_thread(upgrade_to_head, mariadb_sqlalchemy_url(url))
+
+
+async def _analyze_mariadb(connection: Any) -> None:
+    """Index statistics (and MariaDB's engine-independent ones, for the optimizer)."""
+    await _mariadb_execute(connection, f"ANALYZE TABLE {', '.join(SEEDED_TABLES)}")
+
+
+async def mariadb_marker(url: str) -> Marker | None:
+    """The dataset marker of MariaDB database `url`, None when absent (or no such database)."""
+    try:
+        connection = await mariadb_connect(url)
+    except asyncmy.errors.OperationalError:
+        return None
+    try:
+        if not await _mariadb_execute(connection, "SHOW TABLES LIKE %s", MARKER_TABLE):
+            return None
+        found = await _mariadb_execute(connection, f"SELECT * FROM {MARKER_TABLE}")
+        if not found:
+            return None
+        marker = Marker(*found[0])
+        moment = mariadb_value(dt.datetime.fromisoformat(marker.seeded_at))
+        ((seeded,),) = await _mariadb_execute(
+            connection, "SELECT count(*) FROM tasks WHERE created_at <= %s", moment
+        )
+        return marker if seeded == marker.tasks else None
+    finally:
+        connection.close()
+
+
+async def build_mariadb(url: str, spec: DatasetSpec, *, force: bool = False) -> Marker:
+    """The benchmark dataset in MariaDB `url`: kept when already there, else rebuilt."""
+    existing = None if force else await mariadb_marker(url)
+    if existing is not None and existing.spec == spec.key():
+        print(f"dataset: {url} already holds it (seeded in {existing.seconds:.0f}s), skipping")
+        await asyncio.to_thread(upgrade_to_head, mariadb_sqlalchemy_url(url))
+        return existing
+    print(f"dataset: seeding {url} ({spec.total_tasks} tasks)...", file=sys.stderr)
+    started = time.perf_counter()
+    await _recreate_mariadb(url)
+    password_hash = await asyncio.to_thread(bench_password_hash)
+    connection = await mariadb_connect(url)
+    try:
+        await _seed_dataset(mariadb_sink(connection), spec, password_hash)
+        await connection.commit()
+        await _analyze_mariadb(connection)
+        marker = Marker(
+            spec.key(), dt.datetime.now(dt.UTC).isoformat(), time.perf_counter() - started,
+            spec.total_tasks,
+        )  # fmt: skip
+        await _mariadb_execute(connection, MARKER_DDL.replace("spec TEXT", "spec VARCHAR(512)"))
+        await _mariadb_execute(
+            connection, f"INSERT INTO {MARKER_TABLE} VALUES (%s, %s, %s, %s)", *astuple(marker)
+        )
+        await connection.commit()
+    finally:
+        connection.close()
+    print(f"dataset: seeded in {marker.seconds:.1f}s")
+    return marker
+
+
+async def _run_mariadb(args: argparse.Namespace) -> list[SeededOrganization]:
+    if args.create:
+        await _recreate_mariadb(args.database_url)
+    connection = await mariadb_connect(args.database_url)
+    seeded = []
+    try:
+        for index in range(args.organizations):
+            started = time.perf_counter()
+            seeded.append(
+                await seed_organization(
+                    mariadb_sink(connection),
+                    users=args.users,
+                    projects=args.projects,
+                    tasks=args.tasks,
+                    batch=args.batch,
+                    seed=args.seed + index,
+                )
+            )
+            await connection.commit()
+            elapsed = time.perf_counter() - started
+            print(
+                f"organization {index + 1}: {args.tasks} tasks in {elapsed:.1f}s", file=sys.stderr
+            )
+        await _analyze_mariadb(connection)
+    finally:
+        connection.close()
+    return seeded
+
+
 async def run(args: argparse.Namespace) -> list[SeededOrganization]:
+    if is_mariadb(args.database_url):
+        return await _run_mariadb(args)
     if args.create:
         await _recreate(args.database_url)
     connection = await asyncpg.connect(args.database_url)
@@ -520,7 +694,11 @@ async def run(args: argparse.Namespace) -> list[SeededOrganization]:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--database-url", default=BENCH_DATABASE_URL, help="postgresql://...")
+    parser.add_argument(
+        "--database-url",
+        default=BENCH_DATABASE_URL,
+        help="postgresql://... or mariadb+asyncmy://...",
+    )
     parser.add_argument("--create", action="store_true", help="(re)create and migrate the database")
     parser.add_argument("--organizations", type=int, default=1)
     parser.add_argument("--users", type=int, default=20)
@@ -544,6 +722,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         spec = DatasetSpec(big_organizations=args.big_organizations)
         if args.sqlite:
             build_sqlite(args.sqlite, spec, force=args.force)
+        elif is_mariadb(args.database_url):
+            asyncio.run(build_mariadb(args.database_url, spec, force=args.force))
         else:
             asyncio.run(build_postgres(args.database_url, spec, force=args.force))
         return

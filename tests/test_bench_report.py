@@ -15,6 +15,7 @@ from bench.report import (
     Result,
     StatementProbe,
     bar_checks,
+    bar_section,
     cpu_per_request_ms,
     results_table,
     statements_table,
@@ -103,6 +104,41 @@ def test_bar_checks_compare_the_right_runs() -> None:
     assert one(found, "logins don't stall others") is False
     assert one(found, "RSS < 250 MB") is True  # final, not peak
     assert len(checks) == 21  # every line of the bar, measured or not
+
+
+def test_the_mariadb_column_checks_the_same_lines_on_its_own_runs() -> None:
+    results = [
+        result("bare", "bare_asyncpg", rps=1000, p50=1),
+        result("pg1", "get_task", rps=260, p50=10, cpu_ms=1.3),  # 26 %: passes on PostgreSQL
+        result("pg2", "get_task", rps=442, p50=10),
+        result("mariadb", "get_task", rps=200, p50=12, p99=320, cpu_ms=1.1),  # 20 %
+        result("mariadb", "get_task", rps=90, p50=6, p99=45, connections=10),
+        result("mariadb", "list_page1", rps=160, p50=20, p99=100),  # 16 %
+    ]
+    memory = [ProcessMemory("pg1", 1, "main", 260, 260), ProcessMemory("mariadb", 2, "main", 1, 1)]
+    probes = [probe("get_task", requests=100, statements=200, idle=0)]  # pg1's
+
+    pg = bar_checks(results, memory, probes, {})
+    maria = bar_checks(results, memory, probes, {}, "mariadb", None)
+    found = verdicts(maria)
+
+    assert [c.name for c in maria] == [c.name for c in pg]  # the same 21 lines
+    assert one(found, "get_task rps ≥ 25%") is False
+    assert one(found, "list_page1 rps ≥ 15%") is True
+    assert one(found, "p99 ≤ 50 ms", "get_task") is True
+    assert one(found, "no p99 above 300 ms") is False  # its own 32-connection get
+    assert one(found, "server CPU per get by id") is True
+    assert one(found, "statements", "get_task") is None  # counted on PostgreSQL only
+    assert one(found, "--workers 2") is None
+    assert one(found, "RSS") is True  # its own process, not pg1's 260 MB
+    assert one(verdicts(pg), "RSS") is False
+
+    section = bar_section([("PostgreSQL + Redis", pg), ("MariaDB + Redis", maria)])
+    header = next(line for line in section if line.startswith("| line"))
+    assert header == "| line | PostgreSQL + Redis | result | MariaDB + Redis | result |"
+    cpu_line = next(line for line in section if "server CPU per get by id" in line)
+    assert cpu_line.endswith("| 1.30 ms | MISS | 1.10 ms | PASS |")
+    assert any("MariaDB + Redis: 4 of 6 measured lines pass" in line for line in section)
 
 
 def test_a_run_without_completed_requests_misses_and_shows_no_latency() -> None:
@@ -207,6 +243,7 @@ def test_statements_of_a_simple_query(sql: str, statements: int) -> None:
 
 
 @pytest.mark.services
+@pytest.mark.postgresql_only("bench/pgcount.py's proxy reads PostgreSQL's wire protocol")
 async def test_the_proxy_counts_what_asyncpg_sends(database_url: str) -> None:
     upstream = urlsplit(database_url)
     proxy = CountingProxy(upstream.hostname or "127.0.0.1", upstream.port or 5432)

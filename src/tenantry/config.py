@@ -190,11 +190,9 @@ class Settings(BaseSettings):
     database_pool_timeout: float = Field(default=10.0, gt=0)
     database_statement_timeout_ms: int = Field(default=30_000, ge=0)
     database_echo: bool = False
+    # PostgreSQL only: the role row-level security applies to (docs/tenancy.md). MariaDB
+    # has no row-level security, so the setting is refused there.
     database_app_role: str | None = None
-    # MariaDB (`mariadb+asyncmy://`) is refused unless this is set: the suite does not pass
-    # on it yet (docs/decisions-mariadb.md lists what does not work), so it is a preview for
-    # development only, never accepted in production.
-    database_mariadb_preview: bool = False
     # Offset pages stop at this many rows (page * limit): deeper, PostgreSQL reads and
     # drops every skipped row, so a client walks further with `cursor` (keyset) instead.
     max_offset_rows: int = Field(default=10_000, ge=100, le=10_000_000)
@@ -350,17 +348,17 @@ class Settings(BaseSettings):
     @classmethod
     def _known_database(cls, value: str) -> str:
         if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://", MARIADB_SCHEME)):
-            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+            raise ValueError(
+                f"must start with sqlite+aiosqlite://, postgresql+asyncpg:// or {MARIADB_SCHEME}"
+            )
         return value
 
     @model_validator(mode="after")
-    def _mariadb_is_a_preview(self) -> Settings:
-        if not self.is_mariadb:
-            return self
-        if not self.database_mariadb_preview or self.env is Environment.PRODUCTION:
+    def _app_role_is_postgresql_only(self) -> Settings:
+        if self.is_mariadb and self.database_app_role is not None:
             raise ValueError(
-                "DATABASE_URL: MariaDB support is not finished; mariadb+asyncmy:// is accepted "
-                "only with DATABASE_MARIADB_PREVIEW=true outside production"
+                "DATABASE_APP_ROLE: the PostgreSQL role row-level security applies to; "
+                "MariaDB has no row-level security (docs/tenancy.md), leave it unset"
             )
         return self
 
@@ -515,7 +513,9 @@ class Settings(BaseSettings):
                 "in production (python -c 'import secrets; print(secrets.token_urlsafe(48))')"
             )
         if self.is_sqlite:
-            raise ValueError("DATABASE_URL must point to PostgreSQL in production, not SQLite")
+            raise ValueError(
+                "DATABASE_URL must point to PostgreSQL or MariaDB in production, not SQLite"
+            )
         if self.debug:
             raise ValueError("DEBUG must be false in production")
         if "*" in self.cors_origins:
@@ -530,7 +530,7 @@ class Settings(BaseSettings):
                 "MAIL_URL must point to an SMTP server in production "
                 "(smtp://user:pass@host:587?starttls=1), not the file backend"
             )
-        if self.database_app_role is None:
+        if self.database_app_role is None and not self.is_mariadb:
             raise ValueError(
                 "DATABASE_APP_ROLE must be set in production so row-level security applies: "
                 "DATABASE_APP_ROLE=tenantry_app (the role `tenantry migrate` creates; the "

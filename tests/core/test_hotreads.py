@@ -7,8 +7,9 @@ import uuid
 from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, event, select
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
 
 from tenantry.core.hotreads import HotRead
 from tenantry.core.tenancy import ScopedRead, TenantScopeError, scoped_select
@@ -16,13 +17,22 @@ from tenantry.modules.orgs.models import Organization
 from tenantry.modules.projects.service import PROJECT_BY_ID
 from tenantry.modules.tasks.models import Task
 from tenantry.modules.tasks.service import TASK_BY_ID
+from tests.conftest import USES_MARIADB
 from tests.tenant_helpers import Tenants
 
 HOT_READS = {"task by id": TASK_BY_ID, "project by id": PROJECT_BY_ID}
 
 
 @pytest.mark.parametrize("name", sorted(HOT_READS))
-@pytest.mark.parametrize("dialect", [postgresql.asyncpg.dialect(), sqlite.dialect()])
+@pytest.mark.parametrize(
+    "dialect",
+    [
+        postgresql.asyncpg.dialect(),
+        sqlite.dialect(),
+        make_url("mariadb+asyncmy://").get_dialect()(),
+    ],
+    ids=["postgresql", "sqlite", "mariadb"],
+)
 def test_every_table_of_a_hot_read_carries_the_tenant_scope(name: str, dialect: Any) -> None:
     read = HOT_READS[name].read
     sql = str(read.statement.compile(dialect=dialect))
@@ -114,3 +124,34 @@ async def test_list_pages_are_validated_once_and_rendered_as_before(tenants: Ten
         assert list(body) == ["success", "data", "meta", "timestamp"]
         assert body["data"]
         assert {item["organizationId"] for item in body["data"]} == {str(org.id)}
+
+
+@pytest.mark.skipif(
+    not USES_MARIADB,
+    reason="MariaDB's count (PostgreSQL's is on the wire: tests/core/test_org_setting.py)",
+)
+async def test_a_repeated_get_by_id_sends_one_statement(tenants: Tenants) -> None:
+    """MariaDB reads through the session's connection (its BEGIN and COMMIT are protocol
+    commands of the driver): the read is the request's only SQL statement — no
+    per-connection setting, no second lookup."""
+    org = await tenants.org()
+    project = await org.project()
+    task = await org.task(project)
+    project_path = f"/projects/{project['id']}"
+    engine = tenants.app.state.database.engine.sync_engine
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    for path in (f"{project_path}/tasks/{task['id']}", project_path):
+        url = org.url(path)
+        assert (await tenants.client.get(url, headers=org.owner.headers)).status_code == 200
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            response = await tenants.client.get(url, headers=org.owner.headers)
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        assert response.status_code == 200
+        assert len(statements) == 1, statements
+        assert statements.pop().lstrip().upper().startswith("SELECT")

@@ -22,8 +22,9 @@ from tenantry.config import Settings
 from tenantry.core.db import NAMING_CONVENTION, Base, Database, TenantOwned, UUIDPrimaryKey
 from tenantry.core.rls import APP_ROLE, enable_rls
 from tenantry.core.tenancy import TenantContext, bind_tenant
+from tests.conftest import NO_RLS
 
-pytestmark = pytest.mark.services
+pytestmark = [pytest.mark.services, pytest.mark.postgresql_only(NO_RLS)]
 
 
 class RlsProbeBase(DeclarativeBase):

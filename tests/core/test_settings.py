@@ -80,28 +80,34 @@ MARIADB_URL = "mariadb+asyncmy://root@127.0.0.1:3306/tenantry"
 )
 def test_mysql_urls_are_refused(url: str) -> None:
     with pytest.raises(SettingsError) as caught:
-        load_settings(_env_file=None, database_url=url, database_mariadb_preview=True)
+        load_settings(_env_file=None, database_url=url)
     assert str(caught.value).startswith("invalid setting DATABASE_URL:")
 
 
-def test_mariadb_is_refused_unless_the_preview_is_asked_for() -> None:
-    # MariaDB does not pass the whole suite yet (docs/decisions-mariadb.md).
-    with pytest.raises(SettingsError) as caught:
-        load_settings(_env_file=None, database_url=MARIADB_URL, database_mariadb_preview=False)
-    assert "DATABASE_MARIADB_PREVIEW" in str(caught.value)
-    settings = load_settings(
-        _env_file=None, database_url=MARIADB_URL, database_mariadb_preview=True
-    )
+def test_mariadb_is_a_supported_database() -> None:
+    settings = load_settings(_env_file=None, database_url=MARIADB_URL)
     assert settings.is_mariadb
     assert not settings.is_sqlite
 
 
-def test_production_refuses_the_mariadb_preview() -> None:
+def test_production_accepts_mariadb_without_an_app_role() -> None:
+    """No row-level security on MariaDB (docs/tenancy.md): no role to demand."""
+    production = {**PRODUCTION_OK, "database_url": MARIADB_URL, "database_app_role": None}
+    assert load_settings(**production).is_mariadb
+
+
+def test_mariadb_refuses_the_postgresql_app_role() -> None:
+    # Setting it would suggest a row-level security that MariaDB does not have.
+    for env in ("development", "production"):
+        with pytest.raises(SettingsError) as caught:
+            load_settings(**{**PRODUCTION_OK, "env": env, "database_url": MARIADB_URL})
+        assert str(caught.value).startswith("invalid setting DATABASE_APP_ROLE:")
+
+
+def test_production_postgresql_still_requires_the_app_role() -> None:
     with pytest.raises(SettingsError) as caught:
-        load_settings(
-            **{**PRODUCTION_OK, "database_url": MARIADB_URL, "database_mariadb_preview": True}
-        )
-    assert "DATABASE_MARIADB_PREVIEW" in str(caught.value)
+        load_settings(**{**PRODUCTION_OK, "database_app_role": None})
+    assert "DATABASE_APP_ROLE=tenantry_app" in str(caught.value)
 
 
 def test_lists_are_comma_separated_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -32,7 +32,6 @@ def _processes(tmp_path: Path, database_url: str) -> Iterator[tuple[str, str]]:
         ENV="development",
         VAR_DIR=str(tmp_path / "var"),
         DATABASE_URL=database_url,
-        DATABASE_MARIADB_PREVIEW=os.environ.get("DATABASE_MARIADB_PREVIEW", "false"),
         REDIS_URL=TEST_REDIS_URL,
         # Under the run's prefix: its keys go with the run's (tests/conftest.py `redis_url`).
         REDIS_KEY_PREFIX=f"tenantry-test-{RUN_ID}:events-{uuid.uuid4().hex[:8]}:",

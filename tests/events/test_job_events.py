@@ -131,3 +131,48 @@ async def test_a_running_jobs_progress_is_readable_while_it_runs(
     assert listed["data"][0]["progress"] == 50
     done = (await client.get(f"{org.path}/jobs/{job_id}", headers=owner.headers)).json()
     assert (done["data"]["status"], done["data"]["progress"]) == ("succeeded", 100)
+
+
+@pytest.mark.parametrize(
+    ("attempts_left", "announced"),
+    [(True, "queued"), (False, "failed")],
+    ids=["requeued", "failed"],
+)
+async def test_a_job_recovered_from_a_vanished_worker_is_announced(
+    app: FastAPI, client: httpx.AsyncClient, attempts_left: bool, announced: str
+) -> None:
+    """The lease sweep changes a job's state like a worker does: subscribers see it."""
+    import datetime as dt
+    import uuid
+
+    from sqlalchemy import update
+
+    from tenantry.core.db import utcnow
+    from tenantry.core.jobs.models import Job, JobStatus
+
+    owner = await register(client)
+    org = await create_org(client, owner)
+    async with open_stream(app, org.id, owner.headers) as stream:
+        accepted = await client.post(f"{org.path}/exports", json={}, headers=owner.headers)
+        job_id = accepted.json()["data"]["jobId"]
+        [queued] = await stream.events(1)
+        assert queued.event == "job.queued"
+        async with app.state.database.transaction() as session:  # a worker took it and died
+            await session.execute(
+                update(Job)
+                .where(Job.id == uuid.UUID(job_id))
+                .values(
+                    status=JobStatus.RUNNING,
+                    claimed_by="vanished",
+                    attempts=1 if attempts_left else Job.max_attempts,
+                    lease_until=utcnow() - dt.timedelta(seconds=1),
+                )
+            )
+        worker = Worker(app.state.database, app.state.settings, job_types={"none"})
+        await worker.sweep(force=True)
+        [recovered] = await stream.events(1)
+    assert (recovered.event, recovered.data["jobId"], recovered.data["status"]) == (
+        f"job.{announced}",
+        job_id,
+        announced,
+    )

@@ -10,12 +10,12 @@ import pytest
 from sqlalchemy import text
 
 from tenantry.core.rls import APP_ROLE
-from tests.conftest import client_for
+from tests.conftest import NO_RLS, client_for
 from tests.files.conftest import make_tenant, start_files_app
 from tests.files.samples import PNG, TEXT
 from tests.files.test_upload_download import upload
 
-pytestmark = pytest.mark.services
+pytestmark = [pytest.mark.services, pytest.mark.postgresql_only(NO_RLS)]
 
 
 async def test_files_work_as_the_app_role_and_raw_sql_sees_one_organization(

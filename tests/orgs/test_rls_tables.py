@@ -9,12 +9,14 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 
+from tests.conftest import NO_RLS
 from tests.factories import create_api_key, create_org, register, unique_email
 
 TENANT_TABLES = ("invitations", "api_keys", "audit_logs")
 
 
 @pytest.mark.services
+@pytest.mark.postgresql_only(NO_RLS)
 async def test_raw_sql_as_the_app_role_sees_only_the_bound_organizations_rows(
     app: FastAPI, client: httpx.AsyncClient
 ) -> None:
@@ -43,6 +45,7 @@ async def test_raw_sql_as_the_app_role_sees_only_the_bound_organizations_rows(
 
 
 @pytest.mark.services
+@pytest.mark.postgresql_only(NO_RLS)
 async def test_the_organization_flows_work_as_the_app_role_under_rls(build_app) -> None:  # type: ignore[no-untyped-def]
     from tests.conftest import client_for
     from tests.factories import add_member, api_key_headers
@@ -89,6 +92,7 @@ def test_the_tenant_tables_are_known() -> None:
 
 
 @pytest.mark.services
+@pytest.mark.postgresql_only(NO_RLS)
 async def test_every_tenant_table_has_forced_row_level_security(app: FastAPI) -> None:
     async with app.state.database.engine.connect() as conn:
         rows = await conn.execute(

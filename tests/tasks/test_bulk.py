@@ -6,8 +6,10 @@ import asyncio
 import uuid
 from typing import Any
 
-import asyncpg
 import pytest
+from sqlalchemy import Uuid, bindparam, text
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
 
 from tests.tasks.test_task_lists import count_statements
 from tests.tenant_helpers import Org, Tenants
@@ -234,6 +236,14 @@ async def test_bulk_of_50_mixed_rows_is_batched_and_audited_row_by_row(tenants: 
     )
 
 
+_WAITING_FOR_A_ROW_LOCK = {
+    "postgresql": "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+    " AND query LIKE 'UPDATE tasks SET%'",
+    # MariaDB's bulk update first locks its rows by key (SELECT ... FOR UPDATE, core/dml.py).
+    "mariadb": "SELECT count(*) FROM information_schema.INNODB_TRX WHERE trx_state = 'LOCK WAIT'",
+}
+
+
 @pytest.mark.services
 async def test_bulk_reports_a_row_changed_concurrently_as_a_version_conflict(
     tenants: Tenants, database_url: str
@@ -242,29 +252,31 @@ async def test_bulk_reports_a_row_changed_concurrently_as_a_version_conflict(
     org = await tenants.org()
     project = await org.project()
     raced, calm = await org.task(project), await org.task(project)
-    dsn = database_url.replace("postgresql+asyncpg://", "postgresql://")
-    other = await asyncpg.connect(dsn)
+    engine = create_async_engine(database_url, poolclass=NullPool)
     try:
-        lock = other.transaction()
-        await lock.start()
-        await other.execute(
-            "UPDATE tasks SET version = version + 1, title = 'raced' WHERE id = $1",
-            uuid.UUID(raced["id"]),
-        )
-        body = {"ids": [raced["id"], calm["id"]], "changes": {"priority": "low"}}
-        pending = asyncio.create_task(_bulk(tenants, org, body))
-        for _ in range(200):  # until the bulk UPDATE waits for the row lock
-            waiting = await other.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-                " AND query LIKE 'UPDATE tasks SET%'"
+        async with engine.connect() as other:
+            await other.execute(
+                text(
+                    "UPDATE tasks SET version = version + 1, title = 'raced' WHERE id = :id"
+                ).bindparams(bindparam("id", type_=Uuid())),
+                {"id": uuid.UUID(raced["id"])},
             )
-            if waiting:
-                break
-            await asyncio.sleep(0.02)
-        await lock.commit()
-        response = await pending
+            body = {"ids": [raced["id"], calm["id"]], "changes": {"priority": "low"}}
+            pending = asyncio.create_task(_bulk(tenants, org, body))
+            waiting = text(_WAITING_FOR_A_ROW_LOCK[other.dialect.name])
+            async with engine.connect() as watcher:
+                for _ in range(200):  # until the bulk update waits for the row lock
+                    found = await watcher.scalar(waiting)
+                    await watcher.rollback()  # PostgreSQL: a fresh activity snapshot each time
+                    if found:
+                        break
+                    await asyncio.sleep(0.02)
+                else:
+                    pytest.fail("the bulk update never waited for the row lock")
+            await other.commit()
+            response = await pending
     finally:
-        await other.close()
+        await engine.dispose()
     assert response.status_code == 200, response.text
     assert response.json()["data"] == {
         "updated": [calm["id"]],

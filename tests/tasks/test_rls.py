@@ -12,9 +12,10 @@ from tenantry.config import Settings
 from tenantry.core.db import Database
 from tenantry.core.rls import APP_ROLE
 from tenantry.core.tenancy import TenantContext, bind_tenant
+from tests.conftest import NO_RLS
 from tests.tenant_helpers import Tenants
 
-pytestmark = pytest.mark.services
+pytestmark = [pytest.mark.services, pytest.mark.postgresql_only(NO_RLS)]
 
 
 async def test_rls_is_enabled_and_forced_on_every_tenant_resource_table(tenants: Tenants) -> None:

@@ -19,6 +19,7 @@ from tenantry.core.db import Database
 from tenantry.core.rls import APP_ROLE
 from tenantry.core.tenancy import TenantContext, bind_tenant
 from tenantry.modules.tasks.models import Task
+from tests.conftest import NO_RLS
 from tests.tenant_helpers import Org, Tenants
 
 TITLES = (
@@ -88,6 +89,7 @@ async def test_a_search_total_beyond_the_cap_is_the_cap_and_says_so(tenants: Ten
 
 
 @pytest.mark.services
+@pytest.mark.postgresql_only(NO_RLS)
 async def test_the_search_function_returns_only_the_settings_organization(
     tenants: Tenants, make_settings: Callable[..., Settings]
 ) -> None:
@@ -115,6 +117,7 @@ async def test_the_search_function_returns_only_the_settings_organization(
 
 
 @pytest.mark.services
+@pytest.mark.postgresql_only("the pg_trgm GIN index; MariaDB searches a B-tree")
 async def test_the_search_function_reads_the_trigram_index(tenants: Tenants) -> None:
     org = await tenants.org()
     await _add_tasks(tenants, org, [f"task {i} {uuid.uuid4().hex}" for i in range(3000)])

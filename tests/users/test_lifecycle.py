@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from tenantry.modules.orgs.models import Organization
 from tenantry.modules.users.models import PlatformRole
+from tests.conftest import NO_RLS
 from tests.factories import (
     Account,
     Org,
@@ -81,6 +82,29 @@ async def test_a_key_stops_at_once_when_its_creator_is_offboarded(
     listed = await _listed_key(client, org, key)
     assert listed["status"] == "revoked"
     assert listed["revokedAt"] is not None
+
+
+async def test_a_key_checks_its_creator_on_every_use_not_only_through_revocation(
+    app: FastAPI, client: httpx.AsyncClient
+) -> None:
+    """The per-use check stands on its own: an account switched off outside the services
+    (no revocation written, e.g. by an operator in SQL) still stops its keys at once."""
+    from sqlalchemy import update
+
+    from tenantry.modules.users.models import User
+
+    org = await create_org(client, await register(client))
+    admin = await add_member(app, client, org, "admin")
+    key = await create_api_key(client, org, ["members:read", "projects:write"], by=admin)
+    assert await _use_key(client, org, key) == (200, 201)
+    async with app.state.database.transaction() as session:
+        await session.execute(
+            update(User).where(User.id == uuid.UUID(admin.id)).values(is_active=False)
+        )
+
+    assert await _use_key(client, org, key) == (401, 401)
+    listed = await _listed_key(client, org, key)
+    assert (listed["status"], listed["revokedAt"]) == ("revoked", None)
 
 
 async def test_a_returning_creator_does_not_revive_their_keys(
@@ -255,6 +279,7 @@ async def test_export_lists_memberships_invitations_keys_files_and_own_audit_ent
 
 
 @pytest.mark.services
+@pytest.mark.postgresql_only(NO_RLS)
 async def test_erasure_and_export_work_as_the_app_role_under_rls(build_app) -> None:  # type: ignore[no-untyped-def]
     """Erasure writes in each organization in turn and the export reads across them:
     under row-level security (the app role) nothing may be silently filtered out."""

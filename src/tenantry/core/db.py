@@ -1,9 +1,8 @@
 """Engine, sessions, the declarative `Base` and the column mixins every model is built from.
 
-Dialects, one code path: `sqlite+aiosqlite` (embedded default), `postgresql+asyncpg`
-(production) and, as a preview, `mariadb+asyncmy` (`DATABASE_MARIADB_PREVIEW`). Statements
-the dialects write differently live in core/dml.py; migrations add PostgreSQL-only
-defences (row-level security).
+Dialects, one code path: `sqlite+aiosqlite` (embedded default), `postgresql+asyncpg` and
+`mariadb+asyncmy` (production). Statements the dialects write differently live in
+core/dml.py; migrations add PostgreSQL-only defences (row-level security).
 """
 
 from __future__ import annotations
@@ -540,11 +539,15 @@ def _committed(connection: Connection) -> None:
 
 
 def _rolled_back(connection: Connection) -> None:
-    forget_org_setting(connection.info)
+    # An invalidated connection (the server closed it mid-transaction) has no DBAPI
+    # connection to ask about: its pool entry's info goes with it when it is replaced.
+    if not connection.invalidated:
+        forget_org_setting(connection.info)
 
 
 def _rolled_back_savepoint(connection: Connection, _name: Any, _context: Any) -> None:
-    forget_org_setting(connection.info)
+    if not connection.invalidated:
+        forget_org_setting(connection.info)
 
 
 def _pool_reset(dbapi_connection: Any, record: Any, _state: Any) -> None:

@@ -28,12 +28,12 @@ RETRY_AFTER_SECONDS = 5
 # PostgreSQL SQLSTATEs of an outage, not of a bad request: a connection failure (class 08),
 # too many connections or no resources left (class 53), a server starting or shutting down
 # (57P01 admin shutdown, 57P02 crash shutdown, 57P03 cannot connect now), a statement that
-# ran past `statement_timeout` or was cancelled (57014), a lock wait past `lock_timeout`
-# (55P03).
-_UNAVAILABLE_SQLSTATES = ("08", "53", "57P01", "57P02", "57P03", "57014", "55P03")
-# A deadlock (40P01) or serialization failure (40001): the database rolled the whole
-# transaction back, so nothing was saved and the same request can simply be sent again.
-_CONFLICT_ABORT_SQLSTATES = frozenset({"40P01", "40001"})
+# ran past `statement_timeout` or was cancelled (57014).
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57P01", "57P02", "57P03", "57014")
+# A deadlock (40P01), a serialization failure (40001) or a lock wait past `lock_timeout`
+# (55P03): the transaction is lost, nothing was saved, and the same unit of work can
+# simply run again (core/routing.py retries it once; then 503).
+_CONFLICT_ABORT_SQLSTATES = frozenset({"40P01", "40001", "55P03"})
 # MariaDB error numbers (asyncmy raises them as `args[0]`): a duplicate key (1062, and
 # 1586 for a duplicate in a unique index named by key) is PostgreSQL's 23505; a missing
 # parent (1452) or a parent still referenced (1451) its 23503; a lock wait past
@@ -252,14 +252,25 @@ def classify_database_error(exc: sa_exc.DBAPIError) -> AppError:
         return BadRequest("The request violates a data constraint", code="validation_error")
     if exc.connection_invalidated or _is_connection_problem(exc):
         return ServiceUnavailable("The database is unavailable; try again shortly")
-    sqlstate = _sqlstate(exc.orig)
-    if sqlstate in _CONFLICT_ABORT_SQLSTATES:
+    if is_conflict_abort(exc):
         return ServiceUnavailable(CONFLICT_ABORTED)
+    sqlstate = _sqlstate(exc.orig)
     if sqlstate == "57014":
         return ServiceUnavailable("The database took too long to answer; try again shortly")
     if sqlstate is not None and sqlstate.startswith(_UNAVAILABLE_SQLSTATES):
         return ServiceUnavailable("The database is unavailable; try again shortly")
     return AppError()
+
+
+def is_conflict_abort(exc: BaseException) -> bool:
+    """A deadlock or lock wait timeout (PostgreSQL or MariaDB): the database gave up the
+    transaction because of a concurrent one, and running it again may well succeed."""
+    if not isinstance(exc, sa_exc.DBAPIError):
+        return False
+    mariadb_code = _mariadb_code(exc.orig)
+    if mariadb_code is not None:
+        return mariadb_code in _MARIADB_CONFLICT_ABORT
+    return _sqlstate(exc.orig) in _CONFLICT_ABORT_SQLSTATES
 
 
 def _mariadb_code(error: BaseException | None) -> int | None:
@@ -277,7 +288,7 @@ def _classify_mariadb(code: int, exc: sa_exc.DBAPIError) -> AppError:
         return BadRequest("A referenced record does not exist", code="validation_error")
     if isinstance(exc, sa_exc.IntegrityError):
         return BadRequest("The request violates a data constraint", code="validation_error")
-    if code in _MARIADB_CONFLICT_ABORT:
+    if is_conflict_abort(exc):
         return ServiceUnavailable(CONFLICT_ABORTED)
     if code == _MARIADB_STATEMENT_TIMEOUT:
         return ServiceUnavailable("The database took too long to answer; try again shortly")

@@ -31,6 +31,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from tenantry.core.counts import cached_total
 from tenantry.core.errors import ValidationFailed
+from tenantry.core.indexes import mariadb_list_index_names
 from tenantry.core.responses import (
     CursorPage,
     ListQuery,
@@ -171,7 +172,8 @@ async def keyset_page(
     if cursor:
         value, last_id = _read_cursor(cursor, key, descending)
         segments = [
-            statement.where(c) for c in _segments(key, id_column, descending, value, last_id)
+            statement.where(*c)
+            for c in _segments(key, id_column, descending, value, last_id, dialect)
         ]
     rows: list[M] = []
     for segment in segments:
@@ -190,17 +192,29 @@ def _segments(
     descending: bool,
     value: Any,
     last_id: uuid.UUID,
-) -> list[ColumnElement[bool]]:
-    """The conditions of what follows the cursor, in page order (NULLs sort greatest)."""
+    dialect: str = "",
+) -> list[list[ColumnElement[bool]]]:
+    """The conditions of each segment after the cursor, in page order (NULLs sort greatest).
+
+    MariaDB's range optimizer does not start a range at a row value: there the segment
+    also says `field <= :field` (`>=` ascending), which it does, so a deep page reads
+    the page's rows, not every index entry before them.
+    """
     column = key.column
     if value is None:  # inside the NULL block: last when ascending, first when descending
         beyond_id = id_column < last_id if descending else id_column > last_id
-        rest = [column.is_not(None)] if descending else []
-        return [and_(column.is_(None), beyond_id), *rest]
+        rest: list[list[ColumnElement[bool]]] = [[column.is_not(None)]] if descending else []
+        return [[and_(column.is_(None), beyond_id)], *rest]
     position = tuple_(column, id_column)
-    after = position < (value, last_id) if descending else position > (value, last_id)
+    after: list[ColumnElement[bool]] = [
+        position < (value, last_id) if descending else position > (value, last_id)
+    ]
+    if dialect == "mariadb":
+        after.append(column <= value if descending else column >= value)
     # A comparison with NULL is never true: the NULL block is a segment of its own.
-    nulls = [column.is_(None)] if key.nullable and not descending else []
+    nulls: list[list[ColumnElement[bool]]] = (
+        [[column.is_(None)]] if key.nullable and not descending else []
+    )
     return [after, *nulls]
 
 
@@ -279,6 +293,23 @@ async def _walk_sort_index(session: AsyncSession) -> None:
     await session.execute(_WALK_SORT_INDEX)
 
 
+def _order_by_list_index(statement: Select[M], id_column: InstrumentedAttribute[Any]) -> Select[M]:
+    """MariaDB: sort pages with one of the table's list indexes, through a range.
+
+    MariaDB 10.11 walks a descending page from the start of the organization's index
+    entries (`ref` on the equality prefix) instead of starting at the cursor's position
+    (`range`): a cursor page 150,000 rows deep read 150,000 rows (1.4 s). `FORCE INDEX
+    FOR ORDER BY (<the list indexes>)` keeps the optimizer's choice among the table's list
+    indexes (core/indexes.py) and makes it use the range (docs/performance.md, "MariaDB").
+    """
+    entity = id_column.class_
+    names = mariadb_list_index_names(entity.__table__)
+    if not names:
+        return statement
+    hint = f"FORCE INDEX FOR ORDER BY ({', '.join(names)})"
+    return statement.with_hint(entity, hint, dialect_name="mariadb")
+
+
 async def list_rows(
     session: AsyncSession,
     statement: Select[M],
@@ -298,6 +329,8 @@ async def list_rows(
     key = sort_key(keys, query.sort_by)
     descending = query.sort_order == "desc"
     searching = bool(query.search)
+    if session.get_bind().dialect.name == "mariadb":
+        statement = _order_by_list_index(statement, id_column)
     if searching and not search_by_index and session.get_bind().dialect.name == "postgresql":
         await _walk_sort_index(session)
     if query.cursor is not None:

@@ -11,6 +11,14 @@ Callbacks registered with `after_rollback` run when the transaction did not comm
 error response, an exception, a failing commit): that is how an uploaded object whose row
 was never saved is removed from storage again. A route that waits on its client midway
 (an upload) calls `end_transaction` first, so no connection is held while it waits.
+
+A deadlock or lock wait timeout (`is_conflict_abort`: the database threw the transaction
+away because of a concurrent one) runs the whole unit of work once more from the start —
+dependencies, endpoint, commit — when that is safe: nothing was sent yet (the response
+only leaves after the commit) and the request's body is still at hand (a JSON body
+FastAPI buffered, or none). A route that streams its body (an upload, the only user of
+`end_transaction`) is never re-run. A second abort is the client's 503 (core/errors.py).
+The retry is here and nowhere else: docs/decisions-mariadb-ci.md says why.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
 from tenantry.core.db import Database
-from tenantry.core.errors import UnsupportedMediaType
+from tenantry.core.errors import UnsupportedMediaType, is_conflict_abort
 from tenantry.core.metrics import DatabaseTime
 from tenantry.services import services_of
 
@@ -109,12 +117,15 @@ class UnitOfWorkRoute(APIRoute):
             if expects_json:
                 _require_json(request)
             try:
-                response = await handler(request)
-            except BaseException:
-                await _finish(request, commit=False)
-                raise
-            await _finish(request, commit=response.status_code < 400)
-            return response
+                return await _run_once(handler, request)
+            except Exception as exc:
+                if not (is_conflict_abort(exc) and (expects_json or not _has_body(request))):
+                    raise
+                log.warning(
+                    "the database aborted the transaction (%s); running the request once more",
+                    type(getattr(exc, "orig", exc)).__name__,
+                )
+            return await _run_once(handler, request)
 
         return unit_of_work
 
@@ -126,12 +137,28 @@ class UnitOfWorkRoute(APIRoute):
         return not any(isinstance(p.field_info, Form) for p in self.dependant.body_params)
 
 
-def _require_json(request: Request) -> None:
-    content_type = request.headers.get("content-type")
-    has_body = request.headers.get("content-length", "0") != "0" or (
+async def _run_once(
+    handler: Callable[[Request], Coroutine[Any, Any, Response]], request: Request
+) -> Response:
+    """The endpoint with its dependencies, then the commit (or rollback) of its session."""
+    try:
+        response = await handler(request)
+    except BaseException:
+        await _finish(request, commit=False)
+        raise
+    await _finish(request, commit=response.status_code < 400)
+    return response
+
+
+def _has_body(request: Request) -> bool:
+    return request.headers.get("content-length", "0") != "0" or (
         "transfer-encoding" in request.headers
     )
-    if content_type is None and not has_body:
+
+
+def _require_json(request: Request) -> None:
+    content_type = request.headers.get("content-type")
+    if content_type is None and not _has_body(request):
         return
     media_type = (content_type or "").split(";", 1)[0].strip().lower()
     if media_type != "application/json" and not media_type.endswith("+json"):

@@ -9,6 +9,7 @@ from sqlalchemy.engine import Connection
 
 from tenantry.config import load_settings
 from tenantry.core.db import MARIADB_CHARSET, MARIADB_COLLATION, Base, Database
+from tenantry.core.indexes import exists_on
 from tenantry.models import import_all_models
 
 import_all_models()
@@ -18,7 +19,7 @@ target_metadata = Base.metadata
 def _configure(connection: Connection) -> None:
     if connection.dialect.name == "mariadb":
         # Tables take the database's character set: utf8mb4 compared case-insensitively,
-        # so a unique email or slug is unique whatever its case (docs/decisions-mariadb.md).
+        # so a unique email or slug is unique whatever its case (docs/decisions.md, MariaDB).
         connection.exec_driver_sql(
             f"ALTER DATABASE CHARACTER SET {MARIADB_CHARSET} COLLATE {MARIADB_COLLATION}"
         )
@@ -27,6 +28,11 @@ def _configure(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",  # ALTER TABLE on SQLite
         compare_type=True,
+        # A list path's index has one form per dialect (core/indexes.py): compare only
+        # this dialect's.
+        include_object=lambda item, _name, _type, _reflected, _compare_to: exists_on(
+            item, connection.dialect.name
+        ),
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -41,7 +41,6 @@ async def test_sigterm_lets_short_jobs_finish_and_releases_the_long_one(
         "PYTHONPATH": str(REPO),
         "ENV": "test",
         "DATABASE_URL": settings.database_url,
-        "DATABASE_MARIADB_PREVIEW": str(settings.database_mariadb_preview).lower(),
         "REDIS_URL": "",
         "SECRET_KEY": "test-secret-key-" + "x" * 32,
         "VAR_DIR": str(tmp_path / "var"),

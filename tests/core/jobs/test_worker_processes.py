@@ -60,7 +60,6 @@ class Cluster:
             "PYTHONPATH": str(REPO),
             "ENV": "test",
             "DATABASE_URL": self.settings.database_url,
-            "DATABASE_MARIADB_PREVIEW": str(self.settings.database_mariadb_preview).lower(),
             "REDIS_URL": self.settings.redis_url or "",
             "REDIS_KEY_PREFIX": self.settings.redis_key_prefix,
             "SECRET_KEY": "test-secret-key-" + "x" * 32,

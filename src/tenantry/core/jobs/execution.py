@@ -203,22 +203,34 @@ class JobExecutor:
         message: str | None,
         name: str | None = None,
     ) -> None:
-        """The job's new state on its organization's event stream (after it was written)."""
+        await self.announce(job.organization_id, job.id, job.type, status, progress, message, name)
+
+    async def announce(
+        self,
+        organization_id: uuid.UUID | None,
+        job_id: uuid.UUID,
+        job_type: str,
+        status: JobStatus,
+        progress: int,
+        message: str | None,
+        name: str | None = None,
+    ) -> None:
+        """A job's new state on its organization's event stream (after it was written)."""
         sink = self.database.wiring.get(EVENTS)
-        if sink is None or job.organization_id is None:
+        if sink is None or organization_id is None:
             return
         event = job_event(
-            job_id=job.id,
-            job_type=job.type,
+            job_id=job_id,
+            job_type=job_type,
             status=str(status),
             progress=progress,
             message=message,
             name=name,
         )
         try:
-            await sink.publish(job.organization_id, [event])
+            await sink.publish(organization_id, [event])
         except Exception:  # the state is written; a lost announcement is not a failure
-            log.warning("job %s: event not published", job.id, exc_info=True)
+            log.warning("job %s: event not published", job_id, exc_info=True)
 
 
 def _jsonable(result: Any) -> Any:

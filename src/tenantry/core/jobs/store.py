@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from tenantry.core.db import Database
-from tenantry.core.dml import update_returning, update_where
+from tenantry.core.dml import update_returning
 from tenantry.core.jobs.models import Job, JobStatus, JobWorker
 
 WORKER_LOST = "The worker running this job stopped responding."
@@ -204,10 +205,23 @@ async def release(database: Database, job_id: uuid.UUID, attempt: int, *, now: d
         ).scalar_one_or_none() is not None
 
 
-async def recover_expired_leases(database: Database, *, now: dt.datetime) -> Sequence[uuid.UUID]:
+@dataclass(frozen=True)
+class Abandoned:
+    """A running job whose worker vanished, in the state the sweep left it in."""
+
+    id: uuid.UUID
+    organization_id: uuid.UUID | None
+    type: str
+    status: JobStatus
+    progress: int
+    message: str | None
+
+
+async def recover_expired_leases(database: Database, *, now: dt.datetime) -> list[Abandoned]:
     """Running jobs whose worker vanished: back to `queued` (or `failed` after the last try).
 
-    Returns the ids put back in the queue, for the transport to re-dispatch.
+    Returns what changed: the queued ones are re-dispatched by the transport, and every
+    change is announced on its organization's event stream.
     """
     async with database.transaction() as session:
         return await _requeue_abandoned(session, Job.lease_until < now, now=now)
@@ -215,37 +229,48 @@ async def recover_expired_leases(database: Database, *, now: dt.datetime) -> Seq
 
 async def _requeue_abandoned(
     session: AsyncSession, abandoned: ColumnElement[bool], *, now: dt.datetime
-) -> list[uuid.UUID]:
+) -> list[Abandoned]:
     """Running jobs matching `abandoned`: cancelled if asked, failed after the last try,
     else queued again. `attempts` is kept, so the old attempt's fence no longer matches
     once the job is queued or claimed again: a late write of the lost worker is refused.
     """
     lost = and_(Job.status == JobStatus.RUNNING, abandoned)
-    await update_where(
-        session,
-        Job,
-        [lost, Job.cancel_requested.is_(True)],
-        {"status": JobStatus.CANCELLED, "lease_until": None, "finished_at": now},
-    )
-    await update_where(
-        session,
-        Job,
-        [lost, Job.attempts >= Job.max_attempts],
-        {
-            "status": JobStatus.FAILED,
-            "error": WORKER_LOST,
-            "lease_until": None,
-            "finished_at": now,
-        },
-    )
-    result = await update_returning(
-        session,
-        Job,
-        [lost],
-        {"status": JobStatus.QUEUED, "lease_until": None, "claimed_by": None, "run_at": now},
-        [Job.id],
-    )
-    return list(result.scalars().all())
+    outcomes: list[tuple[JobStatus, list[ColumnElement[bool]], dict[str, Any]]] = [
+        (
+            JobStatus.CANCELLED,
+            [lost, Job.cancel_requested.is_(True)],
+            {"status": JobStatus.CANCELLED, "lease_until": None, "finished_at": now},
+        ),
+        (
+            JobStatus.FAILED,
+            [lost, Job.attempts >= Job.max_attempts],
+            {
+                "status": JobStatus.FAILED,
+                "error": WORKER_LOST,
+                "lease_until": None,
+                "finished_at": now,
+            },
+        ),
+        (
+            JobStatus.QUEUED,
+            [lost],
+            {"status": JobStatus.QUEUED, "lease_until": None, "claimed_by": None, "run_at": now},
+        ),
+    ]
+    changed: list[Abandoned] = []
+    for status, where, values in outcomes:
+        result = await update_returning(
+            session,
+            Job,
+            where,
+            values,
+            [Job.id, Job.organization_id, Job.type, Job.progress, Job.message],
+        )
+        changed.extend(
+            Abandoned(row.id, row.organization_id, row.type, status, row.progress or 0, row.message)
+            for row in result
+        )
+    return changed
 
 
 # -- worker liveness (the `job_workers` table) ---------------------------------------------
@@ -279,11 +304,11 @@ async def worker_beats(database: Database) -> dict[str, int]:
 
 async def reap_workers(
     database: Database, dead: Mapping[str, int], *, now: dt.datetime
-) -> list[uuid.UUID]:
+) -> list[Abandoned]:
     """Forget workers whose counter still reads as observed, and requeue their jobs.
 
     The delete is conditional on the observed `beats`: a worker that beat in between is
-    alive and keeps its row and its jobs. Returns the ids put back in the queue.
+    alive and keeps its row and its jobs. Returns what changed (see `recover_expired_leases`).
     """
     if not dead:
         return []

@@ -30,7 +30,7 @@ from tenantry.core.jobs import store
 from tenantry.core.jobs.enqueue import enqueue
 from tenantry.core.jobs.execution import JobExecutor
 from tenantry.core.jobs.liveness import LivenessObserver
-from tenantry.core.jobs.models import Job
+from tenantry.core.jobs.models import Job, JobStatus
 from tenantry.core.jobs.registry import Schedule, registered_schedules
 from tenantry.core.jobs.session import unit_of_work
 from tenantry.core.jobs.transport import JobTransport
@@ -174,12 +174,21 @@ class Worker:
         if not force and moment - self._last_sweep < self.poll:
             return
         self._last_sweep = moment
-        requeued = await store.recover_expired_leases(self.database, now=self.clock())
-        if requeued:
-            log.warning("requeued %d job(s) whose worker stopped responding", len(requeued))
-            if self.transport is not None:
-                await self.transport.notify(list(requeued))
+        abandoned = await store.recover_expired_leases(self.database, now=self.clock())
+        if abandoned:
+            log.warning("recovered %d job(s) whose worker stopped responding", len(abandoned))
+            await self._recovered(abandoned)
         await self.fire_schedules()
+
+    async def _recovered(self, abandoned: list[store.Abandoned]) -> None:
+        """Re-dispatch the requeued jobs, and announce every change on the event streams."""
+        queued = [job.id for job in abandoned if job.status is JobStatus.QUEUED]
+        if queued and self.transport is not None:
+            await self.transport.notify(queued)
+        for job in abandoned:
+            await self.executor.announce(
+                job.organization_id, job.id, job.type, job.status, job.progress, job.message
+            )
 
     async def check_liveness(self) -> None:
         """Beat once, then requeue the jobs of workers seen silent for the whole timeout."""
@@ -199,7 +208,7 @@ class Worker:
         try:
             beats = await store.worker_beats(self.database)
             dead = self.liveness.observe(beats, me=self.worker_id[:100])
-            requeued = await store.reap_workers(self.database, dead, now=self.clock())
+            abandoned = await store.reap_workers(self.database, dead, now=self.clock())
         except Exception:
             self.liveness.reset()
             log.exception("job worker liveness check failed")
@@ -208,11 +217,10 @@ class Worker:
             log.warning(
                 "worker(s) %s stopped heartbeating; requeued %d job(s)",
                 ", ".join(sorted(dead)),
-                len(requeued),
+                len(abandoned),
             )
-        if requeued:
-            if self.transport is not None:
-                await self.transport.notify(list(requeued))
+        if abandoned:
+            await self._recovered(abandoned)
             self.wake()
 
     async def _liveness_loop(self) -> None:

@@ -16,7 +16,7 @@ from tenantry.core.db import (
     UUIDPrimaryKey,
     Versioned,
 )
-from tenantry.core.indexes import live_index, trash_index
+from tenantry.core.indexes import list_indexes, trash_index
 
 
 class ProjectStatus(StrEnum):
@@ -31,10 +31,10 @@ class Project(
     __table_args__ = (
         CheckConstraint("status IN ('active', 'archived')", name="status"),
         # One index per list path (docs/performance.md): sort key + id for keyset pages.
-        live_index("projects", "created_at", "id"),
-        live_index("projects", "updated_at", "id"),
-        live_index("projects", "name", "id"),
-        live_index("projects", "status", "created_at", "id"),
+        *list_indexes("projects", "created_at", "id"),
+        *list_indexes("projects", "updated_at", "id"),
+        *list_indexes("projects", "name", "id"),
+        *list_indexes("projects", "status", "created_at", "id"),
         trash_index("projects"),
     )
 

@@ -43,7 +43,7 @@ async def list_organization_tasks(
     session: AsyncSession, query: OrgTaskListQuery, context: TenantContext
 ) -> Listing[Task]:
     dialect = session.get_bind().dialect.name
-    statement = select(Task).where(in_live_project(dialect))
+    statement = select(Task).where(in_live_project(dialect, context.organization_id))
     if query.project_id is not None:
         statement = statement.where(Task.project_id == query.project_id)
     return await _list(session, _filtered(statement, query, context), query)
@@ -52,7 +52,7 @@ async def list_organization_tasks(
 _TRASHED_PROJECTS = Project.__table__.alias("trashed_projects")
 
 
-def in_live_project(dialect: str) -> ColumnElement[bool]:
+def in_live_project(dialect: str, organization_id: uuid.UUID) -> ColumnElement[bool]:
     """Tasks of a project in the trash are hidden with it — in the page's own statement.
 
     On PostgreSQL `project_id <> ALL (ARRAY(SELECT id FROM trash))`: the trash (a few
@@ -64,10 +64,16 @@ def in_live_project(dialect: str) -> ColumnElement[bool]:
     (docs/performance.md: 390 ms against 7 ms at page 500). SQLite plans `NOT IN` well.
 
     The subquery reads the table, not the `Project` entity: the session's soft-delete
-    criteria would otherwise add `deleted_at IS NULL` to it and empty it. It can only
-    exclude tasks (never add any), and RLS applies to it as to any read.
+    criteria would otherwise add `deleted_at IS NULL` to it and empty it — so it names
+    the organization itself (the tenant criteria are the entity's too): the trash index
+    leads with it, and without row-level security (SQLite, MariaDB) the subquery would
+    otherwise read every organization's trashed projects. It can only exclude tasks
+    (never add any), and RLS applies to it as to any read.
     """
-    trashed = select(_TRASHED_PROJECTS.c.id).where(_TRASHED_PROJECTS.c.deleted_at.is_not(None))
+    trashed = select(_TRASHED_PROJECTS.c.id).where(
+        _TRASHED_PROJECTS.c.organization_id == organization_id,
+        _TRASHED_PROJECTS.c.deleted_at.is_not(None),
+    )
     if dialect == "postgresql":
         return Task.project_id != all_(func.array(trashed.scalar_subquery()))
     return Task.project_id.not_in(trashed)
