@@ -14,6 +14,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -38,6 +39,13 @@ from tests.support import pgcluster
 from tests.support.pgcluster import PgCluster, running_cluster
 
 TABLES = ["projects", "tasks"]
+
+
+def postgres_servers(test: Any) -> Any:
+    """A test on the main PostgreSQL server (and the second cluster): `make test-services`."""
+    reason = "pg_dump/pg_restore of PostgreSQL tenant databases (no MariaDB backups yet)"
+    return pytest.mark.services(pytest.mark.postgresql_only(reason)(test))
+
 
 SQLITE_SCHEMA = """
 CREATE TABLE projects (id TEXT PRIMARY KEY, name TEXT NOT NULL, budget REAL, created_at TEXT,
@@ -351,7 +359,7 @@ def dumps(tmp_path: Path) -> Path:
     return tmp_path / "dumps"
 
 
-@pytest.mark.services
+@postgres_servers
 async def test_a_postgres_tenant_moves_to_another_server_with_every_row(
     main_server: Server, other_server: Server, second_postgres: PgCluster, dumps: Path
 ) -> None:
@@ -379,7 +387,7 @@ async def test_a_postgres_tenant_moves_to_another_server_with_every_row(
     assert new_id == 1501
 
 
-@pytest.mark.services
+@postgres_servers
 async def test_a_postgres_checksum_sees_one_changed_value(main_server: Server) -> None:
     url = await seeded_postgres(main_server)
     before = await checksum_tables(url, TABLES)
@@ -400,7 +408,7 @@ async def test_a_postgres_checksum_sees_one_changed_value(main_server: Server) -
         await checksum_tables(url, ['projects"; DROP TABLE tasks; --'])
 
 
-@pytest.mark.services
+@postgres_servers
 async def test_a_corrupted_or_absent_postgres_dump_leaves_the_target_untouched(
     main_server: Server, other_server: Server, dumps: Path
 ) -> None:
@@ -435,7 +443,7 @@ async def test_a_corrupted_or_absent_postgres_dump_leaves_the_target_untouched(
     assert await checksum_tables(target, TABLES) == await checksum_tables(source, TABLES)
 
 
-@pytest.mark.services
+@postgres_servers
 async def test_a_postgres_restore_refuses_a_database_with_tables(
     main_server: Server, dumps: Path
 ) -> None:
@@ -448,7 +456,7 @@ async def test_a_postgres_restore_refuses_a_database_with_tables(
     assert await checksum_tables(live, TABLES) == before
 
 
-@pytest.mark.services
+@postgres_servers
 async def test_a_postgres_backup_during_writes_restores_one_consistent_moment(
     main_server: Server, other_server: Server, dumps: Path
 ) -> None:
@@ -497,7 +505,7 @@ async def test_a_postgres_backup_during_writes_restores_one_consistent_moment(
     assert at_start <= projects <= at_end
 
 
-@pytest.mark.services
+@postgres_servers
 async def test_postgres_tool_errors_are_clear_and_carry_no_password(
     main_server: Server, dumps: Path
 ) -> None:
@@ -519,7 +527,7 @@ async def test_postgres_tool_errors_are_clear_and_carry_no_password(
     assert list(dumps.iterdir()) == []
 
 
-@pytest.mark.services
+@postgres_servers
 async def test_stray_libpq_variables_cannot_redirect_a_dump(
     main_server: Server, dumps: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -533,7 +541,7 @@ async def test_stray_libpq_variables_cannot_redirect_a_dump(
     assert await checksum_tables(target, TABLES) == await checksum_tables(source, TABLES)
 
 
-@pytest.mark.services
+@postgres_servers
 async def test_the_size_of_a_postgres_database_is_its_bytes_on_disk(main_server: Server) -> None:
     url = await main_server.create()
     empty = await database_size_bytes(url)
@@ -559,7 +567,7 @@ async def test_the_size_of_a_postgres_database_is_its_bytes_on_disk(main_server:
     assert abs(sizes[other_name] - empty) < 1_000_000
 
 
-@pytest.mark.services
+@postgres_servers
 async def test_a_dump_stored_and_loaded_restores_on_the_other_server(
     main_server: Server, other_server: Server, dumps: Path, tmp_path: Path
 ) -> None:
