@@ -37,6 +37,9 @@ from tenantry.config import Settings, load_settings
 from tenantry.core.migrate import upgrade_to_head
 from tests.factories import Account, register
 
+# `second_postgres`: a throwaway second PostgreSQL server (placement, move, restore tests).
+pytest_plugins = ["tests.support.pgcluster"]
+
 BACKEND = os.environ.get("TENANTRY_TEST_BACKEND", "sqlite")
 USES_SERVICES = BACKEND == "services"
 USES_MARIADB = BACKEND == "mariadb"

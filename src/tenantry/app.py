@@ -135,7 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         events=events,
         usage=usage_store,
         jobs=jobs,
-        metrics=Metrics(database),
+        metrics=Metrics(database, tenant_top_n=settings.tenant_metrics_top_n),
         security=security,
         revocations=revocations,
         external=external,

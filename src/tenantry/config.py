@@ -336,6 +336,8 @@ class Settings(BaseSettings):
     # how long `serve` lets in-flight requests finish on SIGTERM
     metrics_token: SecretStr | None = None
     metrics_public: bool = False
+    # per-tenant metrics: organizations with a label of their own (the rest: "other"); 0 = off
+    tenant_metrics_top_n: int = Field(default=20, ge=0, le=1000)
     docs_enabled: bool = True
     graceful_shutdown_seconds: float = Field(default=30.0, gt=0, le=3_600)
 

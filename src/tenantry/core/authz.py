@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.routing import BaseRoute
 
 from tenantry.core.errors import Forbidden
+from tenantry.core.metrics import attribute_request
 from tenantry.core.openapi import TENANT_SECURITY, OpenAPIFacts, declare
 from tenantry.core.permissions import check_known, grants, grants_on_row
 from tenantry.core.routing import SessionDep
@@ -88,6 +89,7 @@ async def get_tenant_context(
     if context.organization_id != org_id:
         raise TenantScopeError("the gate returned another organization's context")
     bind_tenant(session, context)
+    attribute_request(org_id)  # per-tenant metrics: this request serves `orgId`
     return context
 
 

@@ -36,6 +36,7 @@ from tenantry.core.db import (
     mark_org_setting_claimed,
     mark_org_setting_sent,
 )
+from tenantry.core.metrics import DatabaseTime
 from tenantry.core.responses import Envelope
 from tenantry.core.tenancy import SCOPE_ORG_PARAM, ScopedRead, require_tenant
 from tenantry.core.tenantdb import Home, home_of, routing_of
@@ -110,13 +111,14 @@ async def _fetch_outside_transaction(
         driver: Any = raw.driver_connection
         info = connection.info
         try:
-            if held_org_setting(info) != organization:
-                forget_org_setting(info)  # unknown until the statement went through
-                await driver.fetchval(ORG_SETTING_SQL, organization)
-                mark_org_setting_sent(info, organization)
-            else:
-                mark_org_setting_claimed(info)
-            record = await driver.fetchrow(sql, *args)
+            with DatabaseTime():  # the raw driver bypasses the engine's statement events
+                if held_org_setting(info) != organization:
+                    forget_org_setting(info)  # unknown until the statement went through
+                    await driver.fetchval(ORG_SETTING_SQL, organization)
+                    mark_org_setting_sent(info, organization)
+                else:
+                    mark_org_setting_claimed(info)
+                record = await driver.fetchrow(sql, *args)
         except Exception as error:
             await _raise_as_sqlalchemy(connection, adapted, driver, sql, error)
     return dict(record.items()) if record is not None else None

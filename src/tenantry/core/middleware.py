@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tenantry.core.errors import AppError, PayloadTooLarge, error_body, to_app_error
 from tenantry.core.logging import get_logger
-from tenantry.core.metrics import Metrics
+from tenantry.core.metrics import Metrics, begin_request_sample, end_request_sample
 
 access_log = get_logger("tenantry.access")
 error_log = get_logger("tenantry.errors")
@@ -100,6 +100,7 @@ class RequestContextMiddleware:
         request_id = facts.request_id
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.bind_contextvars(request_id=request_id)
+        sample, sample_token = begin_request_sample()  # organization, database time
         status = 500
         response_started = False
         held: Message | None = None  # the start of a response that may still be gzipped
@@ -132,7 +133,8 @@ class RequestContextMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", None) or "<unmatched>"
-            self.metrics.observe(scope["method"], route, status, elapsed)
+            end_request_sample(sample_token)
+            self.metrics.observe(scope["method"], route, status, elapsed, sample)
             access_log.info(
                 "request",
                 method=scope["method"],

@@ -34,6 +34,7 @@ from starlette.responses import Response
 
 from tenantry.core.db import Database
 from tenantry.core.errors import UnsupportedMediaType, is_conflict_abort
+from tenantry.core.metrics import DatabaseTime
 from tenantry.services import services_of
 
 log = logging.getLogger("tenantry.uow")
@@ -81,7 +82,8 @@ async def end_transaction(session: AsyncSession) -> None:
     holding a connection, a transaction or a lock meanwhile: the session's next statement
     begins a new transaction, which the unit of work commits or rolls back as usual.
     """
-    await session.commit()
+    with DatabaseTime():
+        await session.commit()
     await run_after_commit(session)
     session.info["after_commit"] = []
 
@@ -169,10 +171,11 @@ async def _finish(request: Request, *, commit: bool) -> None:
         return
     setattr(request.state, _SESSION, None)
     try:
-        if commit:
-            await session.commit()
-        else:
-            await session.rollback()
+        with DatabaseTime():  # COMMIT/ROLLBACK are round trips without a cursor
+            if commit:
+                await session.commit()
+            else:
+                await session.rollback()
     except BaseException:
         await session.close()
         await run_after_rollback(session)
