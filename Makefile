@@ -19,8 +19,8 @@ FUZZ_EXAMPLES ?= 10
 FUZZ_ARGS ?=
 NODE_MISSING := echo "SKIPPED: node/npm are not installed (Node 20+ runs the TypeScript client)"
 
-.PHONY: setup run migrate test test-services test-tenantdb test-mariadb lint format typecheck openapi \
-	client client-check client-test fuzz bench bench-mariadb bench-events wrk clean
+.PHONY: setup run migrate test test-services test-tenantdb test-tenantdb-sqlite test-tenantdb-services test-mariadb lint format typecheck openapi \
+	client client-check client-test fuzz bench bench-mariadb bench-tenantdb bench-events wrk clean
 
 setup: .venv/.synced
 
@@ -40,18 +40,29 @@ migrate: setup
 test: setup ## the whole suite on SQLite with in-process backends (no services)
 	TENANTRY_TEST_BACKEND=sqlite $(RUN) pytest $(PYTEST_ARGS)
 
-test-services: setup ## the whole suite against PostgreSQL and Redis
+test-services: setup ## the whole suite against PostgreSQL and Redis, then the tenant suites in database mode
 	TENANTRY_TEST_BACKEND=services TEST_DATABASE_URL=$(TEST_DATABASE_URL) \
 		TEST_REDIS_URL=$(TEST_REDIS_URL) $(RUN) pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-tenantdb-services
 
-# Database per tenant (TENANCY_MODE=database): the suites that exercise the tenant routing
-# end to end — tenant resources, the isolation walker, the tenants module — on SQLite, then
-# on PostgreSQL + Redis. The rest of the suite is mode-independent (accounts, sessions,
-# organizations live in the control database either way) and runs once, in `make test`.
-TENANTDB_SUITES ?= tests/projects tests/tasks tests/orgs/test_isolation.py tests/tenants
+# Database per tenant (TENANCY_MODE=database): the suites whose code path differs between
+# the modes — every suite touching tenant-owned tables or the routing (projects, tasks with
+# bulk and idempotency, files, exports, the merged audit log, jobs enqueued by tenant
+# changes and the outbox, the isolation walker, tests/tenants) — on SQLite, then on
+# PostgreSQL + Redis. The rest (accounts, sessions, identities, plans, the HTTP skeleton)
+# reads and writes only the control database, identical in both modes, and runs once.
+# docs/tenancy.md section 11 ("What CI runs in database mode") gives the reasons.
+TENANTDB_SUITES ?= tests/projects tests/tasks tests/files tests/exports tests/orgs/test_isolation.py \
+	tests/orgs/test_audit.py tests/orgs/test_jobs_api.py tests/core/jobs/test_jobs.py \
+	tests/core/jobs/test_after_rollback.py tests/tenants
 
-test-tenantdb: setup ## the tenant suites with a database per tenant (SQLite, then PostgreSQL + Redis)
+test-tenantdb: test-tenantdb-sqlite ## the tenant suites with a database per tenant (SQLite, then PostgreSQL + Redis)
+	$(MAKE) --no-print-directory test-tenantdb-services
+
+test-tenantdb-sqlite: setup ## the same suites with a database per tenant on SQLite only (no services)
 	TENANTRY_TEST_BACKEND=sqlite TENANTRY_TEST_TENANCY=database $(RUN) pytest $(TENANTDB_SUITES) $(PYTEST_ARGS)
+
+test-tenantdb-services: setup ## the same suites with a database per tenant on PostgreSQL + Redis only
 	TENANTRY_TEST_BACKEND=services TENANTRY_TEST_TENANCY=database TEST_DATABASE_URL=$(TEST_DATABASE_URL) \
 		TEST_REDIS_URL=$(TEST_REDIS_URL) $(RUN) pytest $(TENANTDB_SUITES) $(PYTEST_ARGS)
 
@@ -73,7 +84,7 @@ format: setup
 	$(RUN) ruff check --fix src tests bench fuzz
 	$(RUN) ruff format src tests bench fuzz
 
-bench: setup wrk ## load test on PostgreSQL + Redis, SQLite and MariaDB + Redis, then the events scenario; reports in bench/results/
+bench: setup wrk ## load test on PostgreSQL + Redis, SQLite, MariaDB + Redis and database per tenant, then the events scenario; reports in bench/results/
 	$(RUN) python -m bench.run --database-url $(BENCH_DATABASE_URL) \
 		--mariadb-url $(BENCH_MARIADB_URL) --redis-url $(BENCH_REDIS_URL) $(BENCH_ARGS)
 	$(MAKE) --no-print-directory bench-events
@@ -81,6 +92,10 @@ bench: setup wrk ## load test on PostgreSQL + Redis, SQLite and MariaDB + Redis,
 bench-mariadb: setup wrk ## only the MariaDB + Redis configuration (and the bare references, on PostgreSQL)
 	$(RUN) python -m bench.run --configs mariadb --database-url $(BENCH_DATABASE_URL) \
 		--mariadb-url $(BENCH_MARIADB_URL) --redis-url $(BENCH_REDIS_URL) $(BENCH_ARGS)
+
+bench-tenantdb: setup wrk ## only database per tenant vs shared mode: 50 tenants on 2 PostgreSQL servers (a throwaway 2nd cluster)
+	$(RUN) python -m bench.run --configs tenantdb --database-url $(BENCH_DATABASE_URL) \
+		--redis-url $(BENCH_REDIS_URL) $(BENCH_ARGS)
 
 bench-events: setup wrk ## event streams: 200 subscribers, writes at 50/s (PostgreSQL + Redis, ~1 min)
 	$(RUN) python -m bench.events --redis-url $(BENCH_REDIS_URL)

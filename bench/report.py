@@ -446,3 +446,107 @@ def bar_section(columns: Sequence[tuple[str, Sequence[Check]]]) -> list[str]:
         "",
         *table(headers, rows),
     ]
+
+
+# --- database per tenant (issue 17): bench/tenantdb.py -----------------------------------
+
+TENANTDB_SHARED = "tenantdb_shared"  # the same tenants, rows and server in shared mode
+TENANTDB = "tenantdb"  # TENANCY_MODE=database, the tenants spread over 2 servers
+TENANTDB_SCENARIOS = ("get_task", "create_task")
+TENANTDB_TOLERANCE = 0.20  # database mode within 20 % of shared mode: rps and p50
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The nearest-rank percentile (`fraction` in (0, 1]) of `values`, which is not empty."""
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * fraction // 1))  # ceil(n * fraction), at least 1
+    return ordered[int(rank) - 1]
+
+
+@dataclass
+class Provisioning:
+    """Seconds of each `POST /orgs` (create the organization; in database mode its database
+    too, created and migrated on the emptier server) of one mode."""
+
+    mode: str
+    seconds: list[float]
+    placement: dict[str, int] = field(default_factory=dict)  # server: tenants it got
+
+    @property
+    def median(self) -> float:
+        ordered = sorted(self.seconds)
+        middle = len(ordered) // 2
+        return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+    @property
+    def p95(self) -> float:
+        return percentile(self.seconds, 0.95)
+
+
+def tenantdb_checks(
+    results: Sequence[Result], labels: dict[str, str], connections: Sequence[int]
+) -> list[Check]:
+    """Database mode within TENANTDB_TOLERANCE of shared mode: rps and p50 of get by id and
+    create, at each connection count (issue 17's bar)."""
+    checks = []
+    for scenario in TENANTDB_SCENARIOS:
+        for conns in connections:
+            name = (
+                f"{_label(labels, scenario)}, {conns} connections: database mode within "
+                f"{TENANTDB_TOLERANCE:.0%} of shared mode (rps and p50)"
+            )
+            database = find(results, TENANTDB, scenario, conns)
+            shared = find(results, TENANTDB_SHARED, scenario, conns)
+            if found := _missing(name, database, shared):
+                checks.append(found)
+                continue
+            assert database is not None
+            assert shared is not None
+            rps = database.rps / shared.rps
+            p50 = database.p50_ms / max(shared.p50_ms, 1e-9)
+            ok = rps >= 1 - TENANTDB_TOLERANCE and p50 <= 1 + TENANTDB_TOLERANCE
+            figure = (
+                f"rps {database.rps:.0f} vs {shared.rps:.0f} ({rps - 1:+.0%}), "
+                f"p50 {database.p50_ms:.2f} vs {shared.p50_ms:.2f} ms ({p50 - 1:+.0%})"
+            )
+            checks.append(Check(name, figure, ok))
+    return checks
+
+
+def tenantdb_table(results: Sequence[Result], labels: dict[str, str]) -> list[str]:
+    """Shared and database mode side by side, one row per scenario and connection count."""
+    rows = []
+    for shared in [r for r in results if r.config == TENANTDB_SHARED]:
+        database = find(results, TENANTDB, shared.scenario, shared.connections)
+
+        def cells(r: Result | None) -> list[object]:
+            if r is None:
+                return ["-"] * 4
+            latencies = [f"{r.p50_ms:.2f}", f"{r.p99_ms:.2f}"] if r.requests else ["-", "-"]
+            return [f"{r.rps:.0f}", *latencies, r.error_count]
+
+        ratio = f"{database.rps / shared.rps:.2f}" if database and shared.rps else "-"
+        rows.append(
+            [_label(labels, shared.scenario), shared.connections, *cells(shared),
+             *cells(database), ratio]
+        )  # fmt: skip
+    headers = (
+        "scenario", "conns", "shared rps", "shared p50 ms", "shared p99 ms", "shared errors",
+        "database rps", "database p50 ms", "database p99 ms", "database errors",
+        "rps database ÷ shared",
+    )  # fmt: skip
+    return table(headers, rows)
+
+
+def provisioning_table(provisioning: Sequence[Provisioning]) -> list[str]:
+    rows = [
+        [
+            p.mode, len(p.seconds), f"{p.median * 1000:.0f}", f"{p.p95 * 1000:.0f}",
+            f"{max(p.seconds) * 1000:.0f}",
+            ", ".join(f"{server}: {n}" for server, n in p.placement.items()) or "-",
+        ]
+        for p in provisioning
+        if p.seconds
+    ]  # fmt: skip
+    headers = ("mode", "organizations", "median ms", "p95 ms", "max ms", "placement")
+    return table(headers, rows)

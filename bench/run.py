@@ -55,14 +55,20 @@ from bench.report import (
     LOGIN_STALL,
     RATIO_CONNECTIONS,
     SEARCH_CONNECTIONS,
+    Check,
     ProcessMemory,
+    Provisioning,
     Result,
     StatementProbe,
     bar_checks,
     bar_section,
+    provisioning_table,
     results_table,
     statements_table,
     table,
+    tenantdb_checks,
+    tenantdb_table,
+    verdict,
 )
 from bench.seed import (
     BENCH_DATABASE_URL,
@@ -120,7 +126,10 @@ CONFIGS = {
     "pg2": "PostgreSQL + Redis, --workers 2",
     "sqlite": "SQLite (embedded), 1 process",
     "mariadb": "MariaDB + Redis, 1 process",
+    "tenantdb": "Database per tenant vs shared mode (PostgreSQL + Redis, 1 process)",
 }
+# Configurations on the seeded datasets (tenantdb provisions its own tenants through the API).
+DATASET_CONFIGS = ("pg1", "pg2", "sqlite", "mariadb")
 # The bar's columns: (configuration, its --workers 2 twin or None, title).
 BAR_COLUMNS = (("pg1", "pg2", "PostgreSQL + Redis"), ("mariadb", None, "MariaDB + Redis"))
 SETTLE_TIMEOUT = 35.0  # the app's statement timeout is 30 s
@@ -152,6 +161,8 @@ class Options:
     sqlite_path: Path
     mariadb_url: str = BENCH_MARIADB_URL
     big_organizations: int = DatasetSpec.big_organizations
+    tenants: int = 50  # tenantdb: organizations on the 2 servers
+    tenant_tasks: int = 20  # tenantdb: tasks seeded in each
 
     @property
     def spec(self) -> DatasetSpec:
@@ -183,6 +194,7 @@ class Run:
     results: list[Result] = field(default_factory=list)
     memory: list[ProcessMemory] = field(default_factory=list)
     probes: list[StatementProbe] = field(default_factory=list)
+    provisioning: list[Provisioning] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -789,6 +801,27 @@ def dataset_rows(datasets: dict[str, dict[str, Any]]) -> list[list[object]]:
     ]
 
 
+def dataset_section(run: Run) -> list[str]:
+    options = run.options
+    return [
+        "## Dataset",
+        "",
+        f"PostgreSQL and MariaDB: {options.big_organizations} organizations x (5 members, 20 "
+        "projects, 200,000 tasks) + 1 organization with 2,000 tasks. SQLite: "
+        f"{options.sqlite_spec.big_organizations} organizations x 200,000 tasks + the "
+        "2,000-task one (2 M rows do not seed within the time budget of `make bench`). "
+        "Roles of the 5 members: "
+        "owner, admin, manager, member, member; one shared password hashed by the app's hasher "
+        "at its default (production) cost.",
+        "",
+        *table(("database", "tasks", "seeded at", "seed time"), dataset_rows(run.datasets)),
+        "",
+        f"Dataset step of this run (seeding or finding it in place): "
+        f"{run.datasets['seed_step_seconds']['this run']} s.",
+        "",
+    ]
+
+
 def render(run: Run, checks_md: list[str]) -> str:
     options = run.options
     constant = {r.connections: r.rps for r in run.results if r.scenario == "bare_constant"}
@@ -825,25 +858,12 @@ def render(run: Run, checks_md: list[str]) -> str:
         "",
         *table(("", ""), list(run.machine.items())),
         "",
-        "## Dataset",
-        "",
-        f"PostgreSQL and MariaDB: {options.big_organizations} organizations x (5 members, 20 "
-        "projects, 200,000 tasks) + 1 organization with 2,000 tasks. SQLite: "
-        f"{options.sqlite_spec.big_organizations} organizations x 200,000 tasks + the "
-        "2,000-task one (2 M rows do not seed within the time budget of `make bench`). "
-        "Roles of the 5 members: "
-        "owner, admin, manager, member, member; one shared password hashed by the app's hasher "
-        "at its default (production) cost.",
-        "",
-        *table(("database", "tasks", "seeded at", "seed time"), dataset_rows(run.datasets)),
-        "",
-        f"Dataset step of this run (seeding or finding it in place): "
-        f"{run.datasets['seed_step_seconds']['this run']} s.",
-        "",
     ]
+    if run.datasets:
+        lines += dataset_section(run)
     for config in ["bare", *options.configs]:
         rows = [r for r in run.results if r.config == config]
-        if not rows:
+        if not rows or config == "tenantdb":
             continue
         title = "Reference endpoints (bench/limit.py)" if config == "bare" else CONFIGS[config]
         lines += [f"## {title}", "", *results_table(rows, LABELS, constant, asyncpg_rps), ""]
@@ -878,6 +898,37 @@ def render(run: Run, checks_md: list[str]) -> str:
     return "\n".join(lines)
 
 
+def tenantdb_section(run: Run, checks: Sequence[Check]) -> list[str]:
+    """Database per tenant vs shared mode (bench/tenantdb.py): the table, provisioning, bar."""
+    options = run.options
+    return [
+        "## Database per tenant (TENANCY_MODE=database) vs shared mode",
+        "",
+        f"{options.tenants} organizations, each with 1 owner, 1 project and "
+        f"{options.tenant_tasks} tasks, created through the API; requests spread evenly over "
+        "all organizations (a random member token and task per request). Shared mode: one "
+        "PostgreSQL database. Database mode: a control database and one database per "
+        "organization, placed by the product on the emptier of 2 PostgreSQL servers (the "
+        "machine's and a throwaway cluster on the same machine, bench/pgcluster.py). Both: "
+        "1 process, no application role (the throwaway server has none: no row-level "
+        "security in either), enterprise plan, the same wrk runs.",
+        "",
+        *tenantdb_table(run.results, LABELS),
+        "",
+        "Provisioning: `POST /orgs` one at a time, as the API answers it (database mode: "
+        "the tenant's database created and migrated before the 201).",
+        "",
+        *provisioning_table(run.provisioning),
+        "",
+        "Bar (issue 17): get by id and create in database mode within 20 % of shared mode "
+        "(rps at least 80 %, p50 at most 120 %).",
+        "",
+        *table(
+            ("line", "figure", "result"), [[c.name, c.figure, verdict(c.passed)] for c in checks]
+        ),
+    ]
+
+
 async def bench(options: Options) -> Path:
     pg_version, redis_version = await check_services(options)
     if not _command("wrk", "-v").startswith("wrk"):
@@ -886,17 +937,27 @@ async def bench(options: Options) -> Path:
     run = Run(options, machine_facts(options, pg_version, redis_version, mariadb_version))
     logs = RESULTS / ".logs"
     logs.mkdir(parents=True, exist_ok=True)
-    markers = await prepare_datasets(run)
-    await run_references(run, logs)
-    for config in options.configs:
+    seeded = [c for c in options.configs if c in DATASET_CONFIGS]
+    markers = await prepare_datasets(run) if seeded else {}
+    if seeded:
+        await run_references(run, logs)
+    for config in seeded:
         await run_config(run, config, markers, logs)
+    if "tenantdb" in options.configs:
+        from bench.tenantdb import run_tenantdb  # it builds on this module
+
+        await run_tenantdb(run, logs)
     run.machine["load average at end (1/5/15 min)"] = _load_average()
     columns = [
         (title, bar_checks(run.results, run.memory, run.probes, LABELS, config, twin))
         for config, twin, title in BAR_COLUMNS
         if config in options.configs
     ]
-    checks_md = bar_section(columns)
+    checks_md = bar_section(columns) if seeded else []
+    if "tenantdb" in options.configs:
+        tenantdb_bar = tenantdb_checks(run.results, LABELS, options.connections)
+        columns.append(("database per tenant", tenantdb_bar))
+        checks_md += ["", *tenantdb_section(run, tenantdb_bar)]
     options.output.parent.mkdir(parents=True, exist_ok=True)
     options.output.write_text(render(run, checks_md))
     raw = {
@@ -906,6 +967,7 @@ async def bench(options: Options) -> Path:
         "results": [asdict(r) for r in run.results],
         "memory": [asdict(m) for m in run.memory],
         "statements": [asdict(p) for p in run.probes],
+        "provisioning": [asdict(p) for p in run.provisioning],
         "bar": {title: [asdict(c) for c in checks] for title, checks in columns},
     }
     options.output.with_suffix(".json").write_text(json.dumps(raw, indent=2) + "\n")
@@ -924,9 +986,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         help="comma-separated counts (search also runs at 16)",
     )
     parser.add_argument("--only", help=f"scenarios: {','.join(s for s, _, _ in SCENARIOS)}")
-    parser.add_argument(
-        "--configs", default="pg1,pg2,sqlite,mariadb", help="pg1,pg2,sqlite,mariadb"
-    )
+    parser.add_argument("--configs", default=",".join(CONFIGS), help=",".join(CONFIGS))
+    parser.add_argument("--tenants", type=int, default=50, help="tenantdb: organizations")
+    parser.add_argument("--tenant-tasks", type=int, default=20, help="tenantdb: tasks in each")
     parser.add_argument("--skip-seed", action="store_true", help="use the datasets as they are")
     parser.add_argument("--output", type=Path, help="report path [bench/results/<date>.md]")
     parser.add_argument("--database-url", default=BENCH_DATABASE_URL)
@@ -959,6 +1021,8 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         sqlite_path=args.sqlite_path.resolve(),
         mariadb_url=args.mariadb_url,
         big_organizations=args.big_organizations,
+        tenants=args.tenants,
+        tenant_tasks=args.tenant_tasks,
     )
 
 

@@ -193,6 +193,11 @@ def make_settings(
         if DATABASE_PER_TENANT:
             values["tenancy_mode"] = "database"
             values["tenant_database_servers"] = tenant_servers(Path(var_dir))
+            # The session's app keeps the engines of the organizations tests create: at the
+            # defaults (5 x budget 100) it alone could hold the shared PostgreSQL's 100
+            # connections. 10 engines of 3 per server; tests of the budget set their own.
+            values["tenant_database_pool_size"] = 3
+            values["tenant_database_connection_budget"] = 30
         values.update(overrides)
         return load_settings(**values)
 

@@ -10,15 +10,22 @@ import pytest
 from bench.data import Organization, write_data_dir, write_patch_pool
 from bench.pgcount import CountingProxy, Counts, FrontendParser, count_sql_statements, counts_of
 from bench.report import (
+    TENANTDB,
+    TENANTDB_SHARED,
     Check,
     ProcessMemory,
+    Provisioning,
     Result,
     StatementProbe,
     bar_checks,
     bar_section,
     cpu_per_request_ms,
+    percentile,
+    provisioning_table,
     results_table,
     statements_table,
+    tenantdb_checks,
+    tenantdb_table,
 )
 
 
@@ -287,3 +294,63 @@ def test_data_files_hold_one_record_per_line(tmp_path: Path) -> None:
     assert (tmp_path / "cursors.txt").read_text() == "1 abc%3D\n"
     assert written == 1  # a task gone since it was sampled is left out
     assert (tmp_path / "patch.txt").read_text() == "1 p1 t1 3\n"
+
+
+# --- database per tenant (bench/tenantdb.py) ---------------------------------------------
+
+
+def test_the_tenantdb_bar_compares_database_mode_with_shared_mode_at_each_connection_count() -> (
+    None
+):
+    results = [
+        result(TENANTDB_SHARED, "get_task", rps=1000, p50=5, connections=10),
+        result(TENANTDB, "get_task", rps=850, p50=5.5, connections=10),  # -15 %, +10 %: pass
+        result(TENANTDB_SHARED, "get_task", rps=1000, p50=5),
+        result(TENANTDB, "get_task", rps=790, p50=5),  # rps -21 %: miss
+        result(TENANTDB_SHARED, "create_task", rps=500, p50=10, connections=10),
+        result(TENANTDB, "create_task", rps=500, p50=12.5, connections=10),  # p50 +25 %: miss
+        # The shared configurations of the seeded dataset are not the comparison.
+        result("pg1", "create_task", rps=5000, p50=1),
+    ]
+    labels = {"get_task": "get task by id", "create_task": "create task"}
+    found = verdicts(tenantdb_checks(results, labels, [10, 32]))
+    assert one(found, "get task", "10 connections") is True
+    assert one(found, "get task", "32 connections") is False
+    assert one(found, "create task", "10 connections") is False
+    assert one(found, "create task", "32 connections") is None  # not measured
+    assert len(found) == 4
+
+
+def test_the_tenantdb_bar_misses_when_database_mode_completed_nothing() -> None:
+    results = [
+        result(TENANTDB_SHARED, "get_task", rps=1000, p50=5),
+        Result(TENANTDB, "get_task", 32, 0, 0, 0, 0, 0, 0),
+    ]
+    (check,) = [c for c in tenantdb_checks(results, {}, [32]) if "get_task" in c.name]
+    assert check.passed is False
+
+
+def test_provisioning_median_and_p95_per_tenant() -> None:
+    seconds = [0.1 * n for n in range(1, 21)]  # 0.1 ... 2.0 s, 20 tenants
+    provisioning = Provisioning("tenantdb", seconds, {"server 1": 10, "server 2": 10})
+    assert provisioning.median == pytest.approx(1.05)
+    assert provisioning.p95 == pytest.approx(1.9)  # the 19th of 20
+    assert Provisioning("x", [3.0, 1.0, 2.0]).median == 2.0
+    assert percentile([5.0], 0.95) == 5.0
+    rows = provisioning_table([provisioning, Provisioning("empty", [])])
+    assert rows[2] == "| tenantdb | 20 | 1050 | 1900 | 2000 | server 1: 10, server 2: 10 |"
+    assert len(rows) == 3  # a mode without organizations has no row
+
+
+def test_the_tenantdb_table_puts_the_modes_side_by_side() -> None:
+    results = [
+        result(TENANTDB_SHARED, "get_task", rps=1000, p50=5, p99=20),
+        result(TENANTDB, "get_task", rps=900, p50=6, p99=25),
+        result(TENANTDB_SHARED, "create_task", rps=400, p50=20, p99=50),
+    ]
+    rows = tenantdb_table(results, {"get_task": "get task by id"})
+    assert (
+        rows[2]
+        == "| get task by id | 32 | 1000 | 5.00 | 20.00 | 0 | 900 | 6.00 | 25.00 | 0 | 0.90 |"
+    )
+    assert rows[3] == "| create_task | 32 | 400 | 20.00 | 50.00 | 0 | - | - | - | - | - |"

@@ -11,6 +11,7 @@ import httpx
 import orjson
 from fastapi import FastAPI
 from sqlalchemy import event, update
+from sqlalchemy.engine import Engine
 
 from tenantry.core.db import utcnow
 from tenantry.core.jobs import Worker
@@ -180,9 +181,10 @@ async def test_a_rerun_of_the_same_job_does_not_create_a_second_file(
 
 @contextmanager
 def _task_batches(app: FastAPI) -> Iterator[list[Any]]:
-    """The parameters of every keyset batch query on tasks run meanwhile."""
+    """The parameters of every keyset batch query on tasks run meanwhile, on any engine (in
+    database mode the tasks are in the organization's database, not the control one)."""
     seen: list[Any] = []
-    engine = app.state.database.engine.sync_engine
+    engine = Engine
 
     def listen(_conn: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
         if "ORDER BY tasks.id" in statement:
