@@ -58,12 +58,14 @@ from tenantry.core.db import (
     create_engine_for,
 )
 from tenantry.core.errors import TenantUnavailable
+from tenantry.core.metrics import install_statement_timing
 from tenantry.core.tenancy import tenant_of
 
 log = logging.getLogger("tenantry.tenantdb")
 
 OUTBOX_TABLE = "jobs"  # tenant databases keep their not-yet-relayed jobs in their own table
 RELAY_BATCH = 500
+MOVING_RETRY_AFTER_SECONDS = 5
 
 
 class Home(Enum):
@@ -139,6 +141,9 @@ class TenantLocation:
     server: str  # the server as the registry names it (no password)
     database: str  # the database name (PostgreSQL) or file name (SQLite)
     url: str  # the engine URL, credentials included: never logged nor answered
+    # False while the database is being restored or moved (registry state `moving`):
+    # writing sessions are refused (503 `tenant_unavailable`), reading ones are served.
+    writable: bool = True
 
 
 class TenantDirectory(Protocol):
@@ -208,6 +213,9 @@ class TenantEngines:
             engine = create_engine_for(
                 self.settings, location.url, pool_size=self.pool_size, max_overflow=0
             )
+            # Tenant-database statements count as the request's database time, like the
+            # control engine's (core/metrics.py).
+            install_statement_timing(engine)
             held = self._held[location.url] = _Held(engine, location.server, now)
         else:
             self._held.move_to_end(location.url)
@@ -292,6 +300,14 @@ class TenantRouting:
         return self._bind(session, location)
 
     def _bind(self, session: Session, location: TenantLocation) -> Engine:
+        if not location.writable and isinstance(session, AppSession) and session.writes:
+            # The write fence of a restore or move (modules/tenants/operations.py): from
+            # before the dump to the switch nothing may commit on the old database.
+            raise TenantUnavailable(
+                "This organization's database is being restored or moved; writes are "
+                "refused until it is done (reads keep working)",
+                retry_after=MOVING_RETRY_AFTER_SECONDS,
+            )
         own = session.bind
         writes = isinstance(own, Engine) and own.get_execution_options().get(
             SQLITE_BEGIN_IMMEDIATE, False
@@ -311,7 +327,8 @@ class TenantRouting:
         return location
 
     def forget(self, organization_id: uuid.UUID) -> None:
-        """Drop the remembered location (the database was dropped or moved)."""
+        """Drop the remembered location (the database was dropped or moved, or its state
+        changed): the next statement for the organization asks the registry again."""
         self._locations.pop(organization_id, None)
 
     async def engine_of(self, organization_id: uuid.UUID) -> AsyncEngine:
