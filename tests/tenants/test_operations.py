@@ -14,13 +14,17 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 
 from tenantry.config import Settings
+from tenantry.core.db import Database
+from tenantry.core.errors import TenantUnavailable
 from tenantry.core.jobs import Worker
+from tenantry.core.tenancy import TenantContext, bind_tenant
 from tenantry.core.tenantdb import tenant_database_tables
+from tenantry.modules.projects.models import Project
 from tenantry.modules.tenants import tasks
 from tenantry.modules.tenants.backup import checksum_tables
 from tenantry.modules.tenants.operations import OperationFailed
@@ -36,6 +40,7 @@ from tests.tenants.test_provisioning import registry_row, tenants_of
 PNG = b"\x89PNG\r\n\x1a\n" + b"backup" * 50
 JOB_TYPES = {tasks.BACKUP_JOB, tasks.RESTORE_JOB, tasks.MOVE_JOB}
 TABLES = sorted(tenant_database_tables())
+FAST_TTL = 0.2  # TENANT_LOCATION_TTL_SECONDS: each move waits it twice
 
 
 async def two_server_app(
@@ -44,9 +49,8 @@ async def two_server_app(
     second: str,
 ) -> FastAPI:
     first = control_settings().tenant_database_servers[0]
-    app: FastAPI = await build_app(
-        **_overrides(control_settings(tenant_database_servers=[first, second]))
-    )
+    settings = control_settings(tenant_database_servers=[first, second])
+    app: FastAPI = await build_app(**_overrides(settings), tenant_location_ttl_seconds=FAST_TTL)
     return app
 
 
@@ -143,7 +147,8 @@ async def test_a_move_between_two_real_clusters_keeps_every_row_and_file(
         project = await client.get(f"{moved.path}/projects/{made['project']}", headers=headers)
         assert project.status_code == 200, project.text
         download = await client.get(f"{moved.path}/files/{made['file']}/download", headers=headers)
-        assert download.status_code == 200 and download.content == PNG
+        assert download.status_code == 200
+        assert download.content == PNG
         created = await client.post(f"{moved.path}/projects", json={"name": "B"}, headers=headers)
         assert created.status_code == 201, created.text
         assert await checksums(app, moved.id) != before
@@ -162,7 +167,7 @@ async def test_writes_during_a_move_get_503_and_reads_200(
     `moving`: without it the write lands in the old database after the dump and the
     copies differ (the move is abandoned, this test fails)."""
     app = await two_server_app(build_app, control_settings, await servers.new())
-    main, other = server_names(app)
+    _main, other = server_names(app)
     seen: dict[str, httpx.Response] = {}
     async with client_for(app) as client:
         org = await create_org(client, await register(client))
@@ -243,7 +248,8 @@ async def test_backup_then_restore_round_trip_through_http(tenant_app: FastAPI) 
         )
         assert restored["status"] == "succeeded", restored
         row = await registry_row(app, org.id)
-        assert row.database != old.database and row.server == old.server
+        assert row.database != old.database
+        assert row.server == old.server
         assert (row.state, row.spare_database) == ("ready", None)
         (server,) = tenants_of(app).servers.values()
         assert not await server.database_exists(old.database)
@@ -323,7 +329,7 @@ async def test_a_move_interrupted_at_each_step_leaves_the_old_database_serving(
     step: str,
 ) -> None:
     app = await two_server_app(build_app, control_settings, await servers.new())
-    main, other = server_names(app)
+    _main, other = server_names(app)
     tenants = tenants_of(app)
     async with client_for(app) as client:
         org = await create_org(client, await register(client))
@@ -356,7 +362,7 @@ async def test_a_killed_move_is_repaired_by_provision(
     """A process killed mid-move runs no clean-up: the registry stays `moving` with the
     half-made copy as its spare; `repair` (tenantry tenants provision) undoes it."""
     app = await two_server_app(build_app, control_settings, await servers.new())
-    main, other = server_names(app)
+    _main, other = server_names(app)
     tenants = tenants_of(app)
     async with client_for(app) as client:
         org = await create_org(client, await register(client))
@@ -429,7 +435,7 @@ async def test_a_write_that_reached_the_old_database_after_the_dump_abandons_the
                     await connection.execute(text("UPDATE projects SET name = 'stale'"))
 
         try:
-            with pytest.raises(OperationFailed, match="differs .*projects"):
+            with pytest.raises(OperationFailed, match=r"differs .*projects"):
                 await tenants.operations.move(uuid.UUID(org.id), other, progress=stale_write)
         finally:
             await engine.dispose()
@@ -437,3 +443,44 @@ async def test_a_write_that_reached_the_old_database_after_the_dump_abandons_the
         assert (row.server, row.state, row.spare_database) == (main, "ready", None)
         projects = await client.get(f"{org.path}/projects", headers=org.owner.headers)
         assert [p["name"] for p in projects.json()["data"]] == ["stale"]
+
+
+async def test_another_process_refuses_writes_once_its_location_is_older_than_the_ttl(
+    build_app: Callable[..., Any],
+    control_settings: Callable[..., Settings],
+    servers: Servers,
+) -> None:
+    """Two processes on one registry: the one that did not run the fence keeps its
+    remembered (writable) location only for TENANT_LOCATION_TTL_SECONDS, then refuses the
+    organization's writes. This is what the operation's wait relies on."""
+    app = await two_server_app(build_app, control_settings, await servers.new())
+    _main, other = server_names(app)
+    tenants = tenants_of(app)
+    now = [0.0]
+    elsewhere = TenantDatabases(app.state.settings, Database(app.state.settings))
+    elsewhere.routing.clock = lambda: now[0]
+    try:
+        async with client_for(app) as client:
+            org = await create_org(client, await register(client))
+            await populate(client, org)
+        org_id = uuid.UUID(org.id)
+
+        async def write() -> None:
+            async with elsewhere.database.transaction() as session:
+                bind_tenant(session, TenantContext.system(org_id))
+                session.add(Project(name="elsewhere"))
+
+        await write()  # remembers the location, writable
+        await tenants.operations._fence(org_id, other, f"tenant_{org_id.hex}xfeedface")
+        now[0] += FAST_TTL / 2
+        await write()  # still trusted here
+        now[0] += FAST_TTL
+        with pytest.raises(TenantUnavailable):
+            await write()
+        async with elsewhere.database.session(write=False) as session:
+            bind_tenant(session, TenantContext.system(org_id))
+            assert len((await session.scalars(select(Project))).all()) == 3
+        await tenants.operations.repair_interrupted(org_id)
+    finally:
+        await elsewhere.routing.dispose()
+        await elsewhere.database.dispose()

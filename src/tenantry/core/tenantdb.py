@@ -275,12 +275,23 @@ class TenantRouting:
     """The routing of one control `Database` (`Database.route_tenants`)."""
 
     def __init__(
-        self, directory: TenantDirectory, engines: TenantEngines, control: AsyncEngine
+        self,
+        directory: TenantDirectory,
+        engines: TenantEngines,
+        control: AsyncEngine,
+        *,
+        location_ttl: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.directory = directory
         self.engines = engines
         self.control = control
-        self._locations: dict[uuid.UUID, TenantLocation] = {}
+        # Each process trusts a location it read for `location_ttl` seconds only: how every
+        # process (app workers, job workers, a CLI run) learns of a restore's or move's
+        # fence and switch, whichever process runs it (operations.py waits that long).
+        self.location_ttl = location_ttl
+        self.clock = clock
+        self._locations: dict[uuid.UUID, tuple[TenantLocation, float]] = {}
 
     # --- the one decision, made for every statement (AppSession.get_bind) --------------
 
@@ -294,8 +305,8 @@ class TenantRouting:
             return None
         if home is Home.COMPANION and not _wrote_tenant_rows(session):
             return None
-        location = self._locations.get(context.organization_id)
-        if location is None:  # first use in this process: ask the registry (in the greenlet)
+        location = self._remembered(context.organization_id)
+        if location is None:  # not known (or too old) here: ask the registry (in the greenlet)
             location = await_only(self.locate(context.organization_id))
         return self._bind(session, location)
 
@@ -316,14 +327,25 @@ class TenantRouting:
             return self.engines.write_bind(location)
         return self.engines.engine(location).sync_engine
 
+    def _remembered(self, organization_id: uuid.UUID) -> TenantLocation | None:
+        entry = self._locations.get(organization_id)
+        if entry is None:
+            return None
+        location, expires = entry
+        if self.clock() >= expires:
+            del self._locations[organization_id]
+            return None
+        return location
+
     async def locate(self, organization_id: uuid.UUID) -> TenantLocation:
-        location = self._locations.get(organization_id)
+        location = self._remembered(organization_id)
         if location is not None:
             return location
+        read_at = self.clock()  # trusted from the moment of the read, not of the answer
         location = await self.directory.locate(organization_id)
         if location is None:
             raise TenantUnavailable()
-        self._locations[organization_id] = location
+        self._locations[organization_id] = (location, read_at + self.location_ttl)
         return location
 
     def forget(self, organization_id: uuid.UUID) -> None:

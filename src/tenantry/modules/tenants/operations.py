@@ -7,8 +7,10 @@ same functions here. A restore and a move are one procedure, `_relocate`:
    the database to be built recorded as the row's *spare* (`spare_server`,
    `spare_database`). From here the routing refuses every writing session of the
    organization (core/tenantdb.py `TenantRouting._bind`: 503 `tenant_unavailable` with
-   `Retry-After`); reads keep going to the old database. The process's remembered
-   location is forgotten (`TenantRouting.forget`) so its next statement sees the state.
+   `Retry-After`); reads keep going to the old database. Every process trusts the
+   location it read from the registry for TENANT_LOCATION_TTL_SECONDS only: the
+   operation waits that long, so each process (app, worker, another CLI run) has re-read
+   the row and refuses the organization's writes (this process forgets at once).
 2. **drain** — wait until no transaction that has written is open on the old database
    (PostgreSQL: no other backend there holds a transaction id; SQLite: take and release
    the write lock), so everything acknowledged is in what is copied next;
@@ -20,7 +22,8 @@ same functions here. A restore and a move are one procedure, `_relocate`:
    process that had not learnt the fence) makes them differ and the move is abandoned;
 5. **switch** — in one control transaction, only if the row is still `moving` with this
    spare: the row names the new database, the old one becomes the spare, state `ready`.
-   Then the old database is dropped and the spare cleared.
+   After another TENANT_LOCATION_TTL_SECONDS (reads of processes that had not re-read
+   the row yet went to the old, unchanged database) it is dropped and the spare cleared.
 
 Any failure before the switch abandons the operation: the spare is dropped, the row goes
 back to `ready` on the old database, which was never written to. A crash (the process
@@ -185,6 +188,7 @@ class TenantOperations:
         switched = False
         try:
             await _say(say, "writes refused")
+            await self._every_process_has_seen_it()
             await _say(say, "waiting for writes in flight")
             await _drain(old_server, record.database)
             if not target.is_sqlite:  # SQLite: the restore makes the file itself
@@ -210,9 +214,17 @@ class TenantOperations:
                     raise OperationFailed(f"{type(error).__name__}: {error}") from error
             raise
         self.tenants.routing.forget(org)
+        # Reads of processes that have not re-read the registry yet still go to the old
+        # database (never written since the fence): it is dropped once they have.
+        await self._every_process_has_seen_it()
         await _say(say, f"dropping the old database {record.database}")
         await self._drop_spare(org)
         return Relocated(org, target.name, spare, time.monotonic() - started)
+
+    async def _every_process_has_seen_it(self) -> None:
+        """Wait until every process's remembered location predates nothing older than the
+        last registry change (TENANT_LOCATION_TTL_SECONDS, core/tenantdb.py)."""
+        await asyncio.sleep(self.tenants.routing.location_ttl)
 
     async def _fence(self, org: uuid.UUID, server: str, spare: str) -> None:
         async with self.database.transaction() as session:

@@ -128,7 +128,12 @@ class TenantDatabases:
         servers = [TenantServer.from_setting(value) for value in settings.tenant_servers]
         self.servers = {server.name: server for server in servers}
         self.registry = TenantRegistry(database, self.servers)
-        self.routing = TenantRouting(self.registry, TenantEngines(settings), database.engine)
+        self.routing = TenantRouting(
+            self.registry,
+            TenantEngines(settings),
+            database.engine,
+            location_ttl=settings.tenant_location_ttl_seconds,
+        )
         database.route_tenants(self.routing)
         # Backup, restore and move (operations.py builds on this class), for the job
         # handlers of this database's worker (tasks.py) to reach.
