@@ -216,6 +216,10 @@ class Settings(BaseSettings):
     tenant_database_pool_size: int = Field(default=5, ge=1, le=100)
     tenant_database_connection_budget: int = Field(default=100, ge=1, le=10_000)
     tenant_engine_idle_seconds: float = Field(default=300.0, ge=1, le=86_400)
+    # How long a process trusts the tenant location it read from the registry: a restore
+    # or move waits this long after refusing writes and after switching, so every process
+    # has re-read the registry (modules/tenants/operations.py).
+    tenant_location_ttl_seconds: float = Field(default=2.0, gt=0, le=60)
 
     redis_url: str | None = None
     redis_key_prefix: str = "tenantry:"

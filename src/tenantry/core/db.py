@@ -242,6 +242,10 @@ class AppSession(Session):
         super().__init__(*args, **kwargs)
         # This transaction wrote rows of the tenant's database (its companions follow).
         self.wrote_tenant_rows = False
+        # Made by `Database.session(write=True)` (requests other than GET/HEAD/OPTIONS, job
+        # attempts): database per tenant refuses such a session an organization whose
+        # database is being restored or moved (core/tenantdb.py `TenantRouting`).
+        self.writes = False
 
     def get_bind(
         self,
@@ -329,7 +333,11 @@ class Database:
         return self.sync_session_class.routing
 
     def session(self, *, write: bool = True) -> AsyncSession:
-        return (self.write_sessions if write else self.sessions)()
+        session = (self.write_sessions if write else self.sessions)()
+        sync = session.sync_session
+        if isinstance(sync, AppSession):
+            sync.writes = write
+        return session
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:

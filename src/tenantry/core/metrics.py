@@ -7,7 +7,7 @@ so label cardinality stays bounded. With several worker processes, set
 Per tenant (`TenantMetrics`): request count, latency and database time labelled by
 organization for the `TENANT_METRICS_TOP_N` busiest organizations only, every other one
 under `organization="other"`. "Busiest" comes from a space-saving summary (`HeavyHitters`,
-fixed memory) of the organizations of recent requests; see docs/tenantops-notes.md.
+fixed memory) of the organizations of recent requests; see docs/tenancy.md section 11.
 
 A request's facts travel in one typed object, `RequestSample`, which the request boundary
 (core/middleware.py) makes current in a context variable for the request's task: the

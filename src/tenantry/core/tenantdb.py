@@ -58,12 +58,14 @@ from tenantry.core.db import (
     create_engine_for,
 )
 from tenantry.core.errors import TenantUnavailable
+from tenantry.core.metrics import install_statement_timing
 from tenantry.core.tenancy import tenant_of
 
 log = logging.getLogger("tenantry.tenantdb")
 
 OUTBOX_TABLE = "jobs"  # tenant databases keep their not-yet-relayed jobs in their own table
 RELAY_BATCH = 500
+MOVING_RETRY_AFTER_SECONDS = 5
 
 
 class Home(Enum):
@@ -139,6 +141,9 @@ class TenantLocation:
     server: str  # the server as the registry names it (no password)
     database: str  # the database name (PostgreSQL) or file name (SQLite)
     url: str  # the engine URL, credentials included: never logged nor answered
+    # False while the database is being restored or moved (registry state `moving`):
+    # writing sessions are refused (503 `tenant_unavailable`), reading ones are served.
+    writable: bool = True
 
 
 class TenantDirectory(Protocol):
@@ -208,6 +213,9 @@ class TenantEngines:
             engine = create_engine_for(
                 self.settings, location.url, pool_size=self.pool_size, max_overflow=0
             )
+            # Tenant-database statements count as the request's database time, like the
+            # control engine's (core/metrics.py).
+            install_statement_timing(engine)
             held = self._held[location.url] = _Held(engine, location.server, now)
         else:
             self._held.move_to_end(location.url)
@@ -267,12 +275,23 @@ class TenantRouting:
     """The routing of one control `Database` (`Database.route_tenants`)."""
 
     def __init__(
-        self, directory: TenantDirectory, engines: TenantEngines, control: AsyncEngine
+        self,
+        directory: TenantDirectory,
+        engines: TenantEngines,
+        control: AsyncEngine,
+        *,
+        location_ttl: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.directory = directory
         self.engines = engines
         self.control = control
-        self._locations: dict[uuid.UUID, TenantLocation] = {}
+        # Each process trusts a location it read for `location_ttl` seconds only: how every
+        # process (app workers, job workers, a CLI run) learns of a restore's or move's
+        # fence and switch, whichever process runs it (operations.py waits that long).
+        self.location_ttl = location_ttl
+        self.clock = clock
+        self._locations: dict[uuid.UUID, tuple[TenantLocation, float]] = {}
 
     # --- the one decision, made for every statement (AppSession.get_bind) --------------
 
@@ -286,12 +305,20 @@ class TenantRouting:
             return None
         if home is Home.COMPANION and not _wrote_tenant_rows(session):
             return None
-        location = self._locations.get(context.organization_id)
-        if location is None:  # first use in this process: ask the registry (in the greenlet)
+        location = self._remembered(context.organization_id)
+        if location is None:  # not known (or too old) here: ask the registry (in the greenlet)
             location = await_only(self.locate(context.organization_id))
         return self._bind(session, location)
 
     def _bind(self, session: Session, location: TenantLocation) -> Engine:
+        if not location.writable and isinstance(session, AppSession) and session.writes:
+            # The write fence of a restore or move (modules/tenants/operations.py): from
+            # before the dump to the switch nothing may commit on the old database.
+            raise TenantUnavailable(
+                "This organization's database is being restored or moved; writes are "
+                "refused until it is done (reads keep working)",
+                retry_after=MOVING_RETRY_AFTER_SECONDS,
+            )
         own = session.bind
         writes = isinstance(own, Engine) and own.get_execution_options().get(
             SQLITE_BEGIN_IMMEDIATE, False
@@ -300,18 +327,30 @@ class TenantRouting:
             return self.engines.write_bind(location)
         return self.engines.engine(location).sync_engine
 
+    def _remembered(self, organization_id: uuid.UUID) -> TenantLocation | None:
+        entry = self._locations.get(organization_id)
+        if entry is None:
+            return None
+        location, expires = entry
+        if self.clock() >= expires:
+            del self._locations[organization_id]
+            return None
+        return location
+
     async def locate(self, organization_id: uuid.UUID) -> TenantLocation:
-        location = self._locations.get(organization_id)
+        location = self._remembered(organization_id)
         if location is not None:
             return location
+        read_at = self.clock()  # trusted from the moment of the read, not of the answer
         location = await self.directory.locate(organization_id)
         if location is None:
             raise TenantUnavailable()
-        self._locations[organization_id] = location
+        self._locations[organization_id] = (location, read_at + self.location_ttl)
         return location
 
     def forget(self, organization_id: uuid.UUID) -> None:
-        """Drop the remembered location (the database was dropped or moved)."""
+        """Drop the remembered location (the database was dropped or moved, or its state
+        changed): the next statement for the organization asks the registry again."""
         self._locations.pop(organization_id, None)
 
     async def engine_of(self, organization_id: uuid.UUID) -> AsyncEngine:

@@ -6,9 +6,12 @@ Heavy imports happen inside the commands, so `tenantry --help` stays fast.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import shutil
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import click
@@ -101,7 +104,8 @@ def tenants_group(load: Callable[[], Settings]) -> click.Group:
 
     @click.group("tenants")
     def tenants() -> None:
-        """Database per tenant (TENANCY_MODE=database): list, provision, migrate."""
+        """Database per tenant (TENANCY_MODE=database): list, provision, migrate, backup,
+        restore, move."""
 
     @tenants.command("list")
     def list_() -> None:
@@ -170,4 +174,85 @@ def tenants_group(load: Callable[[], Settings]) -> click.Group:
 
         summarize(run_with_tenants(settings, work))
 
+    @tenants.command()
+    @click.argument("organization_id")
+    @click.option(
+        "--output",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Where to write the backup (default: backup-<org>-<day>.<pgdump|sqlite> here).",
+    )
+    def backup(organization_id: str, output: Path | None) -> None:
+        """Back up one organization's database to a local file."""
+        settings = _database_mode(load())
+        (org,) = _ids((organization_id,))
+
+        async def work(tenants: TenantDatabases) -> Path:
+            step("dumping the database")
+            dump = await tenants.operations.backup(org)
+            day = dt.datetime.now(dt.UTC).strftime("%Y%m%d")
+            target = output or Path(f"backup-{org}-{day}.{dump.extension}")
+            shutil.move(dump.path, target)
+            step(f"{dump.size} bytes, sha256 {dump.sha256}")
+            return target
+
+        click.echo(f"tenantry: backup written to {_run(settings, work)}")
+
+    @tenants.command()
+    @click.argument("organization_id")
+    @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+    def restore(organization_id: str, file: Path) -> None:
+        """Restore FILE (a backup of this organization) into a fresh database on its server
+        and switch to it; the old database is dropped. Writes are refused meanwhile."""
+        settings = _database_mode(load())
+        (org,) = _ids((organization_id,))
+
+        async def work(tenants: TenantDatabases) -> str:
+            await _repair_first(tenants, org)
+            done = await tenants.operations.restore(org, file, progress=step)
+            return f"restored into {done.database} on {done.server} ({done.seconds:.1f} s)"
+
+        click.echo(f"tenantry: {_run(settings, work)}")
+
+    @tenants.command()
+    @click.argument("organization_id")
+    @click.option("--server", required=True, help="The target server, as `tenants list` names it.")
+    def move(organization_id: str, server: str) -> None:
+        """Move one organization's database to another server (writes refused meanwhile,
+        reads served; an interrupted earlier move of it is undone first)."""
+        settings = _database_mode(load())
+        (org,) = _ids((organization_id,))
+
+        async def work(tenants: TenantDatabases) -> str:
+            await _repair_first(tenants, org)
+            done = await tenants.operations.move(org, server, progress=step)
+            return f"moved to {done.database} on {done.server} ({done.seconds:.1f} s)"
+
+        click.echo(f"tenantry: {_run(settings, work)}")
+
     return tenants
+
+
+def step(message: str) -> None:
+    """A progress line of backup/restore/move."""
+    click.echo(f"[{dt.datetime.now(dt.UTC):%H:%M:%S}] {message}")
+
+
+async def _repair_first(tenants: TenantDatabases, org: uuid.UUID) -> None:
+    done = await tenants.operations.repair_interrupted(org)
+    if done is not None:
+        step(f"repaired: {done}")
+
+
+def _run(settings: Settings, work: Callable[[TenantDatabases], Awaitable[T]]) -> T:
+    """Run `work`; an operation refused or abandoned is one line on stderr and exit 1."""
+    from tenantry.core.errors import AppError
+    from tenantry.modules.tenants.backup import BackupError
+    from tenantry.modules.tenants.operations import OperationFailed
+
+    try:
+        return run_with_tenants(settings, work)
+    except (AppError, OperationFailed, BackupError) as error:
+        message = getattr(error, "message", None) or str(error)
+        click.echo(f"tenantry: {message}", err=True)
+        sys.exit(1)

@@ -14,7 +14,7 @@ from tenantry.core.db import Base, Timestamped
 class TenantState(StrEnum):
     PROVISIONING = "provisioning"  # registered, database being created or migrated
     READY = "ready"  # serving
-    MOVING = "moving"  # being copied to another server (reads only; after the tenantops merge)
+    MOVING = "moving"  # being restored or moved (reads only; writes answer 503)
     FAILED = "failed"  # provisioning failed; `tenantry tenants provision` repairs it
     DROPPING = "dropping"  # the organization was erased: its database is being dropped
 
@@ -43,3 +43,8 @@ class TenantDatabase(Timestamped, Base):
     schema_revision: Mapped[str | None] = mapped_column(String(32), default=None)
     state: Mapped[str] = mapped_column(String(16), default=TenantState.PROVISIONING.value)
     last_error: Mapped[str | None] = mapped_column(Text, default=None)
+    # The database that is not the serving one (operations.py): the copy a restore or move
+    # is building while `moving`, the old one a finished switch has still to drop. What a
+    # crash leaves here, `repair` drops.
+    spare_server: Mapped[str | None] = mapped_column(String(500), default=None)
+    spare_database: Mapped[str | None] = mapped_column(String(200), default=None)

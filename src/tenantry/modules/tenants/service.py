@@ -59,7 +59,9 @@ class TenantRegistry:
         async with self.database.engine.connect() as connection:
             row = (
                 await connection.execute(
-                    select(TenantDatabase.server, TenantDatabase.database).where(
+                    select(
+                        TenantDatabase.server, TenantDatabase.database, TenantDatabase.state
+                    ).where(
                         TenantDatabase.organization_id == organization_id,
                         TenantDatabase.state.in_(SERVING_STATES),
                     )
@@ -76,6 +78,7 @@ class TenantRegistry:
             server=server.name,
             database=row.database,
             url=server.database_url(row.database),
+            writable=row.state == TenantState.READY.value,
         )
 
     async def ready_organizations(self) -> list[uuid.UUID]:
@@ -93,7 +96,7 @@ class Outcome:
     """What happened to one tenant database in a `provision`/`migrate` run."""
 
     organization_id: uuid.UUID
-    action: str  # provisioned | migrated | up to date | removed | failed
+    action: str  # provisioned | migrated | up to date | removed | repaired | failed
     detail: str = ""
     seconds: float = 0.0
 
@@ -125,8 +128,19 @@ class TenantDatabases:
         servers = [TenantServer.from_setting(value) for value in settings.tenant_servers]
         self.servers = {server.name: server for server in servers}
         self.registry = TenantRegistry(database, self.servers)
-        self.routing = TenantRouting(self.registry, TenantEngines(settings), database.engine)
+        self.routing = TenantRouting(
+            self.registry,
+            TenantEngines(settings),
+            database.engine,
+            location_ttl=settings.tenant_location_ttl_seconds,
+        )
         database.route_tenants(self.routing)
+        # Backup, restore and move (operations.py builds on this class), for the job
+        # handlers of this database's worker (tasks.py) to reach.
+        from tenantry.modules.tenants.operations import TENANT_OPERATIONS, TenantOperations
+
+        self.operations = TenantOperations(self)
+        database.wiring.provide(TENANT_OPERATIONS, self.operations)
 
     # --- placement and provisioning -----------------------------------------------------
 
@@ -304,6 +318,12 @@ class TenantDatabases:
 
         for record in records:
             org = record.organization_id
+            if record.spare_database is not None and record.updated_at <= cutoff:
+                # A restore or move killed midway (or after its switch): operations.py.
+                done = await self.operations.repair_interrupted(org)
+                if done is not None:
+                    report(Outcome(org, "repaired", done))
+                    continue
             if record.state == TenantState.DROPPING.value:
                 await self.discard(org)
                 report(Outcome(org, "removed", "organization erased"))
