@@ -214,7 +214,7 @@ class Settings(BaseSettings):
     tenancy_mode: TenancyMode = TenancyMode.SHARED
     tenant_database_servers: CommaList = Field(default_factory=list)
     tenant_database_pool_size: int = Field(default=5, ge=1, le=100)
-    tenant_database_connection_budget: int = Field(default=100, ge=1, le=10_000)
+    tenant_database_connection_budget: int = Field(default=40, ge=1, le=10_000)
     tenant_engine_idle_seconds: float = Field(default=300.0, ge=1, le=86_400)
     # How long a process trusts the tenant location it read from the registry: a restore
     # or move waits this long after refusing writes and after switching, so every process
