@@ -18,7 +18,8 @@ dependencies, endpoint, commit — when that is safe: nothing was sent yet (the 
 only leaves after the commit) and the request's body is still at hand (a JSON body
 FastAPI buffered, or none). A route that streams its body (an upload, the only user of
 `end_transaction`) is never re-run. A second abort is the client's 503 (core/errors.py).
-The retry is here and nowhere else: docs/decisions-mariadb-ci.md says why.
+The retry is here and nowhere else: docs/decisions.md (MariaDB, "Deadlock / lock wait
+timeout") says why.
 """
 
 from __future__ import annotations
