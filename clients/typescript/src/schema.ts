@@ -3319,7 +3319,7 @@ export interface components {
          * @description Every error `code` this API answers with (API.md, status codes)
          * @enum {string}
          */
-        ErrorCode: "bad_request" | "conflict" | "feature_not_in_plan" | "forbidden" | "internal_error" | "invalid_credentials" | "invalid_email" | "invalid_mfa_code" | "invalid_ticket" | "invalid_token" | "method_not_allowed" | "mfa_required" | "not_found" | "organization_suspended" | "payload_too_large" | "plan_limit_reached" | "precondition_failed" | "rate_limited" | "request_timeout" | "service_unavailable" | "subscription_canceled" | "token_expired" | "trial_expired" | "unauthorized" | "unsupported_media_type" | "validation_error" | "version_conflict";
+        ErrorCode: "bad_request" | "conflict" | "feature_not_in_plan" | "forbidden" | "internal_error" | "invalid_credentials" | "invalid_email" | "invalid_mfa_code" | "invalid_ticket" | "invalid_token" | "method_not_allowed" | "mfa_required" | "not_found" | "organization_suspended" | "payload_too_large" | "plan_limit_reached" | "precondition_failed" | "rate_limited" | "request_timeout" | "service_unavailable" | "subscription_canceled" | "tenant_unavailable" | "token_expired" | "trial_expired" | "unauthorized" | "unsupported_media_type" | "validation_error" | "version_conflict";
     };
     responses: never;
     parameters: never;
