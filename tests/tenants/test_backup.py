@@ -177,8 +177,15 @@ async def test_a_sqlite_restore_past_its_timeout_never_appears(tmp_path: Path) -
     seed_sqlite(source, projects=4000)
     dump = await backup_database(sqlite_url(source), directory=tmp_path / "dumps")
     target = tmp_path / "restored" / "tenant.db"
-    with pytest.raises(BackupError, match="timed out"):
+    failure: BackupError | None = None
+    try:
         await restore_database(dump, sqlite_url(target), timeout_seconds=0.0001)
+    except BackupError as error:
+        failure = error
+    if failure is None:  # the copy won the race to its publication (a loaded machine)
+        assert (await checksum_tables(sqlite_url(target), TABLES))["tasks"].rows == 20_000
+        return
+    assert "timed out" in str(failure)
 
     # The abandoned thread, if it started at all (a job still queued in the executor is
     # cancelled), goes on — check, directory, copy into a hidden file — then sees it was

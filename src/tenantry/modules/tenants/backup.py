@@ -265,17 +265,19 @@ async def restore_database(
     if dialect == "postgresql":
         await _pg_restore(path, make_url(url), privileges, timeout_seconds)
     else:
-        abandoned = threading.Event()  # past the timeout, the thread must not publish
+        publication = _Publication()  # past the timeout, the thread must not publish
+        copying = asyncio.ensure_future(
+            asyncio.to_thread(_sqlite_restore, path, _sqlite_path(url), publication)
+        )
         try:
-            await asyncio.wait_for(
-                asyncio.to_thread(_sqlite_restore, path, _sqlite_path(url), abandoned),
-                timeout_seconds,
-            )
-        except BaseException as exc:
-            abandoned.set()
-            if isinstance(exc, TimeoutError):
+            await asyncio.wait_for(asyncio.shield(copying), timeout_seconds)
+        except TimeoutError as exc:
+            if publication.abandon():
                 message = f"restore into {describe(url)} timed out after {timeout_seconds:g} s"
                 raise BackupError(message) from exc
+            await copying  # it was already publishing: the restore is done, not timed out
+        except BaseException:
+            publication.abandon()
             raise
 
 
@@ -326,7 +328,32 @@ async def _postgres_is_empty(url: URL) -> bool:
     return int(count or 0) == 0
 
 
-def _sqlite_restore(dump: Path, target: Path, abandoned: threading.Event) -> None:
+class _Publication:
+    """Who decides first: the restoring thread (it publishes the copy) or the caller's
+    timeout (nothing may appear). One lock, so a caller told "timed out" never finds the
+    database published afterwards, and a copy being published is never reported as failed.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._decided: str | None = None
+
+    def claim(self) -> bool:
+        """The thread: True if it may publish (the caller has not given up)."""
+        with self._lock:
+            if self._decided is None:
+                self._decided = "publish"
+            return self._decided == "publish"
+
+    def abandon(self) -> bool:
+        """The caller: True if the thread will not publish."""
+        with self._lock:
+            if self._decided is None:
+                self._decided = "abandon"
+            return self._decided == "abandon"
+
+
+def _sqlite_restore(dump: Path, target: Path, publication: _Publication) -> None:
     with contextlib.closing(sqlite3.connect(f"{dump.resolve().as_uri()}?mode=ro", uri=True)) as src:
         _sqlite_check(src, dump.name)
         if target.exists() and target.stat().st_size > 0:
@@ -336,7 +363,7 @@ def _sqlite_restore(dump: Path, target: Path, abandoned: threading.Event) -> Non
         try:
             with contextlib.closing(sqlite3.connect(partial)) as dst:
                 src.backup(dst, pages=-1)
-            if abandoned.is_set():
+            if not publication.claim():
                 return
             if target.exists():  # an empty file stands for the fresh database
                 target.unlink()
