@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from tenantry import __version__
 from tenantry.config import Settings, load_settings
 from tenantry.core.authz import document_permissions
-from tenantry.core.cache import create_cache
+from tenantry.core.cache import Cache, create_cache
 from tenantry.core.counts import CountCache, bind_counts
 from tenantry.core.db import Clock, Database
 from tenantry.core.errors import install_error_handlers
@@ -80,17 +80,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # TENANCY_MODE=database: DATABASE_URL is the control database, and each organization's
     # tenant-owned rows go to its own database (core/tenantdb.py routes the sessions).
     tenant_databases = TenantDatabases(settings, database) if settings.database_per_tenant else None
-    redis = _create_redis(settings)
-    cache = create_cache(settings, redis)
-    if redis is not None and settings.near_cache_stale_seconds > 0:
-        # Membership and revocation facts copied into the process, invalidated over pub/sub.
-        cache = NearCache(
-            cache,
-            redis,
-            channel=f"{settings.redis_key_prefix}cache:invalidations",
-            prefixes=NEAR_CACHED,
-            stale_seconds=settings.near_cache_stale_seconds,
-        )
+    redis = create_redis(settings)
+    cache = create_access_cache(settings, redis)
     # List totals, invalidated by each org's writes, in a cache of their own: a flood of
     # distinct searches evicts other totals, never memberships or session facts.
     counts_cache = create_cache(settings, redis, namespace="counts")
@@ -237,7 +228,24 @@ def api_routers(settings: Settings | None = None) -> list[APIRouter]:
     return api
 
 
-def _create_redis(settings: Settings) -> Redis | None:
+def create_access_cache(settings: Settings, redis: Redis | None) -> Cache:
+    """The cache of memberships and session facts. With Redis, the facts every tenant request
+    reads are also copied into the process and invalidated over pub/sub (core/nearcache.py);
+    a script that changes them (`tenantry tenants delete`) writes through the same object,
+    so every serving process drops its copies."""
+    cache = create_cache(settings, redis)
+    if redis is None or settings.near_cache_stale_seconds <= 0:
+        return cache
+    return NearCache(
+        cache,
+        redis,
+        channel=f"{settings.redis_key_prefix}cache:invalidations",
+        prefixes=NEAR_CACHED,
+        stale_seconds=settings.near_cache_stale_seconds,
+    )
+
+
+def create_redis(settings: Settings) -> Redis | None:
     if settings.redis_url is None:
         return None
     return Redis.from_url(

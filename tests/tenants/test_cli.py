@@ -16,11 +16,12 @@ from fastapi import FastAPI
 from sqlalchemy import text
 
 from tenantry.core.migrate import alembic_config
-from tenantry.modules.tenants.servers import database_name, schema_revision
+from tenantry.modules.tenants.servers import database_name, schema_revision, stored_object_keys
 from tenantry.modules.tenants.service import TenantDatabases
 from tests.conftest import client_for
 from tests.factories import create_org, register
 from tests.tenants.conftest import cli_environment
+from tests.tenants.test_provisioning import registry_row, tenants_of
 
 PREVIOUS = "0020"  # the revision before the tenant registry's
 
@@ -147,3 +148,60 @@ async def test_a_provisioning_killed_midway_is_repaired_by_the_next_run(
         states = list(await connection.scalars(text("SELECT state FROM tenant_databases")))
     assert states == ["ready"]
     assert (await tenants.registry.locate(existing)) is not None  # served again
+
+
+async def test_delete_drops_the_organizations_database_once_its_slug_is_confirmed(
+    tenant_app: FastAPI,
+) -> None:
+    app = tenant_app
+    settings = app.state.settings
+    env = cli_environment(settings)
+    if settings.redis_url is not None:  # the serving app's caches: told through Redis
+        env |= {"REDIS_URL": settings.redis_url, "REDIS_KEY_PREFIX": settings.redis_key_prefix}
+
+    def delete(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "tenantry.cli", "tenants", "delete", *args],
+            env=env, capture_output=True, text=True, timeout=300, check=False,
+        )  # fmt: skip
+
+    async with client_for(app) as client:
+        org = await create_org(client, await register(client))
+        project = await client.post(
+            f"/api/v1/orgs/{org.id}/projects", json={"name": "Kept?"}, headers=org.owner.headers
+        )
+        assert project.status_code == 201, project.text
+        path = f"/api/v1/orgs/{org.id}/projects/{project.json()['data']['id']}"
+        uploaded = await client.post(
+            f"/api/v1/orgs/{org.id}/files",
+            files={"file": ("notes.txt", b"kept until deleted", "text/plain")},
+            headers=org.owner.headers,
+        )
+        assert uploaded.status_code == 201, uploaded.text
+        row = await registry_row(app, org.id)
+        assert row is not None
+        (server,) = tenants_of(app).servers.values()
+        assert await server.database_exists(row.database)
+        storage = app.state.services.storage
+        (key,) = await stored_object_keys(server.database_url(row.database))
+        assert await storage.exists(key)
+
+        for refused in (
+            delete(org.id, "--confirm", "not-its-slug"),
+            delete(str(uuid.uuid4()), "--confirm", org.slug),
+        ):
+            assert refused.returncode == 1, refused.stdout
+            assert await server.database_exists(row.database)
+        assert "nothing was deleted" in refused.stderr or "No organization" in refused.stderr
+        assert (await client.get(path, headers=org.owner.headers)).status_code == 200
+
+        deleted = delete(org.id, "--confirm", org.slug)
+        assert deleted.returncode == 0, deleted.stderr
+        assert "its database dropped" in deleted.stdout
+        assert not await server.database_exists(row.database)
+        assert await registry_row(app, org.id) is None
+        assert not await storage.exists(key)  # the uploads go with the database
+        if settings.redis_url is not None:
+            await asyncio.sleep(0.5)  # the near cache's invalidation, over pub/sub
+        gone = await client.get(path, headers=org.owner.headers)
+        assert gone.status_code == 404, gone.text

@@ -1,4 +1,5 @@
-"""`tenantry tenants list|provision|migrate`: operating the tenant databases.
+"""`tenantry tenants list|provision|migrate|backup|restore|move|delete`: operating the
+tenant databases.
 
 Heavy imports happen inside the commands, so `tenantry --help` stays fast.
 """
@@ -27,16 +28,20 @@ T = TypeVar("T")
 def run_with_tenants(settings: Settings, work: Callable[[TenantDatabases], Awaitable[T]]) -> T:
     """Run `work` with the control database and its tenant databases, then close them."""
     from tenantry.core.db import Database
+    from tenantry.core.storage import bind_storage, create_storage
     from tenantry.modules.tenants.service import TenantDatabases
 
     async def main() -> T:
         database = Database(settings)
+        storage = create_storage(settings)  # backups, and the objects a deletion removes
+        bind_storage(database, storage)
         tenants = TenantDatabases(settings, database)
         try:
             return await work(tenants)
         finally:
             await tenants.routing.dispose()
             await database.dispose()
+            await storage.close()
 
     return asyncio.run(main())
 
@@ -230,7 +235,57 @@ def tenants_group(load: Callable[[], Settings]) -> click.Group:
 
         click.echo(f"tenantry: {_run(settings, work)}")
 
+    @tenants.command()
+    @click.argument("organization_id")
+    @click.option(
+        "--confirm",
+        "confirmation",
+        required=True,
+        metavar="SLUG",
+        help="The organization's slug, typed again: what is dropped cannot be restored.",
+    )
+    def delete(organization_id: str, confirmation: str) -> None:
+        """Delete one organization for good: its database — every project, task, file
+        record and resource audit entry — is dropped (backups you made stay yours to keep).
+        The organization stays in the control database, soft-deleted, for its audit log."""
+        settings = _database_mode(load())
+        (org,) = _ids((organization_id,))
+
+        async def work(tenants: TenantDatabases) -> str:
+            return await hard_delete(tenants, org, confirmation)
+
+        click.echo(f"tenantry: {_run(settings, work)}")
+
     return tenants
+
+
+async def hard_delete(tenants: TenantDatabases, org: uuid.UUID, slug: str) -> str:
+    """`tenants delete`: the slug must match; the caches of every serving process are told
+    (the same cache object the app builds, so near-cached copies are dropped too)."""
+    from tenantry.app import create_access_cache, create_redis
+    from tenantry.core.errors import NotFound, ValidationFailed
+    from tenantry.core.jobs.session import unit_of_work
+    from tenantry.modules.orgs.models import Organization
+
+    settings = tenants.settings
+    redis = create_redis(settings)
+    cache = create_access_cache(settings, redis)
+    try:
+        async with unit_of_work(tenants.database) as session:
+            found = await session.get(Organization, org)
+            if found is None:
+                raise NotFound(f"No organization {org}")
+            if found.slug != slug:
+                raise ValidationFailed(
+                    f"--confirm {slug!r} is not the slug of {org} ({found.slug!r}); "
+                    "nothing was deleted"
+                )
+            await tenants.hard_delete_organization(session, cache, org)
+        return f"organization {found.slug} ({org}) deleted and its database dropped"
+    finally:
+        await cache.close()
+        if redis is not None:
+            await redis.aclose()
 
 
 def step(message: str) -> None:

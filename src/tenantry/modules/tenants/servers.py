@@ -183,6 +183,16 @@ async def schema_revision(url: str) -> str | None:
         await engine.dispose()
 
 
+async def stored_object_keys(url: str) -> list[str]:
+    """The storage keys every `files` row of a tenant database names (deleted rows too)."""
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.connect() as connection:
+            return list(await connection.scalars(text("SELECT storage_key FROM files")))
+    finally:
+        await engine.dispose()
+
+
 async def detach_control_foreign_keys(url: str) -> list[str]:
     """Drop, in a tenant database, the foreign keys that point to control tables.
 

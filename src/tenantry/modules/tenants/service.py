@@ -38,10 +38,16 @@ from tenantry.core.db import Database, utcnow
 from tenantry.core.errors import TenantUnavailable
 from tenantry.core.migrate import alembic_config
 from tenantry.core.routing import after_commit, after_rollback, end_transaction
+from tenantry.core.storage import STORAGE
 from tenantry.core.tenantdb import TenantEngines, TenantLocation, TenantRouting
 from tenantry.modules.orgs import service as orgs
 from tenantry.modules.tenants.models import SERVING_STATES, TenantDatabase, TenantState
-from tenantry.modules.tenants.servers import TenantServer, database_name, schema_revision
+from tenantry.modules.tenants.servers import (
+    TenantServer,
+    database_name,
+    schema_revision,
+    stored_object_keys,
+)
 
 log = logging.getLogger("tenantry.tenants")
 MAINTENANCE_SECONDS = 30.0  # outbox relay of what a crash left, idle engines closed
@@ -279,8 +285,9 @@ class TenantDatabases:
         self, session: AsyncSession, cache: Cache, organization_id: uuid.UUID
     ) -> bool:
         """Delete the organization for good: it is deleted (kept soft-deleted in the control
-        database, whose audit log is append-only) and its database — every row it owned
-        — is dropped once that committed (a crash in between: `repair` drops it)."""
+        database, whose audit log is append-only) and, once that committed, its stored
+        objects and its database — every row it owned — go (`erase`; a crash in between:
+        `repair` finishes it)."""
         if not await orgs.erase_organization(session, cache, organization_id):
             return False
         await session.execute(
@@ -290,10 +297,40 @@ class TenantDatabases:
         )
 
         async def drop() -> None:
-            await self.discard(organization_id)
+            await self.erase(organization_id)
 
         after_commit(session, drop)
         return True
+
+    async def erase(self, organization_id: uuid.UUID) -> None:
+        """The rest of a hard deletion, after its commit (and `repair`'s, after a crash):
+        the organization's stored objects — uploads, exports, backups: every `files` row of
+        its database, deleted ones included — are removed from storage, then the database
+        is dropped. Objects first: once the database is gone nothing names them any more.
+        """
+        async with self.database.engine.connect() as connection:
+            record = (
+                await connection.execute(
+                    select(TenantDatabase.server, TenantDatabase.database).where(
+                        TenantDatabase.organization_id == organization_id
+                    )
+                )
+            ).first()
+        server = self.servers.get(record.server) if record is not None else None
+        keys: list[str] = []
+        if (
+            record is not None
+            and server is not None
+            and await server.database_exists(record.database)
+        ):
+            keys = await stored_object_keys(server.database_url(record.database))
+        if keys:
+            storage = self.database.wiring.get(STORAGE)
+            if storage is None:
+                raise RuntimeError("storage is not bound to the control database")
+            for key in keys:
+                await storage.delete(key)
+        await self.discard(organization_id)
 
     async def repair(
         self,
@@ -325,7 +362,7 @@ class TenantDatabases:
                     report(Outcome(org, "repaired", done))
                     continue
             if record.state == TenantState.DROPPING.value:
-                await self.discard(org)
+                await self.erase(org)
                 report(Outcome(org, "removed", "organization erased"))
             elif org not in existing:
                 if record.state == TenantState.READY.value or record.updated_at <= cutoff:
