@@ -60,7 +60,7 @@ async def test_an_unbound_cross_tenant_read_of_tenant_rows_is_refused(tenant_app
             (select(StorageUsage).execution_options(**{ALL_TENANTS: True}), {}),
             (select(StoredFile), {ALL_TENANTS: True}),
         ):
-            with pytest.raises(TenantScopeError, match="TenantReads.read_each"):
+            with pytest.raises(TenantScopeError, match=r"TenantReads\.read_each"):
                 await session.scalars(statement, execution_options=options)
     async with database.session(write=False) as session:
         # Audit entries (a companion): the control database's part is real and is read.
@@ -110,7 +110,8 @@ async def test_the_export_lists_files_and_resource_entries_of_organizations_left
         response = await client.get("/api/v1/users/me/export", headers=bystander.headers)
         data = response.json()["data"]
         assert [f["id"] for f in data["files"]] == [theirs["id"]]
-        assert kept["id"] not in response.text and project_id not in response.text
+        assert kept["id"] not in response.text
+        assert project_id not in response.text
 
 
 async def test_admin_orgs_storage_is_read_from_each_database(tenant_app: FastAPI) -> None:
