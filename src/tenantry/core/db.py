@@ -42,6 +42,10 @@ NAMING_CONVENTION = {
 }
 
 SQLITE_BEGIN_IMMEDIATE = "sqlite_begin_immediate"
+# The bind argument (`Session.get_bind(**bind_arguments)`) by which the tenancy listener
+# tells the routing that a statement asked to read across organizations (core/tenancy.py
+# sets it, core/tenantdb.py `TenantRouting.bind_for` refuses such a read of tenant rows).
+ACROSS_TENANTS_BIND = "across_tenants"
 
 
 def utcnow() -> dt.datetime:
@@ -257,9 +261,10 @@ class AppSession(Session):
     ) -> Any:
         """The engine of a statement: the bound organization's tenant database for the
         rows that live there (database mode), else the session's own (control) engine."""
+        across_tenants = bool(kwargs.pop(ACROSS_TENANTS_BIND, False))
         routing = self.routing
         if routing is not None and bind is None:
-            routed = routing.bind_for(self, mapper, clause)
+            routed = routing.bind_for(self, mapper, clause, across_tenants=across_tenants)
             if routed is not None:
                 return routed
         return super().get_bind(mapper, clause=clause, bind=bind, **kwargs)

@@ -18,7 +18,9 @@ default). Three session listeners make isolation structural:
 
 Execution options: `include_deleted=True` keeps soft-deleted rows (trash, restore).
 `all_tenants=True` drops the organization criteria: the one escape hatch, for platform
-admin code only (tests/test_architecture.py enforces where it may appear).
+admin code only (tests/test_architecture.py enforces where it may appear). It reads one
+database: with a database per tenant, an unbound read of tenant rows with it is refused
+(core/tenantdb.py `TenantRouting.bind_for`); such reads go through `TenantReads`.
 """
 
 from __future__ import annotations
@@ -33,7 +35,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapper, ORMExecuteState, Session, with_loader_criteria
 from sqlalchemy.orm.interfaces import ORMOption
 
-from tenantry.core.db import AuditColumns, SoftDeletable, TenantOwned, claim_org_setting
+from tenantry.core.db import (
+    ACROSS_TENANTS_BIND,
+    AuditColumns,
+    SoftDeletable,
+    TenantOwned,
+    claim_org_setting,
+)
 
 INCLUDE_DELETED = "include_deleted"
 ALL_TENANTS = "all_tenants"
@@ -195,6 +203,9 @@ def _scope_statement(state: ORMExecuteState) -> Any:
     context: TenantContext | None = info.get(_TENANT_KEY)
     include_deleted = bool(options.get(INCLUDE_DELETED, False))
     if options.get(ALL_TENANTS, False):
+        # Told to the routing too: in database mode a tenant table's rows are in each
+        # organization's own database, which an unbound read cannot reach (it refuses).
+        state.bind_arguments[ACROSS_TENANTS_BIND] = True
         state.statement = state.statement.options(*_not_deleted_options(include_deleted))
         return _run_across_tenants(state)
     if context is None:

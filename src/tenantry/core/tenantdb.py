@@ -33,10 +33,10 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Table, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -59,13 +59,21 @@ from tenantry.core.db import (
 )
 from tenantry.core.errors import TenantUnavailable
 from tenantry.core.metrics import install_statement_timing
-from tenantry.core.tenancy import tenant_of
+from tenantry.core.tenancy import TenantScopeError, tenant_of
 
 log = logging.getLogger("tenantry.tenantdb")
 
 OUTBOX_TABLE = "jobs"  # tenant databases keep their not-yet-relayed jobs in their own table
 RELAY_BATCH = 500
 MOVING_RETRY_AFTER_SECONDS = 5
+CROSS_TENANT_READ_REFUSED = (
+    "tenant-owned rows read with all_tenants on a session with no tenant context: with a "
+    "database per tenant (TENANCY_MODE=database) they are in each organization's own "
+    "database, not the control database. Read them with TenantReads.read_each "
+    "(core/tenantdb.py), which runs a read on a session bound to each organization, and "
+    "keep the single all_tenants query for the shared mode (modules/admin/service.py "
+    "`_storage_used` does both)"
+)
 
 
 class Home(Enum):
@@ -163,6 +171,38 @@ class TenantProvisioner(Protocol):
     async def provision_for_request(
         self, session: AsyncSession, organization_id: uuid.UUID
     ) -> None: ...
+
+
+T = TypeVar("T")
+
+
+class TenantReads(Protocol):
+    """Reading tenant rows of several organizations in database mode, where each
+    organization's rows are in a database of its own (modules/tenants provides it, for the
+    platform-wide readers: the GDPR export, `/admin/orgs`; typed here so they do not import
+    the tenants feature).
+
+    `read_each` runs `read` once per organization, on a read-only session bound to it
+    (`bind_tenant` with a system context): the same routing, scoping and row-level security
+    as a request of that organization, never committed. In the shared mode there is none
+    (the routers get None) and those readers keep their one query over every organization.
+    """
+
+    async def serving_organizations(
+        self, among: Sequence[uuid.UUID] | None = None
+    ) -> list[uuid.UUID]:
+        """The organizations whose database serves reads (registry `ready` or `moving`),
+        all of them or those of `among`."""
+        ...
+
+    async def read_each(
+        self,
+        organization_ids: Sequence[uuid.UUID],
+        read: Callable[[AsyncSession], Awaitable[T]],
+    ) -> dict[uuid.UUID, T]:
+        """`read`'s answer for each organization (a failure, e.g. 503 `tenant_unavailable`,
+        fails the whole read: a partial answer would look complete)."""
+        ...
 
 
 @dataclass(slots=True, eq=False)
@@ -295,13 +335,25 @@ class TenantRouting:
 
     # --- the one decision, made for every statement (AppSession.get_bind) --------------
 
-    def bind_for(self, session: Session, mapper: Any, clause: Any) -> Engine | None:
-        """The tenant database's engine for this statement, or None for the control one."""
+    def bind_for(
+        self, session: Session, mapper: Any, clause: Any, *, across_tenants: bool = False
+    ) -> Engine | None:
+        """The tenant database's engine for this statement, or None for the control one.
+
+        `across_tenants`: the statement asked for every organization's rows (the
+        all_tenants execution option, core/tenancy.py). Unbound, a tenant model's rows are
+        in no one database: the read is refused rather than answered from the control
+        database, whose tenant tables are empty. A companion's (audit entries) is
+        answered from the control database — its part there (membership, invitation,
+        organization entries) is real; the part in tenant databases needs `TenantReads`.
+        """
         home = _statement_home(mapper, clause)
         if home is Home.CONTROL:
             return None
         context = tenant_of(session)
         if context is None:
+            if across_tenants and home is Home.TENANT:
+                raise TenantScopeError(CROSS_TENANT_READ_REFUSED)
             return None
         if home is Home.COMPANION and not _wrote_tenant_rows(session):
             return None
@@ -491,6 +543,7 @@ __all__ = [
     "TenantEngines",
     "TenantLocation",
     "TenantProvisioner",
+    "TenantReads",
     "TenantRouting",
     "control_only_tables",
     "home_of",

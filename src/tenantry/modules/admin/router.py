@@ -17,6 +17,7 @@ from tenantry.modules.orgs.deps import CacheDep
 from tenantry.modules.orgs.models import Organization
 from tenantry.modules.plans.enforce import now
 from tenantry.modules.plans.schemas import SetSubscription
+from tenantry.modules.tenants.deps import TenantReadsDep
 
 router = APIRouter(prefix="/admin", tags=["platform administration"], route_class=UnitOfWorkRoute)
 # Not `{orgId}`: these are platform routes, not tenant routes (no tenant context).
@@ -43,10 +44,13 @@ def _out(org: Organization, members: int = 0, storage_bytes: int = 0) -> AdminOr
 
 @router.get("/orgs")
 async def list_organizations(
-    _admin: PlatformAdmin, session: SessionDep, query: Annotated[AdminOrgQuery, Query()]
+    _admin: PlatformAdmin,
+    session: SessionDep,
+    tenants: TenantReadsDep,
+    query: Annotated[AdminOrgQuery, Query()],
 ) -> Page[AdminOrgOut]:
     """Every organization: plan, status, trial end, members, storage (filters, pages)."""
-    rows, total = await service.list_organizations(session, query)
+    rows, total = await service.list_organizations(session, query, tenants)
     items = [_out(org, members, storage) for org, members, storage in rows]
     return page(items, total=total, page=query.page, limit=query.limit)
 

@@ -2,8 +2,9 @@
 
 Organizations and memberships are platform tables (no tenant scoping); the storage
 counters are tenant rows, read here with `all_tenants=True` — allowed in this package only
-(tests/test_architecture.py). Changes to one organization are audit-logged in that
-organization, with the platform admin as the actor.
+(tests/test_architecture.py) — in the shared mode, and from each organization's database
+with `TenantReads` in database mode (`_storage_used`). Changes to one organization are
+audit-logged in that organization, with the platform admin as the actor.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tenantry.core.cache import Cache
 from tenantry.core.errors import NotFound
 from tenantry.core.listing import search_condition
 from tenantry.core.tenancy import ALL_TENANTS, TenantContext, bind_tenant
+from tenantry.core.tenantdb import TenantReads
 from tenantry.modules.admin.schemas import AdminOrgQuery, StatsQuery
 from tenantry.modules.audit.service import diff, record, snapshot
 from tenantry.modules.files.models import StorageUsage
@@ -125,8 +127,12 @@ async def set_suspended(
 
 
 async def list_organizations(
-    session: AsyncSession, query: AdminOrgQuery
+    session: AsyncSession, query: AdminOrgQuery, tenants: TenantReads | None
 ) -> tuple[Sequence[tuple[Organization, int, int]], int]:
+    """A page of organizations with their member count and bytes stored.
+
+    `tenants`: database mode's reads across tenant databases (None in the shared mode).
+    """
     conditions: list[ColumnElement[bool]] = [Organization.deleted_at.is_(None)]
     if query.plan:
         conditions.append(Organization.plan == query.plan)
@@ -161,17 +167,30 @@ async def list_organizations(
             )
         ).all()
     )
-    storage = dict(
-        (
-            await session.execute(
-                select(StorageUsage.organization_id, StorageUsage.bytes_used)
-                .where(StorageUsage.organization_id.in_(ids))
-                .execution_options(**{ALL_TENANTS: True})
-            )
-        ).all()
-    )
+    storage = await _storage_used(session, ids, tenants)
     rows = [(o, int(members.get(o.id, 0)), int(storage.get(o.id, 0))) for o in orgs]
     return rows, int(total or 0)
+
+
+async def _storage_used(
+    session: AsyncSession, ids: Sequence[uuid.UUID], tenants: TenantReads | None
+) -> dict[uuid.UUID, int]:
+    """Bytes stored by each of `ids` (the page's organizations; missing: none stored)."""
+    if tenants is None:  # shared mode: one query over the organizations' rows
+        found = await session.execute(
+            select(StorageUsage.organization_id, StorageUsage.bytes_used)
+            .where(StorageUsage.organization_id.in_(ids))
+            .execution_options(**{ALL_TENANTS: True})
+        )
+        return {org_id: int(used) for org_id, used in found.all()}
+
+    # Database per tenant: each organization's counter is in its own database; one
+    # primary-key read per organization of the page whose database serves (one being
+    # provisioned, or failed, has stored nothing reachable: 0).
+    async def used(tenant: AsyncSession) -> int:
+        return int(await tenant.scalar(select(StorageUsage.bytes_used)) or 0)
+
+    return await tenants.read_each(await tenants.serving_organizations(ids), used)
 
 
 def _period(query: StatsQuery, now: dt.datetime) -> tuple[dt.date, dt.date]:

@@ -42,6 +42,7 @@ from tenantry.core.storage import STORAGE
 from tenantry.core.tenantdb import TenantEngines, TenantLocation, TenantRouting
 from tenantry.modules.orgs import service as orgs
 from tenantry.modules.tenants.models import SERVING_STATES, TenantDatabase, TenantState
+from tenantry.modules.tenants.reads import TenantReader
 from tenantry.modules.tenants.servers import (
     TenantServer,
     database_name,
@@ -141,6 +142,8 @@ class TenantDatabases:
             location_ttl=settings.tenant_location_ttl_seconds,
         )
         database.route_tenants(self.routing)
+        # Reads across tenant databases (the GDPR export, /admin/orgs storage figures).
+        self.reads = TenantReader(database)
         # Backup, restore and move (operations.py builds on this class), for the job
         # handlers of this database's worker (tasks.py) to reach.
         from tenantry.modules.tenants.operations import TENANT_OPERATIONS, TenantOperations

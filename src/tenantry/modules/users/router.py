@@ -24,6 +24,7 @@ from tenantry.modules.auth.deps import (
 from tenantry.modules.auth.mfa import remaining_recovery_codes
 from tenantry.modules.auth.sessions import all_sessions
 from tenantry.modules.orgs.deps import CacheDep
+from tenantry.modules.tenants.deps import TenantReadsDep
 from tenantry.modules.users import service
 from tenantry.modules.users.models import User
 from tenantry.modules.users.schemas import (
@@ -81,10 +82,12 @@ async def delete_me(
 
 
 @router.get("/me/export")
-async def export_me(user: CurrentUser, session: SessionDep) -> Envelope[UserExport]:
+async def export_me(
+    user: CurrentUser, session: SessionDep, tenants: TenantReadsDep
+) -> Envelope[UserExport]:
     """Everything stored about the caller (GDPR)."""
     sessions = await all_sessions(session, user.id)
-    rows = await subject_rows(session, user.id, user.email)
+    rows = await subject_rows(session, user.id, user.email, tenants)
     return ok(
         UserExport(
             user=AdminUserOut.model_validate(user),
