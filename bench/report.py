@@ -483,6 +483,39 @@ class Provisioning:
         return percentile(self.seconds, 0.95)
 
 
+def median_runs(results: Sequence[Result]) -> list[Result]:
+    """Of repeated runs (the rounds of bench/tenantdb.py), one per configuration, scenario
+    and connection count: the run with the median rps (the lower middle of an even count),
+    kept whole so its p50, p99 and CPU are one real run's, not a mix."""
+    groups: dict[tuple[str, str, int], list[Result]] = {}
+    for r in results:
+        groups.setdefault((r.config, r.scenario, r.connections), []).append(r)
+    kept = []
+    for runs in groups.values():
+        ordered = sorted(runs, key=lambda r: r.rps)
+        kept.append(ordered[(len(ordered) - 1) // 2])
+    return kept
+
+
+def rounds_table(results: Sequence[Result], labels: dict[str, str]) -> list[str]:
+    """Every round's rps per mode, in the order they ran: how much the machine moved."""
+    rows: dict[tuple[str, int], dict[str, list[float]]] = {}
+    for r in results:
+        rows.setdefault((r.scenario, r.connections), {}).setdefault(r.config, []).append(r.rps)
+    body = []
+    for (scenario, conns), modes in rows.items():
+        shared = modes.get(TENANTDB_SHARED, [])
+        database = modes.get(TENANTDB, [])
+        ratios = [f"{d / s:.2f}" for s, d in zip(shared, database, strict=False) if s]
+        body.append(
+            [_label(labels, scenario), conns, " / ".join(f"{x:.0f}" for x in shared),
+             " / ".join(f"{x:.0f}" for x in database), " / ".join(ratios) or "-"]
+        )  # fmt: skip
+    headers = ("scenario", "conns", "shared rps per round", "database rps per round",
+               "database ÷ shared per round")  # fmt: skip
+    return table(headers, body)
+
+
 def tenantdb_checks(
     results: Sequence[Result], labels: dict[str, str], connections: Sequence[int]
 ) -> list[Check]:

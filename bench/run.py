@@ -64,6 +64,7 @@ from bench.report import (
     bar_section,
     provisioning_table,
     results_table,
+    rounds_table,
     statements_table,
     table,
     tenantdb_checks,
@@ -163,6 +164,7 @@ class Options:
     big_organizations: int = DatasetSpec.big_organizations
     tenants: int = 50  # tenantdb: organizations on the 2 servers
     tenant_tasks: int = 20  # tenantdb: tasks seeded in each
+    tenant_rounds: int = 3  # tenantdb: alternating rounds of both modes, the median kept
 
     @property
     def spec(self) -> DatasetSpec:
@@ -195,6 +197,7 @@ class Run:
     memory: list[ProcessMemory] = field(default_factory=list)
     probes: list[StatementProbe] = field(default_factory=list)
     provisioning: list[Provisioning] = field(default_factory=list)
+    tenantdb_rounds: list[Result] = field(default_factory=list)  # every round, in order
     started: float = field(default_factory=time.perf_counter)
 
 
@@ -828,7 +831,10 @@ def render(run: Run, checks_md: list[str]) -> str:
     asyncpg_rps = {r.connections: r.rps for r in run.results if r.scenario == "bare_asyncpg"}
     invoked = shlex.join(["python", "-m", "bench.run", *sys.argv[1:]])
     if os.environ.get("MAKELEVEL"):
-        invoked = f"make bench  ({invoked})"
+        target = {"mariadb": "bench-mariadb", "tenantdb": "bench-tenantdb"}.get(
+            ",".join(options.configs), "bench"
+        )
+        invoked = f"make {target}  ({invoked})"
     lines = [
         f"# Benchmark {dt.date.today().isoformat()}",
         "",
@@ -915,6 +921,12 @@ def tenantdb_section(run: Run, checks: Sequence[Check]) -> list[str]:
         "",
         *tenantdb_table(run.results, LABELS),
         "",
+        f"Both modes' servers run side by side and are measured in {options.tenant_rounds} "
+        "alternating rounds (the first mode alternates too); each figure above is the "
+        "mode's median round by rps, whole. Every round:",
+        "",
+        *rounds_table(run.tenantdb_rounds, LABELS),
+        "",
         "Provisioning: `POST /orgs` one at a time, as the API answers it (database mode: "
         "the tenant's database created and migrated before the 201).",
         "",
@@ -968,6 +980,7 @@ async def bench(options: Options) -> Path:
         "memory": [asdict(m) for m in run.memory],
         "statements": [asdict(p) for p in run.probes],
         "provisioning": [asdict(p) for p in run.provisioning],
+        "tenantdb_rounds": [asdict(r) for r in run.tenantdb_rounds],
         "bar": {title: [asdict(c) for c in checks] for title, checks in columns},
     }
     options.output.with_suffix(".json").write_text(json.dumps(raw, indent=2) + "\n")
@@ -989,6 +1002,9 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
     parser.add_argument("--configs", default=",".join(CONFIGS), help=",".join(CONFIGS))
     parser.add_argument("--tenants", type=int, default=50, help="tenantdb: organizations")
     parser.add_argument("--tenant-tasks", type=int, default=20, help="tenantdb: tasks in each")
+    parser.add_argument(
+        "--tenant-rounds", type=int, default=3, help="tenantdb: rounds per mode (median kept)"
+    )
     parser.add_argument("--skip-seed", action="store_true", help="use the datasets as they are")
     parser.add_argument("--output", type=Path, help="report path [bench/results/<date>.md]")
     parser.add_argument("--database-url", default=BENCH_DATABASE_URL)
@@ -1023,6 +1039,7 @@ def parse_args(argv: Sequence[str] | None = None) -> Options:
         big_organizations=args.big_organizations,
         tenants=args.tenants,
         tenant_tasks=args.tenant_tasks,
+        tenant_rounds=max(1, args.tenant_rounds),
     )
 
 

@@ -1,11 +1,11 @@
 """`make bench-tenantdb`: database per tenant against shared mode, on the same tenants.
 
     uv run python -m bench.run --configs tenantdb [--tenants 50] [--tenant-tasks 20]
-        [--duration 5] [--warmup 1] [--connections 10,32]
+        [--tenant-rounds 3] [--duration 5] [--warmup 1] [--connections 10,32]
 
 Issue 17's figures: get task by id and create task with `--tenants` organizations on 2
 PostgreSQL servers, against the same organizations, rows and load in shared mode, and the
-provisioning time per tenant. Both modes run the same steps, one after the other:
+provisioning time per tenant. Both modes are prepared the same way:
 
 1. a fresh control database `tenantry_bench_tdb_<hex>` on `--database-url`'s server,
    migrated by `tenantry migrate`; in database mode a second PostgreSQL server runs for
@@ -18,11 +18,18 @@ provisioning time per tenant. Both modes run the same steps, one after the other
    it creates and migrates the tenant's database on the emptier server: the provisioning
    time per tenant), then a project and `--tenant-tasks` tasks in each;
 3. the organizations are put on the enterprise plan (its API rate, 6,000/min, leaves the
-   load unthrottled; a trial organization gets 300/min) and a fresh server is started
-   (no cached plan), whose access tokens are the registration's;
-4. get task by id and create task with wrk as in the other configurations (warm-up, then
-   the measured run, at every connection count), requests spread over all organizations;
-5. the control database and every tenant database are dropped, the bench's Redis keys
+   load unthrottled; a trial organization gets 300/min);
+4. with both modes prepared, a fresh server for each (no cached plan; both running from
+   here on, the idle one costs nothing measurable), whose access tokens are the
+   registration's; then `--tenant-rounds` rounds (default 3) of get task by id and create
+   task with wrk as in the other configurations (warm-up, then the measured run, at every
+   connection count; requests spread over all organizations), the two modes taking turns
+   and alternating which goes first. Each mode's figure is its median round (the whole
+   run: rps, latencies and CPU of one run), and the report lists every round: on this
+   2-core machine, where wrk, both PostgreSQL servers and the server under test share the
+   cores, one 5-second run of the same server moved ±20 % between tries, which is the
+   width of the bar itself;
+5. the control databases and every tenant database are dropped, the bench's Redis keys
    deleted (also when a step failed).
 
 Tenant engines: TENANT_DATABASE_POOL_SIZE=2 and TENANT_DATABASE_CONNECTION_BUDGET=60 keep
@@ -37,6 +44,7 @@ import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -46,7 +54,14 @@ import httpx
 
 from bench import data
 from bench.pgcluster import ClusterUnavailable, PgCluster, running_cluster
-from bench.report import TENANTDB, TENANTDB_SCENARIOS, TENANTDB_SHARED, Provisioning
+from bench.report import (
+    TENANTDB,
+    TENANTDB_SCENARIOS,
+    TENANTDB_SHARED,
+    Provisioning,
+    Result,
+    median_runs,
+)
 from bench.run import (
     BenchError,
     Run,
@@ -204,7 +219,19 @@ async def _placement(control_url: str, servers: dict[str, str]) -> dict[str, int
     return dict(sorted(named.items()))
 
 
-async def run_mode(run: Run, mode: str, logs: Path) -> None:
+@dataclass
+class Mode:
+    """One mode, provisioned and seeded: what its measured server and wrk need."""
+
+    name: str
+    env: dict[str, str]
+    control_url: str
+    data_dir: Path
+
+
+@contextlib.asynccontextmanager
+async def prepared_mode(run: Run, mode: str, logs: Path) -> AsyncIterator[Mode]:
+    """Steps 1 to 3 of the module docstring for `mode`; its databases dropped on the way out."""
     options = run.options
     main_server = options.database_url.rsplit("/", 1)[0] + "/postgres"
     print(f"{mode}: {options.tenants} organizations x {options.tenant_tasks} tasks")
@@ -214,6 +241,7 @@ async def run_mode(run: Run, mode: str, logs: Path) -> None:
             env = server_env("pg1", options, var_dir)
             del env["DATABASE_APP_ROLE"]  # the second server has no application role
             env["DATABASE_URL"] = _sqlalchemy_url(control_url)
+            env["REDIS_KEY_PREFIX"] += f"{mode}:"  # both modes' servers run at once
             servers: dict[str, str] = {}
             if cluster is not None:
                 servers = {
@@ -233,16 +261,13 @@ async def run_mode(run: Run, mode: str, logs: Path) -> None:
             output, _ = await migrated.communicate()
             if migrated.returncode != 0:
                 raise BenchError(f"tenantry migrate ({mode}): {output.decode()[-1500:]}")
-            clear_redis(options.redis_url)
-            try:
-                await _measure_mode(run, mode, env, logs, control_url, servers)
-            finally:
-                clear_redis(options.redis_url)
+            data_dir = await _seed_mode(run, mode, env, logs, control_url, servers)
+            yield Mode(mode, env, control_url, data_dir)
 
 
-async def _measure_mode(
+async def _seed_mode(
     run: Run, mode: str, env: dict[str, str], logs: Path, control_url: str, servers: dict[str, str]
-) -> None:
+) -> Path:
     options = run.options
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -272,17 +297,44 @@ async def _measure_mode(
         await control.close()
     data_dir = logs / f"data-{mode}"
     data.write_data_dir(data_dir, organizations, seed=3)
-    store = data.PostgresStore(await asyncpg.connect(control_url))
-    try:
-        with serving(argv, env, logs / f"server-{mode}.log", port) as server:
-            only = options.only
-            scenarios = [(s, "all") for s in TENANTDB_SCENARIOS if only is None or s in only]
-            await measure(run, mode, url, scenarios, {"all": data_dir}, store, server)
-    finally:
-        await store.close()
+    return data_dir
 
 
 async def run_tenantdb(run: Run, logs: Path) -> None:
-    """Shared mode, then database mode, on the same number of tenants, rows and load."""
-    for mode in (TENANTDB_SHARED, TENANTDB):
-        await run_mode(run, mode, logs)
+    """Both modes on the same number of tenants, rows and load, measured in alternating
+    rounds (step 4): the median round of each is the figure."""
+    options = run.options
+    only = options.only
+    scenarios = [(s, "all") for s in TENANTDB_SCENARIOS if only is None or s in only]
+    clear_redis(options.redis_url)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            modes = [
+                await stack.enter_async_context(prepared_mode(run, mode, logs))
+                for mode in (TENANTDB_SHARED, TENANTDB)
+            ]
+            measured = []
+            for mode in modes:  # fresh servers (no cached plan); both up from here on
+                port = free_port()
+                argv = [_venv_bin("tenantry"), "serve", "--no-migrate", "--port", str(port)]
+                server = stack.enter_context(
+                    serving(argv, mode.env, logs / f"server-{mode.name}.log", port)
+                )
+                store = data.PostgresStore(await asyncpg.connect(mode.control_url))
+                stack.push_async_callback(store.close)
+                measured.append((mode, f"http://127.0.0.1:{port}", server, store))
+            rounds: list[Result] = []
+            for n in range(options.tenant_rounds):
+                print(f"round {n + 1} of {options.tenant_rounds}")
+                # Alternate which mode goes first, so neither always follows the other.
+                for mode, url, server, store in measured if n % 2 == 0 else measured[::-1]:
+                    before = len(run.results)
+                    await measure(
+                        run, mode.name, url, scenarios, {"all": mode.data_dir}, store, server
+                    )
+                    rounds.extend(run.results[before:])
+                    del run.results[before:]
+            run.tenantdb_rounds = rounds
+            run.results.extend(median_runs(rounds))
+    finally:
+        clear_redis(options.redis_url)

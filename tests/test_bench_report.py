@@ -20,9 +20,11 @@ from bench.report import (
     bar_checks,
     bar_section,
     cpu_per_request_ms,
+    median_runs,
     percentile,
     provisioning_table,
     results_table,
+    rounds_table,
     statements_table,
     tenantdb_checks,
     tenantdb_table,
@@ -354,3 +356,28 @@ def test_the_tenantdb_table_puts_the_modes_side_by_side() -> None:
         == "| get task by id | 32 | 1000 | 5.00 | 20.00 | 0 | 900 | 6.00 | 25.00 | 0 | 0.90 |"
     )
     assert rows[3] == "| create_task | 32 | 400 | 20.00 | 50.00 | 0 | - | - | - | - | - |"
+
+
+def test_the_median_round_is_kept_whole_per_mode_scenario_and_connection_count() -> None:
+    rounds = [
+        result(TENANTDB_SHARED, "get_task", rps=800, p50=9, cpu_ms=1.3),
+        result(TENANTDB, "get_task", rps=700, p50=12, cpu_ms=1.5),
+        result(TENANTDB_SHARED, "get_task", rps=900, p50=8, cpu_ms=1.1),
+        result(TENANTDB, "get_task", rps=950, p50=7, cpu_ms=1.0),
+        result(TENANTDB_SHARED, "get_task", rps=600, p50=15, cpu_ms=1.9),
+        result(TENANTDB, "get_task", rps=880, p50=8.5, cpu_ms=1.2),
+        result(TENANTDB, "get_task", rps=300, p50=30, connections=10),
+        result(TENANTDB, "get_task", rps=500, p50=20, connections=10),  # even: the lower
+    ]
+    kept = {(r.config, r.connections): r for r in median_runs(rounds)}
+    assert len(kept) == 3
+    shared, database = kept[(TENANTDB_SHARED, 32)], kept[(TENANTDB, 32)]
+    assert (shared.rps, shared.p50_ms, shared.cpu_ms) == (800, 9, 1.3)  # one run, not a mix
+    assert (database.rps, database.p50_ms, database.cpu_ms) == (880, 8.5, 1.2)
+    assert kept[(TENANTDB, 10)].rps == 300
+
+    rows = rounds_table(rounds[:6], {"get_task": "get task by id"})
+    assert (
+        rows[2]
+        == "| get task by id | 32 | 800 / 900 / 600 | 700 / 950 / 880 | 0.88 / 1.06 / 1.47 |"
+    )
