@@ -5,19 +5,22 @@ a process killed in the middle of provisioning leaves a state the next run repai
 from __future__ import annotations
 
 import asyncio
+import io
 import signal
 import subprocess
 import sys
 import textwrap
 import uuid
 
+import pytest
 from alembic import command
 from fastapi import FastAPI
 from sqlalchemy import text
 
 from tenantry.core.migrate import alembic_config
+from tenantry.modules.tenants.cli import ProgressLines
 from tenantry.modules.tenants.servers import database_name, schema_revision, stored_object_keys
-from tenantry.modules.tenants.service import TenantDatabases
+from tenantry.modules.tenants.service import Outcome, TenantDatabases
 from tests.conftest import client_for
 from tests.factories import create_org, register
 from tests.tenants.conftest import cli_environment
@@ -205,3 +208,34 @@ async def test_delete_drops_the_organizations_database_once_its_slug_is_confirme
             await asyncio.sleep(0.5)  # the near cache's invalidation, over pub/sub
         gone = await client.get(path, headers=org.owner.headers)
         assert gone.status_code == 404, gone.text
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    org = uuid.uuid4()
+    done = Outcome(org, "migrated", "0021 -> 0022", 0.5)
+    failed = Outcome(org, "failed", "connection refused", 0.1)
+
+    terminal = _Terminal()
+    progress = ProgressLines(3, stream=terminal)
+    for outcome in (done, failed, done):
+        progress(outcome)
+    shown = terminal.getvalue()
+    assert "tenants" in shown
+    assert "3/3" in shown  # the bar's position
+    assert "#" in shown  # the bar itself
+    assert f"[2/3] {org} failed: connection refused (0.1 s)" in shown  # failures stay readable
+    assert f"[1/3] {org} migrated" not in shown  # successes only move the bar
+
+    lines = ProgressLines(2)  # not a terminal: one line per tenant
+    lines(done)
+    lines(failed)
+    captured = capsys.readouterr()
+    assert f"[1/2] {org} migrated: 0021 -> 0022 (0.5 s)" in captured.out
+    assert f"[2/2] {org} failed: connection refused (0.1 s)" in captured.err

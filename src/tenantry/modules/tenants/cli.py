@@ -13,7 +13,7 @@ import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import click
 
@@ -47,11 +47,23 @@ def run_with_tenants(settings: Settings, work: Callable[[TenantDatabases], Await
 
 
 class ProgressLines:
-    """One line per tenant as it finishes: `[done/total] org action detail (seconds)`."""
+    """Progress of a command over many tenants, as each one finishes.
 
-    def __init__(self, total: int | None = None) -> None:
+    On a terminal (and with a known total): a progress bar, and a line for each failure
+    above it. Elsewhere (CI, a log file): one line per tenant,
+    `[done/total] org action: detail (seconds)`, failures on stderr.
+    """
+
+    def __init__(self, total: int | None = None, *, stream: TextIO | None = None) -> None:
         self.total = total
         self.done = 0
+        self.stream = stream or sys.stdout
+        self._bar: Any = None
+        if total and self.stream.isatty():
+            self._bar = click.progressbar(
+                length=total, label="tenants", show_pos=True, show_eta=True, file=self.stream
+            )
+            self._bar.render_progress()
 
     def __call__(self, outcome: Outcome) -> None:
         self.done += 1
@@ -59,7 +71,21 @@ class ProgressLines:
         line = f"[{counter}] {outcome.organization_id} {outcome.action}"
         if outcome.detail:
             line += f": {outcome.detail}"
-        click.echo(f"{line} ({outcome.seconds:.1f} s)", err=outcome.failed)
+        line = f"{line} ({outcome.seconds:.1f} s)"
+        if self._bar is None:
+            click.echo(line, err=outcome.failed)
+            return
+        if outcome.failed:
+            click.echo("\r\033[K" + line, file=self.stream)  # above the bar, which follows
+        self._bar.update(1)
+        if self.done >= (self.total or 0):
+            self.finish()
+
+    def finish(self) -> None:
+        """End the bar (the terminal's cursor back), also when fewer tenants came by."""
+        if self._bar is not None:
+            self._bar.render_finish()
+            self._bar = None
 
 
 def summarize(outcomes: list[Outcome]) -> None:
@@ -82,8 +108,11 @@ def migrate_all_tenants(settings: Settings, concurrency: int) -> list[Outcome]:
     """Every serving tenant database to the head (`tenantry migrate` in database mode)."""
 
     async def work(tenants: TenantDatabases) -> list[Outcome]:
-        total = len(await tenants.registry.ready_organizations())
-        return await tenants.migrate(concurrency=concurrency, progress=ProgressLines(total))
+        progress = ProgressLines(len(await tenants.registry.ready_organizations()))
+        try:
+            return await tenants.migrate(concurrency=concurrency, progress=progress)
+        finally:
+            progress.finish()
 
     return run_with_tenants(settings, work)
 
@@ -151,10 +180,13 @@ def tenants_group(load: Callable[[], Settings]) -> click.Group:
             if not wanted:
                 return await tenants.repair(grace_seconds=grace, progress=progress)
             outcomes = []
-            for organization_id in wanted:
-                outcome = await tenants.provision_existing(organization_id)
-                progress(outcome)
-                outcomes.append(outcome)
+            try:
+                for organization_id in wanted:
+                    outcome = await tenants.provision_existing(organization_id)
+                    progress(outcome)
+                    outcomes.append(outcome)
+            finally:
+                progress.finish()
             return outcomes
 
         summarize(run_with_tenants(settings, work))
@@ -173,9 +205,13 @@ def tenants_group(load: Callable[[], Settings]) -> click.Group:
 
         async def work(tenants: TenantDatabases) -> list[Outcome]:
             total = len(wanted) if wanted else len(await tenants.registry.ready_organizations())
-            return await tenants.migrate(
-                None if every else wanted, concurrency=concurrency, progress=ProgressLines(total)
-            )
+            progress = ProgressLines(total)
+            try:
+                return await tenants.migrate(
+                    None if every else wanted, concurrency=concurrency, progress=progress
+                )
+            finally:
+                progress.finish()
 
         summarize(run_with_tenants(settings, work))
 
