@@ -1,6 +1,7 @@
 """`tenantry tenants migrate --all` and `provision`, as real processes: a broken tenant is
 reported while the others are migrated, a second run continues where the first stopped;
-a process killed in the middle of provisioning leaves a state the next run repairs."""
+a process killed in the middle of provisioning or of `migrate --all` leaves a state the next
+run repairs; `tenants delete`; the progress display."""
 
 from __future__ import annotations
 
@@ -96,6 +97,51 @@ async def test_migrate_all_reports_a_broken_tenant_and_a_second_run_continues(
     assert second.stdout.count(" migrated:") == 1, second.stdout
     assert second.stdout.count(" up to date: ") == 2, second.stdout
     assert await schema_revision(urls[broken]) == head
+
+
+async def test_a_migrate_all_killed_midway_is_finished_by_the_next_run(
+    tenant_app: FastAPI,
+) -> None:
+    tenants: TenantDatabases = tenant_app.state.services.tenant_databases
+    (server,) = tenants.servers.values()
+    orgs = await _orgs(tenant_app, 4)
+    urls = {org: server.database_url(database_name(org)) for org in orgs}
+    for url in urls.values():  # each tenant one revision behind
+        await asyncio.to_thread(command.downgrade, alembic_config(url), PREVIOUS)
+    argv = [sys.executable, "-m", "tenantry.cli", "tenants", "migrate", "--all"]
+    process = subprocess.Popen(
+        [*argv, "--concurrency", "1"],
+        env=cli_environment(tenant_app.state.settings) | {"PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert process.stdout is not None
+    seen = []
+    for line in process.stdout:  # killed (no clean-up) once the first tenant is done
+        seen.append(line)
+        if " migrated:" in line:
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL, seen
+    head = tenants.head_revision()
+    before = {org: await schema_revision(url) for org, url in urls.items()}
+    assert set(before.values()) <= {PREVIOUS, head}  # each tenant wholly upgraded, or not
+    assert list(before.values()).count(head) >= 1
+
+    again = tenantry(tenant_app, "tenants", "migrate", "--all")
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.count(" up to date: ") == list(before.values()).count(head)
+    assert again.stdout.count(" migrated:") == list(before.values()).count(PREVIOUS)
+    assert {await schema_revision(url) for url in urls.values()} == {head}
+    async with tenant_app.state.database.engine.connect() as connection:
+        rows = (
+            await connection.execute(
+                text("SELECT state, schema_revision, last_error FROM tenant_databases")
+            )
+        ).all()
+    assert {tuple(row) for row in rows} == {("ready", head, None)}
 
 
 CRASH = textwrap.dedent(
