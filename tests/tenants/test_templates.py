@@ -98,7 +98,8 @@ async def create(app: FastAPI) -> uuid.UUID:
     async with client_for(app) as client:
         org = await create_org(client, await register(client))
     row = await registry_row(app, org.id)
-    assert row is not None and row.state == "ready"
+    assert row is not None
+    assert row.state == "ready"
     return uuid.UUID(org.id)
 
 
@@ -185,9 +186,7 @@ async def test_a_template_of_an_older_revision_is_not_used_and_is_dropped(
     old = template_name("0021")
     assert old is not None
     await server.create_database(old)
-    await asyncio.to_thread(
-        command.upgrade, alembic_config(server.database_url(old)), "0021"
-    )
+    await asyncio.to_thread(command.upgrade, alembic_config(server.database_url(old)), "0021")
     org = await create(tenant_app)
     assert await schema_revision(server.database_url(database_name(org))) == (
         tenants.head_revision()
@@ -238,6 +237,10 @@ async def test_a_copy_at_the_wrong_revision_is_dropped_and_migrated_instead(
     org = await create(tenant_app)
     assert migrations.databases == [database_name(org)]
     assert await checked(server.database_url(database_name(org))) == tenants.head_revision()
+    assert await server.template_databases() == []  # the wrong template went
+    await create(tenant_app)  # and the next provisioning built a good one
+    assert len(migrations.databases) == 2
+    assert await server.template_databases() == [template_name(tenants.head_revision())]
 
 
 async def test_templates_are_not_tenants(tenant_app: FastAPI) -> None:

@@ -198,19 +198,12 @@ class TenantServer:
         await detach_control_foreign_keys(url)
         return await schema_revision(url)
 
-
     # --- templates ------------------------------------------------------------------------
 
     async def template_databases(self) -> list[str]:
         """The templates on this server, built or being built (never tenants' databases)."""
         if self.is_sqlite:
-            directory = Path(self.setting)
-            if not directory.is_dir():
-                return []
-            return sorted(
-                path.name.removesuffix(SQLITE_SUFFIX)
-                for path in directory.glob(f"{TEMPLATE_PREFIX}*{SQLITE_SUFFIX}")
-            )
+            return await asyncio.to_thread(self._template_files)
         connection = await asyncpg.connect(self._admin_dsn())
         try:
             rows = await connection.fetch(
@@ -220,6 +213,15 @@ class TenantServer:
         finally:
             await connection.close()
         return sorted(row["datname"] for row in rows)
+
+    def _template_files(self) -> list[str]:
+        directory = Path(self.setting)
+        if not directory.is_dir():
+            return []
+        return sorted(
+            path.name.removesuffix(SQLITE_SUFFIX)
+            for path in directory.glob(f"{TEMPLATE_PREFIX}*{SQLITE_SUFFIX}")
+        )
 
     async def tidy_templates(self, keep: str | None) -> list[str]:
         """Drop the templates of other revisions than `keep`'s and the crashed builds
@@ -311,8 +313,13 @@ class TenantServer:
                 return None
             cloned = await schema_revision(self.database_url(database))
             if cloned != revision:
-                raise RuntimeError(f"the copy is at {cloned}, not {revision}")
+                raise _WrongTemplate(name, f"the copy is at {cloned}, not {revision}")
             return cloned
+        except _WrongTemplate as error:
+            log.error("%s: dropping the template %s; migrating instead", error, error.template)
+            await self.drop_database(database)
+            await self.drop_database(error.template)  # the next provisioning rebuilds it
+            return None
         except Exception:
             log.warning(
                 "copying the template for %s on %s failed; migrating instead",
@@ -328,6 +335,8 @@ class TenantServer:
         # The template file is never written once published: a plain copy is consistent.
         # Copied to a hidden partial name, then published by a link (like a restore).
         target = self.path_of(database)
+        for killed in target.parent.glob(f".{target.name}.*.cloning"):  # a copy killed midway
+            killed.unlink(missing_ok=True)
         partial = target.parent / f".{target.name}.{uuid.uuid4().hex[:8]}.cloning"
         try:
             shutil.copyfile(self.path_of(template), partial)
@@ -342,9 +351,7 @@ class TenantServer:
         try:
             for attempt in range(CLONE_ATTEMPTS):
                 try:
-                    await connection.execute(
-                        f'CREATE DATABASE "{database}" TEMPLATE "{template}"'
-                    )
+                    await connection.execute(f'CREATE DATABASE "{database}" TEMPLATE "{template}"')
                     return True
                 except asyncpg.ObjectInUseError:  # a session is connected to the template
                     if attempt + 1 == CLONE_ATTEMPTS:
@@ -353,6 +360,14 @@ class TenantServer:
         finally:
             await connection.close()
         return False
+
+
+class _WrongTemplate(RuntimeError):
+    """A copy of `template` is not at the template's revision: the template is wrong."""
+
+    def __init__(self, template: str, message: str) -> None:
+        super().__init__(message)
+        self.template = template
 
 
 _ALEMBIC = threading.Lock()
