@@ -5,7 +5,9 @@ crash leaves a state the next `tenantry tenants provision` repairs:
 
 1. `register`: a row in state `provisioning` on the server holding the fewest tenants,
    committed before anything exists on the server;
-2. `build`: the database is created (nothing if it exists) and migrated;
+2. `build`: the database is copied from the server's template at the head revision
+   (servers.py), or — no usable template, or a half-made database to finish — created
+   (nothing if it exists) and migrated;
 3. the row becomes `ready` — for a new organization in the request's own transaction,
    together with the organization's row: the organization exists iff its database is
    ready. A request that rolls back discards the database (after-rollback callback).
