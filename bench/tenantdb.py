@@ -133,8 +133,15 @@ async def control_database(server_url: str) -> AsyncIterator[str]:
                 await control.close()
         admin = await asyncpg.connect(admin_dsn)
         try:
-            # The tenants on the second server go with it; these are the first server's.
-            for database in [*tenants, name]:
+            # The tenants on the second server go with it; these are the first server's,
+            # with the templates new tenant databases were copied from (servers.py).
+            templates = [
+                r[0]
+                for r in await admin.fetch(
+                    "SELECT datname FROM pg_database WHERE starts_with(datname, 'tenant_tpl')"
+                )
+            ]
+            for database in [*tenants, *templates, name]:
                 await admin.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
         finally:
             await admin.close()

@@ -132,6 +132,29 @@ async def database_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
             await admin.close()
 
 
+@pytest.fixture(scope="session", autouse=True)
+async def _tenant_templates_dropped() -> AsyncIterator[None]:
+    """The tenant database templates the run built on the PostgreSQL cluster (one per
+    revision, shared by the run's tests: servers.py) are dropped at its end; SQLite's are
+    files under the tests' temporary directories."""
+    yield
+    if not USES_SERVICES:
+        return
+    import asyncpg
+
+    from tenantry.modules.tenants.servers import TEMPLATE_PREFIX
+
+    admin = await asyncpg.connect(_postgres_admin_dsn(TEST_DATABASE_URL))
+    try:
+        rows = await admin.fetch(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, $1)", TEMPLATE_PREFIX
+        )
+        for row in rows:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{row["datname"]}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
 async def _registered_tenant_databases(url: str) -> list[str]:
     """The tenant databases the run's control database knows of (to drop them)."""
     import asyncpg

@@ -5,7 +5,9 @@ crash leaves a state the next `tenantry tenants provision` repairs:
 
 1. `register`: a row in state `provisioning` on the server holding the fewest tenants,
    committed before anything exists on the server;
-2. `build`: the database is created (nothing if it exists) and migrated;
+2. `build`: the database is copied from the server's template at the head revision
+   (servers.py), or — no usable template, or a half-made database to finish — created
+   (nothing if it exists) and migrated;
 3. the row becomes `ready` — for a new organization in the request's own transaction,
    together with the organization's row: the organization exists iff its database is
    ready. A request that rolls back discards the database (after-rollback callback).
@@ -48,6 +50,7 @@ from tenantry.modules.tenants.servers import (
     database_name,
     schema_revision,
     stored_object_keys,
+    template_name,
 )
 
 log = logging.getLogger("tenantry.tenants")
@@ -132,6 +135,7 @@ class TenantDatabases:
     def __init__(self, settings: Settings, database: Database) -> None:
         self.settings = settings
         self.database = database
+        self._head: str | None = None  # the head revision, read once (head_revision)
         servers = [TenantServer.from_setting(value) for value in settings.tenant_servers]
         self.servers = {server.name: server for server in servers}
         self.registry = TenantRegistry(database, self.servers)
@@ -184,8 +188,13 @@ class TenantDatabases:
         return server
 
     async def build(self, record: TenantDatabase) -> str | None:
-        """Create (if needed) and migrate the database of `record`; its revision."""
+        """Make the database of `record` — a copy of the server's template, or created and
+        migrated — or finish a half-made one (migrated to the head); its revision."""
         server = self.server_of(record)
+        if not await server.database_exists(record.database):
+            cloned = await server.clone_template(record.database, self.head_revision())
+            if cloned is not None:
+                return cloned
         await server.create_database(record.database)
         return await server.migrate(record.database)
 
@@ -205,9 +214,13 @@ class TenantDatabases:
         server = self.server_of(record)
         created = False
         try:
-            await server.create_database(record.database)
-            created = True
-            revision = await server.migrate(record.database)
+            created = True  # from here on something may exist on the server
+            revision = await server.clone_template(record.database, self.head_revision())
+            if revision is None:  # nothing made: the template could not be used
+                created = False
+                await server.create_database(record.database)
+                created = True
+                revision = await server.migrate(record.database)
         except Exception as error:
             log.exception("provisioning the database of %s failed", organization_id)
             if created:
@@ -350,6 +363,7 @@ class TenantDatabases:
             organizations = await orgs.live_organization_ids(session)
         cutoff = utcnow() - dt.timedelta(seconds=grace_seconds)
         outcomes: list[Outcome] = []
+        await self.tidy_templates()
 
         def report(outcome: Outcome) -> None:
             outcomes.append(outcome)
@@ -379,11 +393,26 @@ class TenantDatabases:
                 report(await self.provision_existing(org))
         return outcomes
 
+    async def tidy_templates(self) -> None:
+        """Drop the templates a crashed build left, and those of other revisions (`repair`);
+        a server that cannot be reached is left for the next run."""
+        keep = template_name(self.head_revision())
+        for server in self.servers.values():
+            try:
+                dropped = await server.tidy_templates(keep=keep)
+            except Exception:
+                log.exception("could not tidy the templates on %s", server.name)
+                continue
+            if dropped:
+                log.info("dropped the templates %s on %s", ", ".join(dropped), server.name)
+
     # --- migration ------------------------------------------------------------------------
 
     def head_revision(self) -> str | None:
-        script = ScriptDirectory.from_config(alembic_config(self.settings.database_url))
-        return script.get_current_head()
+        if self._head is None:
+            script = ScriptDirectory.from_config(alembic_config(self.settings.database_url))
+            self._head = script.get_current_head()
+        return self._head
 
     async def migrate(
         self,
