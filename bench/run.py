@@ -928,7 +928,8 @@ def tenantdb_section(run: Run, checks: Sequence[Check]) -> list[str]:
         *rounds_table(run.tenantdb_rounds, LABELS),
         "",
         "Provisioning: `POST /orgs` one at a time, as the API answers it (database mode: "
-        "the tenant's database created and migrated before the 201).",
+        "the tenant's database made, a copy of its server's migrated template, before the "
+        "201).",
         "",
         *provisioning_table(run.provisioning),
         "",
