@@ -29,6 +29,7 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from multiprocessing import get_context
+from typing import Any
 
 from alembic.script import ScriptDirectory
 from sqlalchemy import delete, func, select, update
@@ -262,14 +263,7 @@ class TenantDatabases:
 
     async def discard(self, organization_id: uuid.UUID) -> bool:
         """Drop the organization's database and its registry row; False if it had none."""
-        async with self.database.engine.connect() as connection:
-            record = (
-                await connection.execute(
-                    select(TenantDatabase.server, TenantDatabase.database).where(
-                        TenantDatabase.organization_id == organization_id
-                    )
-                )
-            ).first()
+        record = await self._placed(organization_id)
         if record is None:
             return False
         self.routing.forget(organization_id)
@@ -279,6 +273,17 @@ class TenantDatabases:
             await server.drop_database(record.database)
         await self._unregister(organization_id)
         return True
+
+    async def _placed(self, organization_id: uuid.UUID) -> Any:
+        """The registry's (server, database) of the organization, whatever its state."""
+        async with self.database.engine.connect() as connection:
+            return (
+                await connection.execute(
+                    select(TenantDatabase.server, TenantDatabase.database).where(
+                        TenantDatabase.organization_id == organization_id
+                    )
+                )
+            ).first()
 
     async def _unregister(self, organization_id: uuid.UUID) -> None:
         async with self.database.transaction() as session:
@@ -324,14 +329,7 @@ class TenantDatabases:
         its database, deleted ones included — are removed from storage, then the database
         is dropped. Objects first: once the database is gone nothing names them any more.
         """
-        async with self.database.engine.connect() as connection:
-            record = (
-                await connection.execute(
-                    select(TenantDatabase.server, TenantDatabase.database).where(
-                        TenantDatabase.organization_id == organization_id
-                    )
-                )
-            ).first()
+        record = await self._placed(organization_id)
         server = self.servers.get(record.server) if record is not None else None
         keys: list[str] = []
         if (
