@@ -281,9 +281,11 @@ def tenants_group(load: Callable[[], Settings]) -> click.Group:
         help="The organization's slug, typed again: what is dropped cannot be restored.",
     )
     def delete(organization_id: str, confirmation: str) -> None:
-        """Delete one organization for good: its database — every project, task, file
-        record and resource audit entry — is dropped (backups you made stay yours to keep).
-        The organization stays in the control database, soft-deleted, for its audit log."""
+        """Delete one organization for good: its stored files (uploads, exports, backups
+        made through the API) are removed and its database — every project, task, file
+        record and resource audit entry — is dropped; backups written to local files with
+        `tenants backup` stay yours to keep. The organization stays in the control
+        database, soft-deleted, for its audit log."""
         settings = _database_mode(load())
         (org,) = _ids((organization_id,))
 
