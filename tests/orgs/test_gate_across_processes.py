@@ -63,11 +63,20 @@ async def two_apps(
 
 
 async def warm(http: httpx.AsyncClient, app: FastAPI, url: str, headers: dict[str, str]) -> None:
-    """Two requests through B: the second one's gate facts come from B's memory."""
-    assert (await http.get(url, headers=headers)).status_code == 200
-    hits = near_cache(app).local_hits
-    assert (await http.get(url, headers=headers)).status_code == 200
-    assert near_cache(app).local_hits > hits, "a warm request still asked Redis"
+    """Two requests through B: the second one's gate facts come from B's memory.
+
+    Only while B's subscription is live: a loaded machine can hold a heartbeat back past
+    the staleness bound, and B then rightly asks Redis. So each attempt starts trusted, and
+    a few are allowed; a gate that never serves from memory fails every one.
+    """
+    for _ in range(3):
+        await trusted(app)
+        assert (await http.get(url, headers=headers)).status_code == 200
+        hits = near_cache(app).local_hits
+        assert (await http.get(url, headers=headers)).status_code == 200
+        if near_cache(app).local_hits > hits:
+            return
+    raise AssertionError("a warm request still asked Redis (3 attempts, each started trusted)")
 
 
 async def refused_within(

@@ -235,7 +235,10 @@ class NearCache(Cache):
             return  # our own writes were applied before they were published
         keys = [k for k in message.get("k", ()) if isinstance(k, str)]
         prefixes = [p for p in message.get("p", ()) if isinstance(p, str)]
-        self._drop(keys, prefixes)
+        if keys or prefixes:
+            # Another process's heartbeat invalidates nothing: bumping the sequence for it
+            # would discard every fill in flight (with N processes, one beat every 0.1/N s).
+            self._drop(keys, prefixes)
 
     async def _heartbeat(self) -> None:
         while True:
