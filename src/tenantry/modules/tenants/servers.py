@@ -48,9 +48,9 @@ TEMPLATE_PREFIX = f"{DATABASE_PREFIX}tpl"
 BUILDING_PREFIX = f"{TEMPLATE_PREFIX}build"  # a template being built (or a crashed build)
 # A building template older than this is a crashed build (a build takes about a second).
 STALE_BUILD_SECONDS = 300.0
-# PostgreSQL refuses to copy a template another session is connected to: tries, pause.
-CLONE_ATTEMPTS = 3
-CLONE_RETRY_SECONDS = 0.1
+# No retry loops around CREATE DATABASE ... TEMPLATE or ALTER DATABASE ... RENAME: when
+# another session is connected to the database, PostgreSQL itself waits up to 5 s for it
+# to end before refusing (a build's last session ending is covered by that wait).
 
 log = logging.getLogger("tenantry.tenants")
 
@@ -278,16 +278,9 @@ class TenantServer:
         _check_name(name)
         connection = await asyncpg.connect(self._admin_dsn())
         try:
-            for attempt in range(CLONE_ATTEMPTS):
-                try:
-                    await connection.execute(f'ALTER DATABASE "{building}" RENAME TO "{name}"')
-                    return
-                except asyncpg.DuplicateDatabaseError:
-                    return  # another process published first: the caller drops this copy
-                except asyncpg.ObjectInUseError:  # the build's last session still ending
-                    if attempt + 1 == CLONE_ATTEMPTS:
-                        raise
-                    await asyncio.sleep(CLONE_RETRY_SECONDS)
+            await connection.execute(f'ALTER DATABASE "{building}" RENAME TO "{name}"')
+        except asyncpg.DuplicateDatabaseError:
+            return  # another process published first: the caller drops this copy
         finally:
             await connection.close()
 
@@ -349,17 +342,24 @@ class TenantServer:
         _check_name(template)
         connection = await asyncpg.connect(self._admin_dsn())
         try:
-            for attempt in range(CLONE_ATTEMPTS):
-                try:
-                    await connection.execute(f'CREATE DATABASE "{database}" TEMPLATE "{template}"')
-                    return True
-                except asyncpg.ObjectInUseError:  # a session is connected to the template
-                    if attempt + 1 == CLONE_ATTEMPTS:
-                        raise
-                    await asyncio.sleep(CLONE_RETRY_SECONDS)
+            # A session connected to the template (someone inspecting it) would make
+            # PostgreSQL wait 5 s and refuse, with a request waiting on it: migrate at once
+            # instead. One connecting between this check and the copy costs that wait once.
+            connected = await connection.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1", template
+            )
+            if connected:
+                log.warning(
+                    "%d session(s) connected to the template %s; migrating %s instead",
+                    connected,
+                    template,
+                    database,
+                )
+                return False
+            await connection.execute(f'CREATE DATABASE "{database}" TEMPLATE "{template}"')
+            return True
         finally:
             await connection.close()
-        return False
 
 
 class _WrongTemplate(RuntimeError):
