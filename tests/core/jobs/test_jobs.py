@@ -16,6 +16,7 @@ from fastapi import APIRouter, FastAPI
 from tenantry.config import SettingsError, load_settings
 from tenantry.core.db import Database
 from tenantry.core.errors import Conflict
+from tenantry.core.events import Outgoing, bind_events
 from tenantry.core.jobs import (
     EmbeddedTransport,
     JobContext,
@@ -113,6 +114,24 @@ async def test_unit_of_work_outside_requests_notifies_after_commit_not_before(
         await enqueue_then_abort()
     assert len(notified) == 1
     assert await count_of_type(database, lost_type) == 0
+
+
+async def test_the_queued_event_is_published_before_workers_are_told(database: Database) -> None:
+    """A worker told of a job may run it and announce `job.running` at once: `job.queued`
+    must be on the stream first, or a subscriber sees the job run before it was queued."""
+    order: list[str] = []
+
+    class Sink:
+        async def publish(self, org_id: uuid.UUID, events: Sequence[Outgoing]) -> None:
+            order.extend(event.name for event in events)
+
+    transport = EmbeddedTransport()
+    transport.add_listener(lambda ids: order.append("workers told"))
+    bind_transport(database, transport)
+    bind_events(database, Sink())
+    async with unit_of_work(database) as session:
+        await enqueue(session, unique_type(), organization_id=uuid.uuid4())
+    assert order == ["job.queued", "workers told"]
 
 
 async def test_same_idempotency_key_returns_the_same_job(database: Database) -> None:

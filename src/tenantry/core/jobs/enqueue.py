@@ -77,8 +77,10 @@ async def enqueue(
         if existing is not None:
             return existing
         job = await session.get_one(Job, values["id"])
-    _dispatch_after_commit(session, job.id)
+    # Announced before the workers are told: a told worker may run the job and announce
+    # `job.running` at once, and `job.queued` must be on the stream before that.
     _announce(session, job)
+    _dispatch_after_commit(session, job.id)
     return job
 
 
@@ -102,9 +104,9 @@ async def _enqueue_in_tenant_outbox(
         if transport is not None and moved:
             await transport.notify(moved)
 
-    after_commit(session, relay)
     job = Job(**values)  # a detached copy for the caller: the row lives in the outbox
-    _announce(session, job)
+    _announce(session, job)  # before the relay makes the job visible to workers
+    after_commit(session, relay)
     return job
 
 
