@@ -73,8 +73,9 @@ async def test_usage_counts_requests_active_users_and_records_and_survives_a_flu
     assert before["requests"] >= 5  # two creations, three lists (and the usage reads)
     assert before["activeUsers"] == 2
     assert before["recordsCreated"] >= 2
-    async with tenants.app.state.database.transaction() as session:
+    async with tenants.app.state.database.session() as session:
         assert await usage.flush(session) >= 1
+        await session.commit()
     after = await day()
     assert after["requests"] == before["requests"] + 1  # the first usage read itself
     assert after["activeUsers"] == 2

@@ -63,8 +63,11 @@ async def _day(tenants: Tenants, org: Org, store: UsageStore) -> dict[str, Any]:
 
 
 async def _flush(tenants: Tenants, store: UsageStore) -> int:
-    async with tenants.app.state.database.transaction() as session:
-        return await usage.flush(session, store=store)
+    # As the worker runs it: a plain session (flush commits each organization-day itself).
+    async with tenants.app.state.database.session() as session:
+        flushed = await usage.flush(session, store=store)
+        await session.commit()
+        return flushed
 
 
 async def test_pending_counts_show_before_a_flush_and_are_kept_once_flushed(
@@ -185,8 +188,9 @@ async def test_two_app_processes_count_one_active_user_and_sum_their_requests(
         [before] = seen.json()["data"]
         assert before["activeUsers"] == 1
         assert before["requests"] >= 4  # three lists and this read (plus the setup's)
-        async with other.state.database.transaction() as session:
+        async with other.state.database.session() as session:
             await usage.flush(session)
+            await session.commit()
         again = await tenants.client.get(url, headers=org.owner.headers)
         [after] = again.json()["data"]
         assert after["activeUsers"] == 1

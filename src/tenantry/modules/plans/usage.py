@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from tenantry.core.db import Database, TenantOwned, Wired, wiring_of
 from tenantry.core.dml import upsert
+from tenantry.core.routing import end_transaction
 from tenantry.core.tenancy import TenantContext, bind_tenant, unbind_tenant
 from tenantry.modules.files.usage import storage_used
 from tenantry.modules.orgs.models import Organization
@@ -121,33 +122,43 @@ def _greatest(dialect: str, a: Any, b: Any) -> Any:
 
 
 async def flush(session: AsyncSession, store: UsageStore | None = None) -> int:
-    """Add the pending counts to `usage_daily` (each organization bound in turn)."""
+    """Add the pending counts to `usage_daily`, one organization-day per transaction.
+
+    One transaction each, not one for all: with a database per tenant the storage figure
+    is read in the organization's own database, and a transaction keeps a connection to
+    every database it read until it ends — one over every organization with usage would
+    need more tenant engines than the per-server budget allows (`TenantUnavailable`, every
+    run). If a run fails midway, what it wrote stays written and only the rest is given
+    back to the store.
+    """
     store = store or store_of(session)
     taken = await store.take()
+    pending = dict(taken)
     try:
         ids = {org_id for org_id, _day in taken}
         live = set(
             (await session.scalars(select(Organization.id).where(Organization.id.in_(ids)))).all()
         )
         for (org_id, day), counts in sorted(taken.items(), key=lambda kv: str(kv[0])):
-            if org_id not in live:  # deleted since (its rows went with it)
-                continue
-            bind_tenant(session, TenantContext.system(org_id))
-            row = {
-                "organization_id": org_id,
-                "day": day,
-                "requests": counts.requests,
-                "records_created": counts.records_created,
-                "active_users": counts.active_users,
-                "storage_bytes": await storage_used(session, org_id),
-            }
-            await session.execute(_upsert(session, row))
-            unbind_tenant(session)
+            if org_id in live:  # else deleted since (its rows went with it)
+                bind_tenant(session, TenantContext.system(org_id))
+                row = {
+                    "organization_id": org_id,
+                    "day": day,
+                    "requests": counts.requests,
+                    "records_created": counts.records_created,
+                    "active_users": counts.active_users,
+                    "storage_bytes": await storage_used(session, org_id),
+                }
+                await session.execute(_upsert(session, row))
+                unbind_tenant(session)
+                await end_transaction(session)
+            del pending[(org_id, day)]
     except BaseException:
         try:
-            await store.give_back(taken)  # not written: keep them for the next run
+            await store.give_back(pending)  # not written: keep them for the next run
         except (RedisError, OSError) as exc:
-            log.error("usage counts of %d organization-days lost: %s", len(taken), exc)
+            log.error("usage counts of %d organization-days lost: %s", len(pending), exc)
         raise
     return len(taken)
 
